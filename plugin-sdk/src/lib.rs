@@ -1,0 +1,185 @@
+//! # calllogger plugin SDK
+//!
+//! Write a plugin for [calllogger](https://example.invalid/calllogger) — the service that
+//! collects call data records from PBXs — as a Rust `cdylib`. The host loads it from its
+//! plugins folder, hands each class the config section with its exact name, and runs every
+//! instance on its own thread.
+//!
+//! A plugin is a settings struct, a [`Plugin`] impl whose `run` loops while
+//! [`Context::running`], and one [`export_plugins!`] line:
+//!
+//! ```
+//! use calllogger_plugin_sdk::prelude::*;
+//!
+//! /// Settings, read from the `HelloCalls:` section of the config.
+//! #[derive(Deserialize)]
+//! pub struct Settings {
+//!     /// The number to report.
+//!     number: String,
+//!     /// Seconds between calls.
+//!     #[serde(default = "one")]
+//!     every: f64,
+//! }
+//!
+//! fn one() -> f64 {
+//!     1.0
+//! }
+//!
+//! pub struct HelloCalls {
+//!     settings: Settings,
+//! }
+//!
+//! impl Plugin for HelloCalls {
+//!     type Settings = Settings;
+//!     const DESCRIPTION: &'static str = "Reports one outgoing call a second";
+//!
+//!     fn new(settings: Settings) -> Result<Self, Error> {
+//!         Ok(Self { settings })
+//!     }
+//!
+//!     fn run(&mut self, ctx: &Context) -> Result<(), Error> {
+//!         while ctx.running() {
+//!             ctx.push(Record::new(CallType::OUTGOING).number(&self.settings.number).ext("101"));
+//!             ctx.wait(self.settings.every);
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! export_plugins!(HelloCalls);
+//! # fn main() {}
+//! ```
+//!
+//! Build it with `crate-type = ["cdylib"]` and the default `panic = "unwind"` (a plugin built
+//! with `panic = "abort"` does not compile), drop the library into the plugins folder, add
+//! `HelloCalls` to `settings.plugins` and restart the service.
+//!
+//! Panics and errors in your plugin never take the host down: the SDK catches them at the
+//! boundary and the host restarts the instance after its decayed [`Timeout`].
+
+mod context;
+pub mod ffi;
+mod plugin;
+mod record;
+pub mod testing;
+mod timeout;
+
+pub use context::Context;
+pub use plugin::{parse_settings, Error, Plugin};
+pub use record::{Answered, CallType, Record, Timestamp};
+pub use timeout::Timeout;
+
+/// Date and time handling (`jiff`), re-exported so plugins need no version of their own.
+pub use jiff;
+/// `serde`, re-exported for `#[derive(Deserialize)]` on settings structs.
+pub use serde;
+
+/// Everything a plugin usually needs: `use calllogger_plugin_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::ffi::LogLevel;
+    pub use crate::{
+        export_plugins, Answered, CallType, Context, Error, Plugin, Record, Timeout, Timestamp,
+    };
+    pub use serde::Deserialize;
+}
+
+/// Exports plugin classes from this library: `export_plugins!(MockCalls, OtherClass);`.
+///
+/// Each name is a type implementing [`Plugin`]; the name is also the class name. Use it once
+/// per library. It generates the library's root module and all FFI glue, and refuses to
+/// compile under `panic = "abort"`.
+#[macro_export]
+macro_rules! export_plugins {
+    ($($class:ident),+ $(,)?) => {
+        #[cfg(panic = "abort")]
+        ::core::compile_error!(
+            "calllogger plugins must be built with panic = \"unwind\": with \"abort\", \
+             a panic in the plugin would kill the whole host"
+        );
+
+        /// The library's root module, found by the host by this exact symbol name.
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::LibHeader = {
+            extern "C" fn __calllogger_root_module() -> $crate::__private::RootModuleResult {
+                $crate::__private::call_root_module_loader(|| {
+                    $crate::__private::root_module(__calllogger_classes, __calllogger_new_instance)
+                })
+            }
+            // SAFETY: the constructor returns `PluginModuleRef`, the type named here, and the
+            // header asks for a layout check so the host verifies it before use.
+            unsafe {
+                $crate::__private::LibHeader::from_constructor::<$crate::ffi::PluginModuleRef>(
+                    __calllogger_root_module,
+                    $crate::__private::CheckTypeLayout::Yes,
+                )
+            }
+        };
+
+        extern "C" fn __calllogger_classes() -> $crate::__private::RVec<$crate::ffi::ClassInfo> {
+            ::std::vec![$($crate::__private::class_info::<$class>(::core::stringify!($class))),+].into()
+        }
+
+        extern "C" fn __calllogger_new_instance(
+            class: $crate::__private::RStr<'_>,
+            settings_yaml: $crate::__private::RStr<'_>,
+        ) -> $crate::__private::RResult<$crate::ffi::InstanceBox, $crate::__private::RString> {
+            $(
+                if class.as_str() == ::core::stringify!($class) {
+                    return $crate::__private::construct::<$class>(
+                        ::core::stringify!($class),
+                        settings_yaml.as_str(),
+                    );
+                }
+            )+
+            $crate::__private::unknown_class(class.as_str())
+        }
+    };
+}
+
+/// Support for [`export_plugins!`]; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::plugin::{class_info, construct};
+    pub use abi_stable::library::{
+        __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
+        RootModuleResult,
+    };
+    pub use abi_stable::std_types::{RResult, RStr, RString, RVec};
+
+    use crate::ffi::{ClassInfo, InstanceBox, PanicStrategy, PluginModule, PluginModuleRef};
+    use abi_stable::prefix_type::PrefixTypeTrait;
+
+    /// Builds the root module from the macro's two functions.
+    pub fn root_module(
+        classes: extern "C" fn() -> RVec<ClassInfo>,
+        new_instance: extern "C" fn(RStr<'_>, RStr<'_>) -> RResult<InstanceBox, RString>,
+    ) -> PluginModuleRef {
+        PluginModule {
+            panic_strategy: if cfg!(panic = "abort") {
+                PanicStrategy::Abort
+            } else {
+                PanicStrategy::Unwind
+            },
+            classes,
+            new_instance,
+        }
+        .leak_into_prefix()
+    }
+
+    /// The error for a class this library does not export.
+    pub fn unknown_class(class: &str) -> RResult<InstanceBox, RString> {
+        RResult::RErr(format!("this library exports no class `{class}`").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_symbol_is_abi_stables_root_module_loader() {
+        assert_eq!(
+            abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
+    }
+}

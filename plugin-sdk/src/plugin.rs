@@ -1,0 +1,203 @@
+//! The trait a plugin implements, and the glue that turns it into FFI-safe calls.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RBox, RResult, RString},
+};
+use serde::de::DeserializeOwned;
+
+use crate::ffi::{ClassInfo, HostHandle, InstanceApi, InstanceApi_TO, InstanceBox, PluginKind};
+use crate::Context;
+
+/// The error a plugin's constructor or `run` returns: any error type converts with `?`,
+/// and so does a `String` or `&str`.
+pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A plugin class: a settings struct, a constructor and a run loop.
+///
+/// The class name is the Rust type name; the host hands the instance the config section with
+/// that exact name, deserialized into [`Settings`](Plugin::Settings). Keys the settings struct
+/// does not know are an error that names the class and the key.
+///
+/// `run` loops while [`Context::running`] and returns when it drops. Returning an error (or
+/// panicking) makes the host log it, wait its decayed timeout, and start a fresh instance.
+pub trait Plugin: Sized + Send + 'static {
+    /// The class's settings, read from its config section.
+    type Settings: DeserializeOwned;
+
+    /// One line saying what the class does (shown by `calllogger plugins`).
+    const DESCRIPTION: &'static str;
+
+    /// Plain or serial; the serial base sets this for you.
+    #[doc(hidden)]
+    const KIND: PluginKind = PluginKind::Generic;
+
+    /// Builds an instance from its settings. Fail here on settings that make no sense.
+    fn new(settings: Self::Settings) -> Result<Self, Error>;
+
+    /// The instance's main loop: push records while `ctx.running()`.
+    fn run(&mut self, ctx: &Context) -> Result<(), Error>;
+}
+
+/// Deserializes a class's settings from the YAML text of its section.
+///
+/// An empty or `null` section reads as an empty mapping. Errors name the class and the key
+/// (`MockCalls: settings key `sleep`: invalid type: …`); unknown keys are errors too.
+pub fn parse_settings<S: DeserializeOwned>(class: &str, yaml: &str) -> Result<S, String> {
+    let value: serde_yaml::Value = serde_yaml::from_str(yaml)
+        .map_err(|e| format!("{class}: settings are not valid YAML: {e}"))?;
+    let value = match value {
+        serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
+        other => other,
+    };
+    let mut track = serde_path_to_error::Track::new();
+    let mut unknown = Vec::new();
+    let parsed = serde_ignored::deserialize(
+        serde_path_to_error::Deserializer::new(value, &mut track),
+        |path| unknown.push(path.to_string()),
+    );
+    match parsed {
+        Err(e) => {
+            let path = track.path().to_string();
+            Err(if path == "." || path.is_empty() {
+                format!("{class}: settings: {e}")
+            } else {
+                format!("{class}: settings key `{path}`: {e}")
+            })
+        }
+        Ok(_) if !unknown.is_empty() => Err(format!(
+            "{class}: unknown settings key{} {}",
+            if unknown.len() > 1 { "s" } else { "" },
+            unknown
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Ok(settings) => Ok(settings),
+    }
+}
+
+/// An error and its causes on one line: `outer: cause: root cause`.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+thread_local! {
+    /// Where the last panic on this thread happened, recorded by the SDK's panic hook.
+    static LAST_PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Replaces the library's panic hook (each plugin library has its own std, so this touches
+/// no one else) with one that records the location quietly: the host logs the panic as an
+/// error, and symbolizing a backtrace would cost tens of MB of RSS.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        panic::set_hook(Box::new(|info| {
+            let location = info.location().map(|l| l.to_string());
+            LAST_PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
+        }))
+    });
+}
+
+/// Runs `f`, turning a panic into an error message with the panic's text and location.
+fn catch_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+    install_panic_hook();
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let location = LAST_PANIC_LOCATION.with(|slot| slot.borrow_mut().take());
+        let message = panic_message(payload.as_ref());
+        match location {
+            Some(at) => format!("{what} panicked at {at}: {message}"),
+            None => format!("{what} panicked: {message}"),
+        }
+    })
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+/// A plugin instance behind the FFI trait. After a panic the plugin's state is suspect, so
+/// it is dropped and further runs fail; the host builds a fresh instance instead.
+struct Instance<P: Plugin> {
+    class: &'static str,
+    plugin: Option<P>,
+}
+
+impl<P: Plugin> InstanceApi for Instance<P> {
+    fn run(&mut self, host: HostHandle) -> RResult<(), RString> {
+        let Some(plugin) = self.plugin.as_mut() else {
+            return RResult::RErr(
+                format!("{}: instance is poisoned by an earlier panic", self.class).into(),
+            );
+        };
+        let context = Context::new(host);
+        match catch_panic("run", || plugin.run(&context)) {
+            Ok(Ok(())) => RResult::ROk(()),
+            Ok(Err(e)) => RResult::RErr(error_chain(e.as_ref()).into()),
+            Err(panicked) => {
+                let plugin = self.plugin.take();
+                let _ = catch_panic("drop", || drop(plugin));
+                RResult::RErr(panicked.into())
+            }
+        }
+    }
+}
+
+impl<P: Plugin> Drop for Instance<P> {
+    fn drop(&mut self) {
+        // A panic must not cross the FFI boundary, not even from the plugin's own Drop.
+        let plugin = self.plugin.take();
+        let _ = catch_panic("drop", || drop(plugin));
+    }
+}
+
+/// The FFI description of class `P` named `name`.
+#[doc(hidden)]
+pub fn class_info<P: Plugin>(name: &str) -> ClassInfo {
+    ClassInfo {
+        name: name.into(),
+        description: P::DESCRIPTION.into(),
+        kind: P::KIND,
+    }
+}
+
+/// Parses the settings and constructs class `P`, catching panics.
+#[doc(hidden)]
+pub fn construct<P: Plugin>(
+    class: &'static str,
+    settings_yaml: &str,
+) -> RResult<InstanceBox, RString> {
+    let built = catch_panic("constructor", || {
+        let settings = parse_settings::<P::Settings>(class, settings_yaml)?;
+        P::new(settings).map_err(|e| format!("{class}: {}", error_chain(e.as_ref())))
+    });
+    match built {
+        Ok(Ok(plugin)) => {
+            let instance = Instance {
+                class,
+                plugin: Some(plugin),
+            };
+            RResult::ROk(InstanceApi_TO::from_ptr(RBox::new(instance), TD_Opaque))
+        }
+        Ok(Err(message)) => RResult::RErr(message.into()),
+        Err(panicked) => RResult::RErr(format!("{class}: {panicked}").into()),
+    }
+}
