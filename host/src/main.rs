@@ -1,1 +1,319 @@
-fn main() {}
+//! calllogger: collects call data records from PBX plugins and forwards them.
+//!
+//! A record's path, top-down: the **config** names plugin instances; the **loader** finds the
+//! libraries that export their classes; the **supervisor** runs each instance on a thread; the
+//! instance `push`es records into the **output** stage, which writes them out (stdout today;
+//! the spool and the frontend sender plug in there).
+
+mod config;
+mod json;
+mod loader;
+mod output;
+mod plugin_context;
+mod signals;
+mod stop;
+mod supervisor;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use config::{Config, SettingsLayer};
+use loader::Registry;
+use signals::Shutdown;
+use supervisor::{Prepared, Supervisor};
+
+/// Collects call data records from PBX plugins and forwards them to the call-monitoring
+/// frontend.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Config file merged over the built-in defaults [default: $CALLLOGGER_CONFIG, else
+    /// /etc/calllogger/config.yml if it exists].
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Folder to load plugin libraries from (overrides settings.plugin_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+    /// Folder for the host's private files (overrides settings.state_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Run the configured plugin instances until SIGINT or SIGTERM (the default).
+    Run,
+    /// List the plugin classes found in the plugins folder, and the files refused.
+    Plugins,
+    /// Load the config and the plugins, build every instance, start nothing; report every
+    /// problem (non-zero exit status if there is any).
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run);
+    init_logging(if command == Command::Run {
+        "info"
+    } else {
+        "warn"
+    });
+    let result = match command {
+        Command::Run => run(&cli),
+        Command::Plugins => list_plugins(&cli),
+        Command::Check => check(&cli),
+    };
+    result.unwrap_or_else(|e| {
+        tracing::error!("{e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Logs go to stderr (stdout carries records), filtered by `RUST_LOG`.
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .init();
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let env = |name: &str| std::env::var(name).ok();
+    let file = config::config_path(cli.config.as_deref(), env);
+    let flags = SettingsLayer {
+        plugin_dir: cli.plugin_dir.clone(),
+        state_dir: cli.state_dir.clone(),
+        ..SettingsLayer::default()
+    };
+    Ok(config::load(file, SettingsLayer::from_env(env), flags)?)
+}
+
+fn scan_plugins(config: &Config, copy_dir: &std::path::Path) -> anyhow::Result<Registry> {
+    loader::scan(&config.plugin_dir, copy_dir).with_context(|| {
+        "set settings.plugin_dir, $CALLLOGGER_PLUGIN_DIR or --plugin-dir to the folder holding the plugin libraries"
+    })
+}
+
+/// Builds every configured instance; the errors name the instance, class and key at fault.
+fn prepare(config: &Config, registry: &Registry) -> Result<Vec<Prepared>, Vec<String>> {
+    let mut prepared = Vec::new();
+    let mut errors = Vec::new();
+    for wanted in &config.instances {
+        let built = registry
+            .library_for(&wanted.class)
+            .map_err(|e| e.to_string())
+            .and_then(|library| {
+                let instance = library.instantiate(&wanted.class, &wanted.settings_yaml)?;
+                Ok((library.clone(), instance))
+            });
+        match built {
+            Ok((library, instance)) => prepared.push(Prepared {
+                name: wanted.name.clone(),
+                class: wanted.class.clone(),
+                settings_yaml: wanted.settings_yaml.clone(),
+                library,
+                instance,
+            }),
+            Err(e) if wanted.name == wanted.class => errors.push(e),
+            Err(e) => errors.push(format!("instance `{}`: {e}", wanted.name)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(errors)
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    // 1. Config: defaults < file < environment < flags.
+    let config = load_config(cli)?;
+    // 2. Loader: every library in the plugins folder, from private copies.
+    let registry = scan_plugins(&config, &config.state_dir.join("libs"))?;
+    for refusal in &registry.refused {
+        tracing::warn!(file = %refusal.file.display(), "plugin library refused: {}", refusal.reason);
+    }
+    let instances =
+        prepare(&config, &registry).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+
+    // 3. Output: records leave through here (JSON lines on stdout).
+    let (shutdown_tx, shutdown_rx) = channel();
+    #[cfg(unix)]
+    signals::forward(shutdown_tx.clone()).context("installing signal handlers")?;
+    let (records, output) = output::start(output::JsonLines::new(stdout()), move |e| {
+        let _ = shutdown_tx.send(Shutdown::OutputFailed(e.to_string()));
+    });
+
+    // 4. Supervisor: one thread per instance, pushing into the output.
+    let names: Vec<String> = instances.iter().map(|i| i.name.clone()).collect();
+    let supervisor = Supervisor::start(instances, &records, config.timeouts);
+    drop(records);
+    tracing::info!("running {}", names.join(", "));
+
+    let reason = signals::wait(&shutdown_rx);
+    tracing::info!("shutting down: {reason:?}");
+    let stragglers = supervisor.stop(Duration::from_secs_f64(config.shutdown_timeout));
+    if !stragglers.is_empty() {
+        tracing::warn!(
+            "did not stop within {} s (settings.shutdown_timeout), left behind: {}",
+            config.shutdown_timeout,
+            stragglers.join(", ")
+        );
+    }
+    let written = output.finish();
+    match (reason, written) {
+        (Shutdown::OutputFailed(e), _) => {
+            tracing::error!("output failed: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        (_, Err(e)) => {
+            tracing::error!("output failed: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        (_, Ok(count)) => {
+            tracing::info!("stopped after {count} records");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Standard output without the line buffering `std::io::Stdout` adds: the output stage does
+/// its own buffering and flushes whenever its queue runs dry.
+#[cfg(unix)]
+fn stdout() -> std::fs::File {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .expect("duplicating stdout");
+    std::fs::File::from(fd)
+}
+
+#[cfg(not(unix))]
+fn stdout() -> std::io::Stdout {
+    std::io::stdout()
+}
+
+/// `calllogger plugins`: the class table, then the refused files.
+fn list_plugins(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli)?;
+    let copies = tempfile::tempdir().context("creating a temporary folder")?;
+    let registry = scan_plugins(&config, copies.path())?;
+    print!("{}", plugin_table(&registry));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugin_table(registry: &Registry) -> String {
+    let mut rows = vec![[
+        "CLASS".to_owned(),
+        "LIBRARY".to_owned(),
+        "SDK".to_owned(),
+        "DESCRIPTION".to_owned(),
+    ]];
+    for (class, exporters) in registry.classes() {
+        for (library, info) in exporters {
+            let kind = match info.kind {
+                calllogger_plugin_sdk::ffi::PluginKind::Serial => " (serial)",
+                calllogger_plugin_sdk::ffi::PluginKind::Generic => "",
+            };
+            rows.push([
+                class.to_owned(),
+                library.file.display().to_string(),
+                library.sdk_version.clone(),
+                format!("{}{kind}", info.description),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..3)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        for (cell, width) in row.iter().zip(&widths) {
+            out.push_str(&format!("{cell:width$}  "));
+        }
+        out.push_str(&row[3]);
+        out.push('\n');
+    }
+    if registry.libraries.is_empty() {
+        out.push_str("(no plugin libraries loaded)\n");
+    }
+    if !registry.refused.is_empty() {
+        out.push_str("\nRefused:\n");
+        for refusal in &registry.refused {
+            out.push_str(&format!(
+                "  {}: {}\n",
+                refusal.file.display(),
+                refusal.reason
+            ));
+        }
+    }
+    for conflict in registry.conflicts() {
+        out.push_str(&format!("\nError: {conflict}\n"));
+    }
+    out
+}
+
+/// `calllogger check`: everything `run` would do before starting the instances.
+fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli)?;
+    match &config.file {
+        Some(file) => println!("config: {} over the built-in defaults", file.display()),
+        None => println!("config: built-in defaults only"),
+    }
+    println!("plugin folder: {}", config.plugin_dir.display());
+    let copies = tempfile::tempdir().context("creating a temporary folder")?;
+    let registry = scan_plugins(&config, copies.path())?;
+    let mut problems: Vec<String> = registry
+        .refused
+        .iter()
+        .map(|r| format!("plugin library {} refused: {}", r.file.display(), r.reason))
+        .collect();
+    problems.extend(registry.conflicts().iter().map(ToString::to_string));
+    match prepare(&config, &registry) {
+        Ok(instances) => {
+            for instance in instances {
+                println!(
+                    "would run: {} (class {} from {})",
+                    instance.name,
+                    instance.class,
+                    instance.library.file.display()
+                );
+            }
+        }
+        Err(errors) => problems.extend(errors),
+    }
+    let classes: Vec<&str> = registry.classes().into_keys().collect();
+    for section in config.unclaimed_sections(&classes) {
+        println!("warning: config section `{section}` matches no plugin class and no configured instance");
+    }
+    if config.frontend.is_empty() || config.token.is_empty() {
+        println!("records go to: stdout (no frontend and token configured)");
+    } else {
+        println!("records go to: {} (token set)", config.frontend);
+    }
+    if problems.is_empty() {
+        println!("ok");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for problem in &problems {
+            println!("error: {problem}");
+        }
+        println!(
+            "{} problem{} found",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
