@@ -12,7 +12,7 @@
 //! use calllogger_plugin_sdk::prelude::*;
 //!
 //! /// Settings, read from the `HelloCalls:` section of the config.
-//! #[derive(Deserialize)]
+//! #[settings]
 //! pub struct Settings {
 //!     /// The number to report.
 //!     number: String,
@@ -65,22 +65,38 @@ pub mod testing;
 mod timeout;
 
 pub use context::Context;
-pub use plugin::{parse_settings, Error, Plugin};
+pub use plugin::{parse_settings, Error, NoSettings, Plugin};
 pub use record::{Answered, CallType, Record, Timestamp};
 pub use timeout::Timeout;
 
+/// Marks a plugin's settings type: derives `Deserialize` through the SDK's serde, so the
+/// plugin crate needs no serde dependency. `#[serde(...)]` attributes work as usual.
+///
+/// ```
+/// use calllogger_plugin_sdk::settings;
+///
+/// #[settings]
+/// #[serde(default)]
+/// struct Settings {
+///     sleep: f64,
+/// }
+/// # impl Default for Settings { fn default() -> Self { Self { sleep: 1.0 } } }
+/// let s: Settings = calllogger_plugin_sdk::parse_settings("Demo", "sleep: 2").unwrap();
+/// assert_eq!(s.sleep, 2.0);
+/// ```
+pub use calllogger_plugin_sdk_macros::settings;
 /// Date and time handling (`jiff`), re-exported so plugins need no version of their own.
 pub use jiff;
-/// `serde`, re-exported for `#[derive(Deserialize)]` on settings structs.
+/// `serde`, re-exported for [`settings`] and for custom `Deserialize` impls.
 pub use serde;
 
 /// Everything a plugin usually needs: `use calllogger_plugin_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::ffi::LogLevel;
     pub use crate::{
-        export_plugins, Answered, CallType, Context, Error, Plugin, Record, Timeout, Timestamp,
+        export_plugins, settings, Answered, CallType, Context, Error, NoSettings, Plugin, Record,
+        Timeout, Timestamp,
     };
-    pub use serde::Deserialize;
 }
 
 /// Exports plugin classes from this library: `export_plugins!(MockCalls, OtherClass);`.

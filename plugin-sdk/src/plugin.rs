@@ -44,6 +44,11 @@ pub trait Plugin: Sized + Send + 'static {
     fn run(&mut self, ctx: &Context) -> Result<(), Error>;
 }
 
+/// The settings of a class that has none: its section must be empty or absent.
+#[derive(serde::Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NoSettings {}
+
 /// Deserializes a class's settings from the YAML text of its section.
 ///
 /// An empty or `null` section reads as an empty mapping. Errors name the class and the key
@@ -59,7 +64,16 @@ pub fn parse_settings<S: DeserializeOwned>(class: &str, yaml: &str) -> Result<S,
     let mut unknown = Vec::new();
     let parsed = serde_ignored::deserialize(
         serde_path_to_error::Deserializer::new(value, &mut track),
-        |path| unknown.push(path.to_string()),
+        // serde_ignored writes `?` for a step through an `Option`: not a key the user wrote.
+        |path| {
+            unknown.push(
+                path.to_string()
+                    .split('.')
+                    .filter(|s| *s != "?")
+                    .collect::<Vec<_>>()
+                    .join("."),
+            )
+        },
     );
     match parsed {
         Err(e) => {
@@ -199,5 +213,64 @@ pub fn construct<P: Plugin>(
         }
         Ok(Err(message)) => RResult::RErr(message.into()),
         Err(panicked) => RResult::RErr(format!("{class}: {panicked}").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)] // the fields are read by the deserializer only
+    struct Settings {
+        port: String,
+        #[serde(default)]
+        rate: u32,
+        nested: Option<Nested>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Nested {
+        depth: u8,
+    }
+
+    fn err(yaml: &str) -> String {
+        parse_settings::<Settings>("Serial", yaml).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_class_and_the_key() {
+        assert_eq!(err("rate: 1"), "Serial: settings: missing field `port`");
+        assert!(err("port: a\nrate: fast").starts_with("Serial: settings key `rate`: invalid type"));
+        assert!(err("port: a\nnested: {depth: 300}")
+            .starts_with("Serial: settings key `nested.depth`:"));
+        assert_eq!(
+            err("port: a\nrtae: 9600"),
+            "Serial: unknown settings key `rtae`"
+        );
+        assert_eq!(
+            err("port: a\nx: 1\nnested: {depth: 1, y: 2}"),
+            "Serial: unknown settings keys `x`, `nested.y`"
+        );
+        assert!(err("port: [").starts_with("Serial: settings are not valid YAML"));
+    }
+
+    #[test]
+    fn an_empty_section_is_an_empty_mapping() {
+        assert_eq!(err(""), "Serial: settings: missing field `port`");
+        parse_settings::<NoSettings>("None", "").unwrap();
+        parse_settings::<NoSettings>("None", "~").unwrap();
+        assert!(parse_settings::<NoSettings>("None", "a: 1").is_err());
+    }
+
+    #[test]
+    fn error_chains_are_flattened() {
+        let io = std::io::Error::other("device gone");
+        let outer: Error = format!("reading /dev/ttyUSB0: {}", io).into();
+        assert_eq!(
+            error_chain(outer.as_ref()),
+            "reading /dev/ttyUSB0: device gone"
+        );
     }
 }

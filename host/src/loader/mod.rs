@@ -224,16 +224,11 @@ fn describe(error: &LibraryError, copy: &Path, file: &Path) -> String {
             compatible_range()
         ),
         LibraryError::AbiInstability(err) => {
-            let text = err.to_string();
-            let errors: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| l.starts_with("Error:"))
-                .take(4)
-                .collect();
+            let report = err.to_string();
+            tracing::debug!(file = %file.display(), "abi_stable layout report:\n{report}");
             format!(
                 "incompatible plugin interface (its types differ from this host's SDK {SDK_VERSION}; rebuild it): {}",
-                errors.join("; ")
+                layout_errors(&report)
             )
         }
         LibraryError::Many(errors) => errors
@@ -248,6 +243,40 @@ fn describe(error: &LibraryError, copy: &Path, file: &Path) -> String {
             .join(" "),
     };
     text.replace(&copy.display().to_string(), &file.display().to_string())
+}
+
+/// The `Error:` lines of abi_stable's layout report (which runs to ~1,400 lines), each with
+/// the expected and found values that follow it: `Error:mismatched package (expected: a; found: b)`.
+fn layout_errors(report: &str) -> String {
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    let mut errors = Vec::new();
+    for (i, line) in lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("Error:"))
+    {
+        let mut error = (*line).to_owned();
+        let detail: Vec<String> = ["Expected:", "Found:"]
+            .iter()
+            .filter_map(|label| {
+                let at = lines[i + 1..].iter().take(6).position(|l| l == label)?;
+                let value = lines.get(i + 2 + at).filter(|v| !v.is_empty())?;
+                Some(format!("{} {value}", label.to_lowercase()))
+            })
+            .collect();
+        if !detail.is_empty() {
+            error.push_str(&format!(" ({})", detail.join("; ")));
+        }
+        errors.push(error);
+        if errors.len() == 4 {
+            break;
+        }
+    }
+    if errors.is_empty() {
+        "layout mismatch".to_owned()
+    } else {
+        errors.join("; ")
+    }
 }
 
 /// The SDK versions this host accepts, in words: abi_stable's rule is same minor while 0.x,

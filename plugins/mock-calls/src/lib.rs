@@ -7,7 +7,8 @@
 use calllogger_plugin_sdk::prelude::*;
 
 /// Settings of the `MockCalls:` config section.
-#[derive(Deserialize, Debug)]
+#[settings]
+#[derive(Debug)]
 #[serde(default)]
 pub struct Settings {
     /// Seconds between calls; 0 = as fast as the host takes them.

@@ -1,0 +1,254 @@
+//! Shared test support: builds the real plugin cdylibs, and runs the real host binary on them.
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The plugin crates the tests load, by library file stem.
+pub const MOCK_CALLS: &str = "calllogger_mock_calls";
+pub const TEST_PLUGINS: &str = "calllogger_test_plugins";
+pub const INCOMPATIBLE: &str = "calllogger_incompatible_plugin";
+pub const ABORT: &str = "calllogger_abort_plugin";
+
+/// The host binary under test.
+pub fn host_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_calllogger"))
+}
+
+/// Builds the plugin cdylibs (cargo does not build them for a test) once per test binary, in
+/// the host's own profile, and returns the folder they are in.
+pub fn artifacts() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = host_binary().parent().unwrap().to_owned();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut build = Command::new(cargo);
+        build.current_dir(workspace).args(["build", "--quiet"]);
+        for package in [
+            "calllogger-mock-calls",
+            "calllogger-test-plugins",
+            "calllogger-incompatible-plugin",
+            "calllogger-abort-plugin",
+        ] {
+            build.args(["-p", package]);
+        }
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .expect("running cargo build for the plugin fixtures");
+        assert!(status.success(), "building the plugin fixtures failed");
+        dir
+    })
+}
+
+/// The built library file for a crate's lib stem.
+pub fn library(stem: &str) -> PathBuf {
+    artifacts().join(format!(
+        "{}{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ))
+}
+
+/// A scratch installation: `plugins/`, `state/` and a `config.yml`.
+pub struct Install {
+    pub dir: tempfile::TempDir,
+}
+
+impl Install {
+    /// An installation with these libraries in its plugins folder and this config.
+    pub fn new(libraries: &[&str], config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        let install = Self { dir };
+        for stem in libraries {
+            install.add_library(stem, &format!("lib{stem}.so"));
+        }
+        install.write_config(config);
+        install
+    }
+
+    pub fn plugins(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yml")
+    }
+
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.config_path(), config).unwrap();
+    }
+
+    /// Copies a built library into the plugins folder under `file_name`.
+    pub fn add_library(&self, stem: &str, file_name: &str) -> PathBuf {
+        let target = self.plugins().join(file_name);
+        std::fs::copy(library(stem), &target).unwrap();
+        target
+    }
+
+    /// The host command on this installation, with a clean environment for its settings.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(host_binary());
+        command
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--plugin-dir")
+            .arg(self.plugins())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .args(args)
+            .env_remove("TOKEN")
+            .env_remove("PLUGIN")
+            .env_remove("CALLLOGGER_CONFIG")
+            .env_remove("CALLLOGGER_PLUGIN_DIR")
+            .env_remove("CALLLOGGER_STATE_DIR")
+            .env("RUST_LOG", "info");
+        command
+    }
+
+    /// Runs a one-shot command (`plugins`, `check`) and returns (success, stdout, stderr).
+    pub fn run_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = self.command(args).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Starts `calllogger run` in the background.
+    pub fn start(&self) -> Host {
+        Host::spawn(self.command(&["run"]))
+    }
+}
+
+/// A running host process whose stdout lines (records) and stderr (logs) are collected.
+pub struct Host {
+    pub child: Child,
+    lines: Receiver<(Instant, String)>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Host {
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        Self {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The next record on stdout, with the time it was read; `None` after `timeout`.
+    pub fn next_record(&self, timeout: Duration) -> Option<(Instant, Value)> {
+        match self.lines.recv_timeout(timeout) {
+            Ok((at, line)) => Some((
+                at,
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}")),
+            )),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Records until `pred` holds for one (returned last) or `timeout` passes (panics).
+    pub fn records_until(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Vec<(Instant, Value)> {
+        let until = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.next_record(left) {
+                Some(record) => {
+                    let done = pred(&record.1);
+                    seen.push(record);
+                    if done {
+                        return seen;
+                    }
+                }
+                None => panic!(
+                    "no matching record within {timeout:?}; saw {} records; host log:\n{}",
+                    seen.len(),
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    /// Everything the host logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends a signal to the host.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits up to `timeout` for the host to exit; kills it and panics if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        panic!("host did not exit within {timeout:?}; log:\n{}", self.log());
+    }
+
+    /// Records still buffered after exit.
+    pub fn remaining_records(&self) -> Vec<Value> {
+        std::iter::from_fn(|| self.next_record(Duration::from_millis(200)).map(|r| r.1)).collect()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
