@@ -161,7 +161,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     tracing::info!("running {}", names.join(", "));
 
     let reason = signals::wait(&shutdown_rx);
-    tracing::info!("shutting down: {reason:?}");
+    tracing::info!("shutting down: {reason}");
     let stragglers = supervisor.stop(Duration::from_secs_f64(config.shutdown_timeout));
     if !stragglers.is_empty() {
         tracing::warn!(

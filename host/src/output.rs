@@ -11,9 +11,11 @@ use calllogger_plugin_sdk::Record;
 
 use crate::json::RecordJson;
 
-/// How many records may wait for the output before `push` blocks the plugin.
-const QUEUE: usize = 8192;
+/// How many records may wait for the output before `push` blocks the plugin. The queue's
+/// slots are allocated up front (a record is ~500 bytes), so it is kept small.
+const QUEUE: usize = 1024;
 
+#[allow(clippy::large_enum_variant)] // `Close` is sent once; boxing every record would cost more
 enum Message {
     Record { source: Arc<str>, record: Record },
     Close,
@@ -48,22 +50,22 @@ impl<W: Write + Send> Output for JsonLines<W> {
     }
 }
 
+/// The output has stopped: the record was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OutputStopped;
+
 /// The handle instances push records through. Cheap to clone.
 #[derive(Clone)]
 pub struct RecordSender(SyncSender<Message>);
 
 impl RecordSender {
     /// Queues a record; blocks while the queue is full. Fails only once the output has stopped.
-    pub fn push(&self, source: &Arc<str>, record: Record) -> Result<(), Record> {
-        self.0
-            .send(Message::Record {
-                source: source.clone(),
-                record,
-            })
-            .map_err(|e| match e.0 {
-                Message::Record { record, .. } => record,
-                Message::Close => unreachable!("only records are pushed"),
-            })
+    pub fn push(&self, source: &Arc<str>, record: Record) -> Result<(), OutputStopped> {
+        let message = Message::Record {
+            source: source.clone(),
+            record,
+        };
+        self.0.send(message).map_err(|_| OutputStopped)
     }
 }
 

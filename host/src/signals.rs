@@ -11,6 +11,15 @@ pub enum Shutdown {
     OutputFailed(String),
 }
 
+impl std::fmt::Display for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Signal(name) => write!(f, "{name} received"),
+            Self::OutputFailed(e) => write!(f, "the output failed: {e}"),
+        }
+    }
+}
+
 /// Delivers SIGINT and SIGTERM as [`Shutdown::Signal`] on `tx`. A second one while shutting
 /// down exits at once with status 130.
 #[cfg(unix)]

@@ -199,3 +199,8 @@ mod tests {
         );
     }
 }
+
+/// The README's "Writing a plugin" example, compiled as a doctest so the guide stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,118 @@
+//! Project tasks, run as `cargo xtask <task>`:
+//!
+//! - `demo [HOST ARGS…]`: build the host and the shipped plugins, stage the plugins into
+//!   `target/demo/plugins`, and run the host on them with the built-in defaults (MockCalls).
+//! - `stage DIR [--release]`: build the shipped plugins and install them into DIR, the way an
+//!   operator should (copy to a temporary name, then rename over the old file).
+//! - `bench`: build in release mode and print the benchmark table.
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The plugin crates that ship with calllogger, by package and library file stem.
+pub const SHIPPED_PLUGINS: &[(&str, &str)] = &[("calllogger-mock-calls", "calllogger_mock_calls")];
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match task.as_str() {
+        "demo" => demo(&rest),
+        "stage" => {
+            let release = rest.iter().any(|a| a == "--release");
+            let Some(dir) = rest.iter().find(|a| !a.starts_with("--")) else {
+                bail!("usage: cargo xtask stage DIR [--release]");
+            };
+            stage(Path::new(dir), release)?;
+            Ok(())
+        }
+        "bench" => bench::run(),
+        _ => bail!("usage: cargo xtask demo [HOST ARGS…] | stage DIR [--release] | bench"),
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Builds the host and the shipped plugins; returns the folder the artifacts are in.
+pub fn build(release: bool) -> Result<PathBuf> {
+    let mut build = cargo();
+    build.args(["build", "-p", "calllogger"]);
+    for (package, _) in SHIPPED_PLUGINS {
+        build.args(["-p", package]);
+    }
+    if release {
+        build.arg("--release");
+    }
+    if !build.status().context("running cargo build")?.success() {
+        bail!("cargo build failed");
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    Ok(target.join(if release { "release" } else { "debug" }))
+}
+
+/// Builds and installs the shipped plugins into `dir`; returns the artifacts folder.
+pub fn stage(dir: &Path, release: bool) -> Result<PathBuf> {
+    let artifacts = build(release)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (_, stem) in SHIPPED_PLUGINS {
+        let name = format!(
+            "{}{stem}{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        );
+        // A new inode, never an overwrite: a running host has the old file mapped.
+        let temporary = dir.join(format!(".{name}.partial"));
+        std::fs::copy(artifacts.join(&name), &temporary)
+            .with_context(|| format!("copying {name}"))?;
+        std::fs::rename(&temporary, dir.join(&name))?;
+    }
+    Ok(artifacts)
+}
+
+fn demo(host_args: &[String]) -> Result<()> {
+    let demo = root().join("target").join("demo");
+    let plugins = demo.join("plugins");
+    let artifacts = stage(&plugins, false)?;
+    let mut host =
+        Command::new(artifacts.join(format!("calllogger{}", std::env::consts::EXE_SUFFIX)));
+    host.arg("--plugin-dir")
+        .arg(&plugins)
+        .arg("--state-dir")
+        .arg(demo.join("state"));
+    if !host_args.iter().any(|a| a == "--config") {
+        // The built-in defaults only, whatever /etc/calllogger holds.
+        host.arg("--config").arg(root().join("defaults.yml"));
+    }
+    host.args(host_args);
+    eprintln!(
+        "calllogger demo: plugins in {}; Ctrl-C to stop",
+        plugins.display()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        Err(host.exec()).context("starting the host")
+    }
+    #[cfg(not(unix))]
+    {
+        let status = host.status().context("starting the host")?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+}
