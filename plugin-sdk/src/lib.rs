@@ -61,6 +61,8 @@ mod context;
 pub mod ffi;
 mod plugin;
 mod record;
+#[cfg(feature = "serial")]
+pub mod serial;
 pub mod testing;
 mod timeout;
 
@@ -99,14 +101,30 @@ pub mod prelude {
     };
 }
 
-/// Exports plugin classes from this library: `export_plugins!(MockCalls, OtherClass);`.
+/// Exports plugin classes from this library: `export_plugins!(MockCalls, serial MyPbx);`.
 ///
-/// Each name is a type implementing [`Plugin`]; the name is also the class name. Use it once
-/// per library. It generates the library's root module and all FFI glue, and refuses to
-/// compile under `panic = "abort"`.
+/// Each name is a type implementing [`Plugin`], or, after `serial`, a type implementing
+/// `serial::SerialPlugin` (feature `serial`). The type name is the class name. Use it once per
+/// library. It generates the library's root module and all FFI glue, and refuses to compile
+/// under `panic = "abort"`.
 #[macro_export]
 macro_rules! export_plugins {
-    ($($class:ident),+ $(,)?) => {
+    ($($classes:tt)+) => {
+        $crate::__export_plugins!(@parse [] $($classes)+);
+    };
+}
+
+/// The body of [`export_plugins!`]: turns each entry into `(ClassName, PluginType)`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_plugins {
+    (@parse [$($done:tt)*] serial $class:ident $(, $($rest:tt)*)?) => {
+        $crate::__export_plugins!(@parse [$($done)* ($class, $crate::serial::Serial<$class>)] $($($rest)*)?);
+    };
+    (@parse [$($done:tt)*] $class:ident $(, $($rest:tt)*)?) => {
+        $crate::__export_plugins!(@parse [$($done)* ($class, $class)] $($($rest)*)?);
+    };
+    (@parse [$(($class:ident, $plugin:ty))+]) => {
         #[cfg(panic = "abort")]
         ::core::compile_error!(
             "calllogger plugins must be built with panic = \"unwind\": with \"abort\", \
@@ -133,7 +151,7 @@ macro_rules! export_plugins {
         };
 
         extern "C" fn __calllogger_classes() -> $crate::__private::RVec<$crate::ffi::ClassInfo> {
-            ::std::vec![$($crate::__private::class_info::<$class>(::core::stringify!($class))),+].into()
+            ::std::vec![$($crate::__private::class_info::<$plugin>(::core::stringify!($class))),+].into()
         }
 
         extern "C" fn __calllogger_new_instance(
@@ -142,7 +160,7 @@ macro_rules! export_plugins {
         ) -> $crate::__private::RResult<$crate::ffi::InstanceBox, $crate::__private::RString> {
             $(
                 if class.as_str() == ::core::stringify!($class) {
-                    return $crate::__private::construct::<$class>(
+                    return $crate::__private::construct::<$plugin>(
                         ::core::stringify!($class),
                         settings_yaml.as_str(),
                     );

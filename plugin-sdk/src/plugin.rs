@@ -1,7 +1,7 @@
 //! The trait a plugin implements, and the glue that turns it into FFI-safe calls.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
@@ -33,10 +33,6 @@ pub trait Plugin: Sized + Send + 'static {
     /// One line saying what the class does (shown by `calllogger plugins`).
     const DESCRIPTION: &'static str;
 
-    /// Plain or serial; the serial base sets this for you.
-    #[doc(hidden)]
-    const KIND: PluginKind = PluginKind::Generic;
-
     /// Builds an instance from its settings. Fail here on settings that make no sense.
     fn new(settings: Self::Settings) -> Result<Self, Error>;
 
@@ -49,6 +45,34 @@ pub trait Plugin: Sized + Send + 'static {
 #[serde(deny_unknown_fields)]
 pub struct NoSettings {}
 
+/// What the export glue needs of a class: implemented for every [`Plugin`], and by the serial
+/// base for every `SerialPlugin`.
+#[doc(hidden)]
+pub trait Class: Sized + Send + 'static {
+    /// One line saying what the class does.
+    const DESCRIPTION: &'static str;
+    /// Plain or serial.
+    const KIND: PluginKind;
+    /// Reads the settings from the section's YAML text and builds an instance.
+    fn build(class: &str, settings_yaml: &str) -> Result<Self, String>;
+    /// Runs the instance.
+    fn run_class(&mut self, ctx: &Context) -> Result<(), Error>;
+}
+
+impl<P: Plugin> Class for P {
+    const DESCRIPTION: &'static str = P::DESCRIPTION;
+    const KIND: PluginKind = PluginKind::Generic;
+
+    fn build(class: &str, settings_yaml: &str) -> Result<Self, String> {
+        let settings = parse_settings::<P::Settings>(class, settings_yaml)?;
+        P::new(settings).map_err(|e| format!("{class}: {}", error_chain(e.as_ref())))
+    }
+
+    fn run_class(&mut self, ctx: &Context) -> Result<(), Error> {
+        self.run(ctx)
+    }
+}
+
 /// Deserializes a class's settings from the YAML text of its section.
 ///
 /// An empty or `null` section reads as an empty mapping. Errors name the class and the key
@@ -56,6 +80,14 @@ pub struct NoSettings {}
 pub fn parse_settings<S: DeserializeOwned>(class: &str, yaml: &str) -> Result<S, String> {
     let value: serde_yaml::Value = serde_yaml::from_str(yaml)
         .map_err(|e| format!("{class}: settings are not valid YAML: {e}"))?;
+    parse_settings_value(class, value)
+}
+
+/// [`parse_settings`] on an already parsed YAML value.
+pub(crate) fn parse_settings_value<S: DeserializeOwned>(
+    class: &str,
+    value: serde_yaml::Value,
+) -> Result<S, String> {
     let value = match value {
         serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
         other => other,
@@ -98,7 +130,7 @@ pub fn parse_settings<S: DeserializeOwned>(class: &str, yaml: &str) -> Result<S,
 }
 
 /// An error and its causes on one line: `outer: cause: root cause`.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -110,19 +142,27 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 thread_local! {
-    /// Where the last panic on this thread happened, recorded by the SDK's panic hook.
+    /// Whether this thread is inside [`catch_panic`], where panics become errors.
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+    /// Where the last caught panic on this thread happened.
     static LAST_PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Replaces the library's panic hook (each plugin library has its own std, so this touches
-/// no one else) with one that records the location quietly: the host logs the panic as an
-/// error, and symbolizing a backtrace would cost tens of MB of RSS.
+/// Wraps the library's panic hook (each plugin library has its own std, so this touches no
+/// one else): a panic that [`catch_panic`] will turn into an error only has its location
+/// recorded, since the host logs it, and symbolizing a backtrace would cost tens of MB of
+/// RSS. Any other panic goes to the previous hook as usual.
 fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        panic::set_hook(Box::new(|info| {
-            let location = info.location().map(|l| l.to_string());
-            LAST_PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if CATCHING.get() {
+                let location = info.location().map(|l| l.to_string());
+                LAST_PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
+            } else {
+                previous(info);
+            }
         }))
     });
 }
@@ -130,7 +170,10 @@ fn install_panic_hook() {
 /// Runs `f`, turning a panic into an error message with the panic's text and location.
 fn catch_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     install_panic_hook();
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+    let outer = CATCHING.replace(true);
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    CATCHING.set(outer);
+    result.map_err(|payload| {
         let location = LAST_PANIC_LOCATION.with(|slot| slot.borrow_mut().take());
         let message = panic_message(payload.as_ref());
         match location {
@@ -150,12 +193,12 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 
 /// A plugin instance behind the FFI trait. After a panic the plugin's state is suspect, so
 /// it is dropped and further runs fail; the host builds a fresh instance instead.
-struct Instance<P: Plugin> {
+struct Instance<P: Class> {
     class: &'static str,
     plugin: Option<P>,
 }
 
-impl<P: Plugin> InstanceApi for Instance<P> {
+impl<P: Class> InstanceApi for Instance<P> {
     fn run(&mut self, host: HostHandle) -> RResult<(), RString> {
         let Some(plugin) = self.plugin.as_mut() else {
             return RResult::RErr(
@@ -163,7 +206,7 @@ impl<P: Plugin> InstanceApi for Instance<P> {
             );
         };
         let context = Context::new(host);
-        match catch_panic("run", || plugin.run(&context)) {
+        match catch_panic("run", || plugin.run_class(&context)) {
             Ok(Ok(())) => RResult::ROk(()),
             Ok(Err(e)) => RResult::RErr(error_chain(e.as_ref()).into()),
             Err(panicked) => {
@@ -175,7 +218,7 @@ impl<P: Plugin> InstanceApi for Instance<P> {
     }
 }
 
-impl<P: Plugin> Drop for Instance<P> {
+impl<P: Class> Drop for Instance<P> {
     fn drop(&mut self) {
         // A panic must not cross the FFI boundary, not even from the plugin's own Drop.
         let plugin = self.plugin.take();
@@ -185,7 +228,7 @@ impl<P: Plugin> Drop for Instance<P> {
 
 /// The FFI description of class `P` named `name`.
 #[doc(hidden)]
-pub fn class_info<P: Plugin>(name: &str) -> ClassInfo {
+pub fn class_info<P: Class>(name: &str) -> ClassInfo {
     ClassInfo {
         name: name.into(),
         description: P::DESCRIPTION.into(),
@@ -195,14 +238,11 @@ pub fn class_info<P: Plugin>(name: &str) -> ClassInfo {
 
 /// Parses the settings and constructs class `P`, catching panics.
 #[doc(hidden)]
-pub fn construct<P: Plugin>(
+pub fn construct<P: Class>(
     class: &'static str,
     settings_yaml: &str,
 ) -> RResult<InstanceBox, RString> {
-    let built = catch_panic("constructor", || {
-        let settings = parse_settings::<P::Settings>(class, settings_yaml)?;
-        P::new(settings).map_err(|e| format!("{class}: {}", error_chain(e.as_ref())))
-    });
+    let built = catch_panic("constructor", || P::build(class, settings_yaml));
     match built {
         Ok(Ok(plugin)) => {
             let instance = Instance {

@@ -19,7 +19,7 @@ use abi_stable::{
     std_types::{RArc, RStr},
 };
 
-use crate::ffi::{HostApi, HostApi_TO, LogLevel, TimeoutSettings};
+use crate::ffi::{HostApi, HostApi_TO, HostHandle, LogLevel, TimeoutSettings};
 use crate::{Context, Record};
 
 #[derive(Default)]
@@ -52,7 +52,12 @@ impl TestHost {
 
     /// A [`Context`] talking to this host, as a plugin's `run` gets it.
     pub fn context(&self) -> Context {
-        Context::new(HostApi_TO::from_ptr(RArc::new(self.clone()), TD_Opaque))
+        Context::new(self.handle())
+    }
+
+    /// The FFI handle the host passes to an instance's `run`.
+    pub fn handle(&self) -> HostHandle {
+        HostApi_TO::from_ptr(RArc::new(self.clone()), TD_Opaque)
     }
 
     /// Drops the `running` flag and wakes every waiter.
