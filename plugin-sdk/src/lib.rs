@@ -57,6 +57,8 @@
 //! Panics and errors in your plugin never take the host down: the SDK catches them at the
 //! boundary and the host restarts the instance after its decayed [`Timeout`].
 
+#![warn(missing_docs)]
+
 mod context;
 pub mod ffi;
 mod plugin;
