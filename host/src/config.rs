@@ -9,6 +9,8 @@ use serde_yaml::Value;
 
 use calllogger_plugin_sdk::ffi::TimeoutSettings;
 
+use crate::spool::Fsync;
+
 /// The defaults, as shipped in the repository's `defaults.yml`.
 pub const DEFAULTS: &str = include_str!("../../defaults.yml");
 
@@ -47,6 +49,12 @@ pub struct SettingsLayer {
     pub shutdown_timeout: Option<f64>,
     pub token: Option<String>,
     pub frontend: Option<String>,
+    pub request_timeout: Option<f64>,
+    pub backlog_trigger: Option<u64>,
+    pub batch_size: Option<usize>,
+    pub drop_stale_incoming: Option<bool>,
+    pub spool_max_records: Option<u64>,
+    pub spool_fsync: Option<Fsync>,
 }
 
 /// One config file: `settings:` plus a section per plugin class or instance.
@@ -72,7 +80,13 @@ impl SettingsLayer {
             state_dir,
             shutdown_timeout,
             token,
-            frontend
+            frontend,
+            request_timeout,
+            backlog_trigger,
+            batch_size,
+            drop_stale_incoming,
+            spool_max_records,
+            spool_fsync
         );
         // `plugin` (one) and `plugins` (a list) are two spellings of one setting.
         if let Some(one) = over.plugin {
@@ -123,6 +137,12 @@ pub struct Config {
     pub shutdown_timeout: f64,
     pub token: String,
     pub frontend: String,
+    pub request_timeout: f64,
+    pub backlog_trigger: u64,
+    pub batch_size: usize,
+    pub drop_stale_incoming: bool,
+    pub spool_max_records: u64,
+    pub spool_fsync: Fsync,
     pub instances: Vec<InstanceConfig>,
     /// Every plugin section by name, to point out sections no class claims.
     pub sections: BTreeMap<String, Value>,
@@ -236,6 +256,19 @@ fn finish(
     let timeout = seconds("timeout", s.timeout)?;
     let max_timeout = seconds("max_timeout", s.max_timeout)?;
     let shutdown_timeout = seconds("shutdown_timeout", s.shutdown_timeout)?;
+    let request_timeout = seconds("request_timeout", s.request_timeout)?;
+    let batch_size = s.batch_size.ok_or_else(|| missing("batch_size"))?;
+    if batch_size == 0 {
+        return Err(invalid("settings.batch_size must be at least 1".into()));
+    }
+    let spool_max_records = s
+        .spool_max_records
+        .ok_or_else(|| missing("spool_max_records"))?;
+    if spool_max_records == 0 {
+        return Err(invalid(
+            "settings.spool_max_records must be at least 1".into(),
+        ));
+    }
     let decay = s.decay.ok_or_else(|| missing("decay"))?;
     if !(decay.is_finite() && decay >= 1.0) {
         return Err(invalid(format!(
@@ -297,12 +330,27 @@ fn finish(
         shutdown_timeout,
         token: s.token.unwrap_or_default(),
         frontend: s.frontend.unwrap_or_default(),
+        request_timeout,
+        backlog_trigger: s
+            .backlog_trigger
+            .ok_or_else(|| missing("backlog_trigger"))?,
+        batch_size,
+        drop_stale_incoming: s
+            .drop_stale_incoming
+            .ok_or_else(|| missing("drop_stale_incoming"))?,
+        spool_max_records,
+        spool_fsync: s.spool_fsync.ok_or_else(|| missing("spool_fsync"))?,
         instances,
         sections,
     })
 }
 
 impl Config {
+    /// Whether records go to a frontend (both `frontend` and `token` set) or only to stdout.
+    pub fn delivers(&self) -> bool {
+        !self.frontend.trim().is_empty() && !self.token.trim().is_empty()
+    }
+
     /// Section names that neither a class in `classes` nor a configured instance claims:
     /// probably a typo in a class name.
     pub fn unclaimed_sections<'a>(
@@ -409,6 +457,44 @@ mod tests {
             config.unclaimed_sections(&["Echo"]).collect::<Vec<_>>(),
             ["MockCalls"]
         );
+    }
+
+    #[test]
+    fn a_file_overrides_every_setting() {
+        let config = load_text(
+            "settings:\n  timeout: 1\n  decay: 2\n  max_timeout: 3\n  plugins: [Echo]\n  plugin_dir: /p\n  \
+             state_dir: /s\n  shutdown_timeout: 4\n  token: t\n  frontend: http://f\n  request_timeout: 5\n  \
+             backlog_trigger: 6\n  batch_size: 7\n  drop_stale_incoming: false\n  spool_max_records: 8\n  \
+             spool_fsync: always\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.timeouts,
+            TimeoutSettings {
+                timeout: 1.0,
+                decay: 2.0,
+                max_timeout: 3.0
+            }
+        );
+        assert_eq!(config.instances[0].name, "Echo");
+        assert_eq!(
+            (config.plugin_dir.to_str(), config.state_dir.to_str()),
+            (Some("/p"), Some("/s"))
+        );
+        assert_eq!(
+            (config.shutdown_timeout, config.request_timeout),
+            (4.0, 5.0)
+        );
+        assert_eq!(
+            (config.token.as_str(), config.frontend.as_str()),
+            ("t", "http://f")
+        );
+        assert_eq!((config.backlog_trigger, config.batch_size), (6, 7));
+        assert!(!config.drop_stale_incoming);
+        assert_eq!(config.spool_max_records, 8);
+        assert_eq!(config.spool_fsync, Fsync::Always);
+        assert!(config.delivers());
     }
 
     #[test]

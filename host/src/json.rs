@@ -3,13 +3,33 @@
 use calllogger_plugin_sdk::{Answered, Record};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-/// Serializes a [`Record`] in the frontend's JSON shape.
-pub struct RecordJson<'a>(pub &'a Record);
+/// Serializes a [`Record`] in the frontend's JSON shape, with its unique `id` when it has one.
+pub struct RecordJson<'a> {
+    pub id: Option<&'a str>,
+    pub record: &'a Record,
+}
+
+/// A fresh unique record id: a UUIDv7, so ids also sort by the time they were assigned.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().hyphenated().to_string()
+}
+
+/// The record's JSON with `id`.
+pub fn to_json(id: &str, record: &Record) -> String {
+    serde_json::to_string(&RecordJson {
+        id: Some(id),
+        record,
+    })
+    .expect("a record always serializes")
+}
 
 impl Serialize for RecordJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let r = self.0;
+        let r = self.record;
         let mut map = serializer.serialize_map(None)?;
+        if let Some(id) = self.id {
+            map.serialize_entry("id", id)?;
+        }
         map.serialize_entry("call_type", &r.call_type.0)?;
         if let Some(date) = r.date.into_option() {
             match date.to_zoned() {
@@ -65,6 +85,15 @@ mod tests {
     use calllogger_plugin_sdk::{CallType, Timestamp};
 
     #[test]
+    fn ids_are_unique_and_ordered() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ids);
+    }
+
+    #[test]
     fn fields_are_named_typed_and_omitted_when_absent() {
         let record = Record::new(CallType::RECEIVED)
             .date(Timestamp::new(1_554_934_746, 3600))
@@ -76,12 +105,16 @@ mod tests {
             .answered(Answered::Voicemail)
             .charge_units(3)
             .extra("cause", "16");
-        let json = serde_json::to_string(&RecordJson(&record)).unwrap();
+        let json = to_json("0192f5c4-0000-7000-8000-000000000001", &record);
         assert_eq!(
             json,
-            r#"{"call_type":1,"date":"2019-04-10T23:19:06+01:00","number":"0876153281","line":2,"ext":"048","ring":5,"duration":70,"answered":2,"charge_units":3,"extra":{"cause":"16"}}"#
+            r#"{"id":"0192f5c4-0000-7000-8000-000000000001","call_type":1,"date":"2019-04-10T23:19:06+01:00","number":"0876153281","line":2,"ext":"048","ring":5,"duration":70,"answered":2,"charge_units":3,"extra":{"cause":"16"}}"#
         );
-        let bare = serde_json::to_string(&RecordJson(&Record::new(CallType(77)))).unwrap();
+        let bare = serde_json::to_string(&RecordJson {
+            id: None,
+            record: &Record::new(CallType(77)),
+        })
+        .unwrap();
         assert_eq!(bare, r#"{"call_type":77}"#);
     }
 }

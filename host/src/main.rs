@@ -1,22 +1,26 @@
 //! calllogger: collects call data records from PBX plugins and forwards them.
 //!
 //! A record's path, top-down: the **config** names plugin instances; the **loader** finds the
-//! libraries that export their classes; the **supervisor** runs each instance on a thread; the
-//! instance `push`es records into the **output** stage, which writes them out (stdout today;
-//! the spool and the frontend sender plug in there).
+//! libraries that export their classes; the **supervisor** runs each instance on a thread; an
+//! instance `push`es a record, which is committed to the **spool** before `push` returns; the
+//! **sender** delivers the spool to the frontend, oldest first, and removes what was delivered.
+//! With no frontend configured, records stay in the spool and are echoed to stdout.
 
 mod config;
 mod json;
 mod loader;
 mod output;
 mod plugin_context;
+mod sender;
 mod signals;
+mod spool;
 mod stop;
 mod supervisor;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::channel;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -24,7 +28,11 @@ use clap::{Parser, Subcommand};
 
 use config::{Config, SettingsLayer};
 use loader::Registry;
+use plugin_context::Intake;
+use sender::SenderSettings;
 use signals::Shutdown;
+use spool::Spool;
+use stop::Stop;
 use supervisor::{Prepared, Supervisor};
 
 /// Collects call data records from PBX plugins and forwards them to the call-monitoring
@@ -55,6 +63,26 @@ enum Command {
     /// Load the config and the plugins, build every instance, start nothing; report every
     /// problem (non-zero exit status if there is any).
     Check,
+    /// Show the spool: pending records, dead letters, the oldest pending record's age.
+    Spool {
+        #[command(subcommand)]
+        action: Option<SpoolAction>,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum SpoolAction {
+    /// Print the newest pending records as JSON lines, oldest first.
+    Tail {
+        /// How many records.
+        #[arg(short = 'n', default_value_t = 10)]
+        lines: usize,
+        /// Keep printing records as they are pushed.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Put every dead letter back in line for delivery.
+    RetryDead,
 }
 
 fn main() -> ExitCode {
@@ -69,6 +97,7 @@ fn main() -> ExitCode {
         Command::Run => run(&cli),
         Command::Plugins => list_plugins(&cli),
         Command::Check => check(&cli),
+        Command::Spool { action } => spool_command(&cli, action),
     };
     result.unwrap_or_else(|e| {
         tracing::error!("{e:#}");
@@ -146,22 +175,56 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let instances =
         prepare(&config, &registry).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
 
-    // 3. Output: records leave through here (JSON lines on stdout).
+    // 3. Spool: a pushed record is on disk before `push` returns.
+    let spool = Arc::new(Spool::open(
+        &config.state_dir,
+        config.spool_fsync,
+        config.spool_max_records,
+    )?);
     let (shutdown_tx, shutdown_rx) = channel();
     #[cfg(unix)]
     signals::forward(shutdown_tx.clone()).context("installing signal handlers")?;
-    let (records, output) = output::start(output::JsonLines::new(stdout()), move |e| {
-        let _ = shutdown_tx.send(Shutdown::OutputFailed(e.to_string()));
-    });
 
-    // 4. Supervisor: one thread per instance, pushing into the output.
+    // 4. Sender: spool → frontend. Without a frontend, records are echoed to stdout instead.
+    let sender_stop = Arc::new(Stop::default());
+    let (sender, echo) = if config.delivers() {
+        let failed = shutdown_tx.clone();
+        let thread = sender::start(
+            spool.clone(),
+            sender_settings(&config),
+            sender_stop.clone(),
+            move |e| {
+                let _ = failed.send(Shutdown::Failed(e.to_string()));
+            },
+        )?;
+        (Some(thread), None)
+    } else {
+        tracing::info!(
+            "no frontend and token configured: records are kept in the spool and written to stdout"
+        );
+        let failed = shutdown_tx.clone();
+        let (records, stage) = output::start(output::JsonLines::new(stdout()), move |e| {
+            let _ = failed.send(Shutdown::Failed(format!("stdout failed: {e}")));
+        });
+        (None, Some((records, stage)))
+    };
+
+    // 5. Supervisor: one thread per instance, pushing into the spool.
+    let intake = Intake {
+        spool: spool.clone(),
+        echo: echo.as_ref().map(|(records, _)| records.clone()),
+    };
     let names: Vec<String> = instances.iter().map(|i| i.name.clone()).collect();
-    let supervisor = Supervisor::start(instances, &records, config.timeouts);
-    drop(records);
+    let supervisor = Supervisor::start(instances, &intake, config.timeouts);
+    drop(intake);
     tracing::info!("running {}", names.join(", "));
 
     let reason = signals::wait(&shutdown_rx);
-    tracing::info!("shutting down: {reason}");
+    match &reason {
+        Shutdown::Failed(e) => tracing::error!("shutting down: {e}"),
+        Shutdown::Signal(_) => tracing::info!("shutting down: {reason}"),
+    }
+    // Plugins first, so nothing is pushed after the sender's last look at the spool.
     let stragglers = supervisor.stop(Duration::from_secs_f64(config.shutdown_timeout));
     if !stragglers.is_empty() {
         tracing::warn!(
@@ -170,20 +233,39 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             stragglers.join(", ")
         );
     }
-    let written = output.finish();
-    match (reason, written) {
-        (Shutdown::OutputFailed(e), _) => {
-            tracing::error!("output failed: {e}");
-            Ok(ExitCode::FAILURE)
+    sender_stop.stop();
+    spool.wake();
+    if let Some(sender) = sender {
+        // The request in flight is bounded by request_timeout.
+        let _ = sender.join();
+    }
+    if let Some((records, stage)) = echo {
+        drop(records);
+        if let Err(e) = stage.finish() {
+            tracing::error!("stdout failed: {e}");
         }
-        (_, Err(e)) => {
-            tracing::error!("output failed: {e}");
-            Ok(ExitCode::FAILURE)
-        }
-        (_, Ok(count)) => {
-            tracing::info!("stopped after {count} records");
-            Ok(ExitCode::SUCCESS)
-        }
+    }
+    let counts = spool.counts()?;
+    tracing::info!(
+        "stopped; {} records pending in {}",
+        counts.pending,
+        spool.path().display()
+    );
+    Ok(match reason {
+        Shutdown::Failed(_) => ExitCode::FAILURE,
+        Shutdown::Signal(_) => ExitCode::SUCCESS,
+    })
+}
+
+fn sender_settings(config: &Config) -> SenderSettings {
+    SenderSettings {
+        frontend: config.frontend.clone(),
+        token: config.token.clone(),
+        backlog_trigger: config.backlog_trigger,
+        batch_size: config.batch_size,
+        drop_stale_incoming: config.drop_stale_incoming,
+        timeouts: config.timeouts,
+        request_timeout: Duration::from_secs_f64(config.request_timeout),
     }
 }
 
@@ -297,10 +379,10 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     for section in config.unclaimed_sections(&classes) {
         println!("warning: config section `{section}` matches no plugin class and no configured instance");
     }
-    if config.frontend.is_empty() || config.token.is_empty() {
-        println!("records go to: stdout (no frontend and token configured)");
-    } else {
+    if config.delivers() {
         println!("records go to: {} (token set)", config.frontend);
+    } else {
+        println!("records go to: the spool and stdout (no frontend and token configured)");
     }
     if problems.is_empty() {
         println!("ok");
@@ -316,4 +398,68 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `calllogger spool`: look into the spool of the configured `state_dir`.
+fn spool_command(cli: &Cli, action: Option<SpoolAction>) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli)?;
+    if !config.state_dir.join(spool::FILE).exists() {
+        anyhow::bail!(
+            "no spool in {} (settings.state_dir): nothing was pushed there yet",
+            config.state_dir.display()
+        );
+    }
+    let spool = Spool::open(
+        &config.state_dir,
+        config.spool_fsync,
+        config.spool_max_records,
+    )?;
+    match action {
+        None => {
+            let counts = spool.counts()?;
+            println!("spool: {}", spool.path().display());
+            println!("pending: {}", counts.pending);
+            println!("dead letters: {}", counts.dead);
+            match counts.oldest_pending {
+                Some(pushed) => {
+                    let age = jiff::Timestamp::now().as_second() - pushed;
+                    println!("oldest pending: {age} s old");
+                }
+                None => println!("oldest pending: -"),
+            }
+        }
+        Some(SpoolAction::Tail { lines, follow }) => {
+            let mut last = spool.newest(1)?.first().map_or(0, |p| p.seq);
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`| head`) just ends the output.
+            let mut printed = print_records(&mut out, spool.newest(lines)?);
+            while follow && printed.is_ok() {
+                let fresh = spool.after(last, 1000)?;
+                if let Some(newest) = fresh.last() {
+                    last = newest.seq;
+                } else {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                printed = print_records(&mut out, fresh);
+            }
+        }
+        Some(SpoolAction::RetryDead) => {
+            let moved = spool.retry_dead()?;
+            println!(
+                "{moved} dead letter{} back in line for delivery",
+                if moved == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_records(
+    out: &mut impl std::io::Write,
+    records: Vec<spool::Pending>,
+) -> std::io::Result<()> {
+    for record in records {
+        writeln!(out, "{}", record.body)?;
+    }
+    out.flush()
 }

@@ -1,30 +1,22 @@
-//! The output stage: one thread takes every record the instances push and hands it to an
-//! [`Output`]. Today that is JSON lines on stdout; the durable spool and the frontend sender
-//! plug in here.
+//! The echo stage: with no frontend configured, one thread writes every record the instances
+//! push (already durable in the spool) to an [`Output`]: JSON lines on stdout.
 
 use std::io::{self, BufWriter, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use calllogger_plugin_sdk::Record;
-
-use crate::json::RecordJson;
-
-/// How many records may wait for the output before `push` blocks the plugin. The queue's
-/// slots are allocated up front (a record is ~500 bytes), so it is kept small.
+/// How many records may wait for the output before `push` blocks the plugin.
 const QUEUE: usize = 1024;
 
-#[allow(clippy::large_enum_variant)] // `Close` is sent once; boxing every record would cost more
 enum Message {
-    Record { source: Arc<str>, record: Record },
+    Line(String),
     Close,
 }
 
 /// Where records end up.
 pub trait Output: Send {
-    /// Takes one record pushed by instance `source`.
-    fn write(&mut self, source: &str, record: &Record) -> io::Result<()>;
+    /// Takes one record's JSON.
+    fn write(&mut self, json: &str) -> io::Result<()>;
     /// Called whenever the queue runs dry, and at the end.
     fn flush(&mut self) -> io::Result<()>;
 }
@@ -40,8 +32,8 @@ impl<W: Write + Send> JsonLines<W> {
 }
 
 impl<W: Write + Send> Output for JsonLines<W> {
-    fn write(&mut self, _source: &str, record: &Record) -> io::Result<()> {
-        serde_json::to_writer(&mut self.0, &RecordJson(record))?;
+    fn write(&mut self, json: &str) -> io::Result<()> {
+        self.0.write_all(json.as_bytes())?;
         self.0.write_all(b"\n")
     }
 
@@ -59,13 +51,10 @@ pub struct OutputStopped;
 pub struct RecordSender(SyncSender<Message>);
 
 impl RecordSender {
-    /// Queues a record; blocks while the queue is full. Fails only once the output has stopped.
-    pub fn push(&self, source: &Arc<str>, record: Record) -> Result<(), OutputStopped> {
-        let message = Message::Record {
-            source: source.clone(),
-            record,
-        };
-        self.0.send(message).map_err(|_| OutputStopped)
+    /// Queues a record's JSON; blocks while the queue is full. Fails only once the output
+    /// has stopped.
+    pub fn push(&self, json: String) -> Result<(), OutputStopped> {
+        self.0.send(Message::Line(json)).map_err(|_| OutputStopped)
     }
 }
 
@@ -101,8 +90,8 @@ fn drain(rx: &Receiver<Message>, output: &mut dyn Output) -> io::Result<u64> {
     while let Ok(mut message) = rx.recv() {
         loop {
             match message {
-                Message::Record { source, record } => {
-                    output.write(&source, &record)?;
+                Message::Line(json) => {
+                    output.write(&json)?;
                     written += 1;
                 }
                 Message::Close => {
@@ -134,8 +123,7 @@ impl OutputStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calllogger_plugin_sdk::CallType;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -154,10 +142,9 @@ mod tests {
     fn records_come_out_in_order_one_line_each_and_finish_drains_the_queue() {
         let buffer = Shared::default();
         let (sender, stage) = start(JsonLines::new(buffer.clone()), |_| {});
-        let source: Arc<str> = "Test".into();
         for n in 0..1000 {
             sender
-                .push(&source, Record::new(CallType::OUTGOING).line(n))
+                .push(format!(r#"{{"call_type":2,"line":{n}}}"#))
                 .unwrap();
         }
         assert_eq!(stage.finish().unwrap(), 1000);
@@ -166,16 +153,14 @@ mod tests {
         assert_eq!(lines.len(), 1000);
         assert_eq!(lines[999], r#"{"call_type":2,"line":999}"#);
         assert!(
-            sender
-                .push(&source, Record::new(CallType::OUTGOING))
-                .is_err(),
+            sender.push("{}".into()).is_err(),
             "a finished output refuses records"
         );
     }
 
     struct Broken;
     impl Output for Broken {
-        fn write(&mut self, _: &str, _: &Record) -> io::Result<()> {
+        fn write(&mut self, _: &str) -> io::Result<()> {
             Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "reader went away",
@@ -190,9 +175,7 @@ mod tests {
     fn a_failing_output_reports_its_error() {
         let (tx, rx) = std::sync::mpsc::channel();
         let (sender, stage) = start(Broken, move |e| tx.send(e.kind()).unwrap());
-        sender
-            .push(&"Test".into(), Record::new(CallType::OUTGOING))
-            .unwrap();
+        sender.push("{}".into()).unwrap();
         assert_eq!(rx.recv().unwrap(), io::ErrorKind::BrokenPipe);
         assert!(stage.finish().is_err());
     }

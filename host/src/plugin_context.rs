@@ -12,32 +12,36 @@ use abi_stable::{
 use calllogger_plugin_sdk::ffi::{HostApi, HostApi_TO, HostHandle, LogLevel, TimeoutSettings};
 use calllogger_plugin_sdk::Record;
 
+use crate::json;
 use crate::output::RecordSender;
+use crate::spool::Spool;
 use crate::stop::Stop;
+
+/// Where pushed records go: the spool, and stdout too when no frontend is configured.
+#[derive(Clone)]
+pub struct Intake {
+    pub spool: Arc<Spool>,
+    pub echo: Option<RecordSender>,
+}
 
 /// One instance's view of the host.
 #[derive(Clone)]
 pub struct InstanceContext {
     name: Arc<str>,
     stop: Arc<Stop>,
-    records: RecordSender,
+    intake: Intake,
     timeouts: TimeoutSettings,
-    lost_reported: Arc<AtomicBool>,
+    echo_lost_reported: Arc<AtomicBool>,
 }
 
 impl InstanceContext {
-    pub fn new(
-        name: Arc<str>,
-        stop: Arc<Stop>,
-        records: RecordSender,
-        timeouts: TimeoutSettings,
-    ) -> Self {
+    pub fn new(name: Arc<str>, stop: Arc<Stop>, intake: Intake, timeouts: TimeoutSettings) -> Self {
         Self {
             name,
             stop,
-            records,
+            intake,
             timeouts,
-            lost_reported: Arc::default(),
+            echo_lost_reported: Arc::default(),
         }
     }
 
@@ -61,11 +65,18 @@ impl HostApi for InstanceContext {
         self.stop.wait(timeout)
     }
 
+    /// Gives the record its id and makes it durable before returning.
     fn push(&self, record: Record) {
-        if self.records.push(&self.name, record).is_err()
-            && !self.lost_reported.swap(true, Ordering::Relaxed)
-        {
-            tracing::error!(instance = %self.name, "the output has stopped: records pushed from now on are lost");
+        let id = json::new_id();
+        let body = json::to_json(&id, &record);
+        if let Err(e) = self.intake.spool.append(&id, record.call_type.0, &body) {
+            // Not durable: at least the log keeps it.
+            tracing::error!(instance = %self.name, "cannot store a record: {e}; the record: {body}");
+        }
+        if let Some(echo) = &self.intake.echo {
+            if echo.push(body).is_err() && !self.echo_lost_reported.swap(true, Ordering::Relaxed) {
+                tracing::error!(instance = %self.name, "stdout has stopped: records are only kept in the spool");
+            }
         }
     }
 

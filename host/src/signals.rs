@@ -7,15 +7,15 @@ use std::sync::mpsc::{Receiver, Sender};
 pub enum Shutdown {
     /// SIGINT or SIGTERM (the signal's name).
     Signal(&'static str),
-    /// The output stage failed; records can no longer go anywhere.
-    OutputFailed(String),
+    /// Something the host cannot run without failed (stdout, the token).
+    Failed(String),
 }
 
 impl std::fmt::Display for Shutdown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Signal(name) => write!(f, "{name} received"),
-            Self::OutputFailed(e) => write!(f, "the output failed: {e}"),
+            Self::Failed(e) => write!(f, "{e}"),
         }
     }
 }
@@ -50,5 +50,5 @@ pub fn forward(tx: Sender<Shutdown>) -> std::io::Result<()> {
 /// Blocks until a reason to shut down arrives.
 pub fn wait(rx: &Receiver<Shutdown>) -> Shutdown {
     rx.recv()
-        .unwrap_or_else(|_| Shutdown::OutputFailed("every shutdown source went away".into()))
+        .unwrap_or_else(|_| Shutdown::Failed("every shutdown source went away".into()))
 }

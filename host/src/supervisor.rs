@@ -9,8 +9,7 @@ use calllogger_plugin_sdk::ffi::{InstanceBox, TimeoutSettings};
 use calllogger_plugin_sdk::Timeout;
 
 use crate::loader::Library;
-use crate::output::RecordSender;
-use crate::plugin_context::InstanceContext;
+use crate::plugin_context::{InstanceContext, Intake};
 use crate::stop::Stop;
 
 /// One instance, constructed and ready to run.
@@ -30,23 +29,15 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts one thread per instance; their records go to `records`.
-    pub fn start(
-        instances: Vec<Prepared>,
-        records: &RecordSender,
-        timeouts: TimeoutSettings,
-    ) -> Self {
+    /// Starts one thread per instance; their records go to `intake`.
+    pub fn start(instances: Vec<Prepared>, intake: &Intake, timeouts: TimeoutSettings) -> Self {
         let (done, finished) = channel();
         let mut stops = Vec::new();
         for prepared in instances {
             let name = prepared.name.clone();
             let stop = Arc::new(Stop::default());
-            let context = InstanceContext::new(
-                name.as_str().into(),
-                stop.clone(),
-                records.clone(),
-                timeouts,
-            );
+            let context =
+                InstanceContext::new(name.as_str().into(), stop.clone(), intake.clone(), timeouts);
             let done = done.clone();
             let thread_stop = stop.clone();
             let spawned = std::thread::Builder::new()

@@ -1,5 +1,8 @@
 //! Shared test support: builds the real plugin cdylibs, and runs the real host binary on them.
+
 #![allow(dead_code)] // each test file uses its own part of this module
+
+pub mod frontend;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -15,6 +18,7 @@ pub const MOCK_CALLS: &str = "calllogger_mock_calls";
 pub const TEST_PLUGINS: &str = "calllogger_test_plugins";
 pub const INCOMPATIBLE: &str = "calllogger_incompatible_plugin";
 pub const ABORT: &str = "calllogger_abort_plugin";
+pub const HIPATH: &str = "calllogger_siemens_hipath_serial";
 
 /// The host binary under test.
 pub fn host_binary() -> PathBuf {
@@ -137,6 +141,7 @@ pub struct Host {
     pub child: Child,
     lines: Receiver<(Instant, String)>,
     stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Host {
@@ -160,7 +165,7 @@ impl Host {
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
         let mut pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut buffer) {
                 if n == 0 {
@@ -175,6 +180,7 @@ impl Host {
             child,
             lines,
             stderr,
+            stderr_reader: Some(stderr_reader),
         }
     }
 
@@ -232,12 +238,35 @@ impl Host {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Everything it wrote to stderr is in the log once the pipe is drained.
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 return (status, start.elapsed());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = self.child.kill();
         panic!("host did not exit within {timeout:?}; log:\n{}", self.log());
+    }
+
+    /// Waits until the host's log contains `needle` `times` times (panics after `timeout`).
+    pub fn wait_for_log(&mut self, needle: &str, times: usize, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        while self.log().matches(needle).count() < times {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "host exited ({status}) before logging `{needle}`; log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < until,
+                "`{needle}` not logged within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Records still buffered after exit.

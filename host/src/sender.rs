@@ -1,0 +1,285 @@
+//! The sender: delivers spooled records to the frontend, oldest first, following its contract.
+//!
+//! `POST {frontend}/api/v1/monitor/cdr/` with `Authorization: Token …`: one record as a JSON
+//! object, or a batch as an array while a backlog is being worked off. 2xx: delivered. 401, 402,
+//! 403: the token is not accepted; the host keeps every record and exits non-zero. Another 4xx:
+//! the frontend refuses that record; it goes to the dead letters (in a refused batch, each
+//! record is tried alone to find the culprit). 429: wait `Retry-After`. Anything else
+//! (connection errors, timeouts, 404, 408, 5xx): retry after the decayed timeout.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use calllogger_plugin_sdk::ffi::TimeoutSettings;
+use calllogger_plugin_sdk::Timeout;
+
+use crate::spool::{Pending, Spool, SpoolError};
+use crate::stop::Stop;
+
+/// How the sender reaches the frontend and works off a backlog.
+#[derive(Debug, Clone)]
+pub struct SenderSettings {
+    /// The frontend's base URL (`settings.frontend`).
+    pub frontend: String,
+    /// `settings.token`; never logged.
+    pub token: String,
+    /// More pending records than this is a backlog: send batches.
+    pub backlog_trigger: u64,
+    /// Records per batch in a backlog.
+    pub batch_size: usize,
+    /// Drop INCOMING ("ringing now") records from a backlog: they only matter live.
+    pub drop_stale_incoming: bool,
+    /// The host's retry timeouts.
+    pub timeouts: TimeoutSettings,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+}
+
+/// The path records are posted to, below the frontend's base URL.
+pub const CDR_PATH: &str = "api/v1/monitor/cdr/";
+
+/// Why the sender gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error(
+        "the frontend refused the token (HTTP {0}): set a valid settings.token (or TOKEN) for {1}; \
+         every record is kept in the spool and will be delivered once the token is accepted"
+    )]
+    Unauthorized(u16, String),
+    #[error("{0}")]
+    Spool(#[from] SpoolError),
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// What one POST came to.
+#[derive(Debug)]
+enum Outcome {
+    Delivered,
+    /// Try again later; `Some` when the frontend said when.
+    Retry(String, Option<Duration>),
+    Unauthorized(u16),
+    Refused(u16, String),
+}
+
+/// Starts the sender thread. It runs until `stop`, or until the token is refused
+/// (`on_fatal` is called with the error).
+pub fn start(
+    spool: Arc<Spool>,
+    settings: SenderSettings,
+    stop: Arc<Stop>,
+    on_fatal: impl FnOnce(SenderError) + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("sender".into())
+        .spawn(move || {
+            if let Err(e) = Sender::new(spool, settings, stop).and_then(|mut s| s.run()) {
+                on_fatal(e);
+            }
+        })
+}
+
+struct Sender {
+    spool: Arc<Spool>,
+    settings: SenderSettings,
+    stop: Arc<Stop>,
+    client: reqwest::blocking::Client,
+    url: String,
+    backoff: Timeout,
+}
+
+impl Sender {
+    fn new(
+        spool: Arc<Spool>,
+        settings: SenderSettings,
+        stop: Arc<Stop>,
+    ) -> Result<Self, SenderError> {
+        let client = reqwest::blocking::Client::builder()
+            .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
+            .timeout(settings.request_timeout)
+            .build()?;
+        let url = format!("{}/{CDR_PATH}", settings.frontend.trim_end_matches('/'));
+        let backoff = Timeout::new(settings.timeouts);
+        Ok(Self {
+            spool,
+            settings,
+            stop,
+            client,
+            url,
+            backoff,
+        })
+    }
+
+    fn run(&mut self) -> Result<(), SenderError> {
+        tracing::info!("delivering records to {}", self.url);
+        while self.stop.running() {
+            let pending = self.spool.pending()?;
+            if pending == 0 {
+                self.spool.wait_for_append(Duration::from_secs(1));
+                continue;
+            }
+            let backlog = pending > self.settings.backlog_trigger;
+            if backlog && self.settings.drop_stale_incoming {
+                let dropped = self.spool.drop_incoming()?;
+                if dropped > 0 {
+                    tracing::info!("backlog of {pending} records: dropped {dropped} stale INCOMING (ringing) records");
+                }
+            }
+            let batch = self
+                .spool
+                .oldest(if backlog { self.settings.batch_size } else { 1 })?;
+            if !batch.is_empty() {
+                self.deliver(&batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers a batch (or one record), handling every outcome.
+    fn deliver(&mut self, batch: &[Pending]) -> Result<(), SenderError> {
+        match self.post(batch) {
+            Outcome::Delivered => {
+                self.backoff.reset();
+                self.spool
+                    .remove(&batch.iter().map(|p| p.seq).collect::<Vec<_>>())?;
+                tracing::debug!("delivered {} record(s)", batch.len());
+            }
+            Outcome::Unauthorized(status) => {
+                return Err(SenderError::Unauthorized(status, self.url.clone()));
+            }
+            Outcome::Retry(why, told) => {
+                let wait = told.unwrap_or_else(|| self.backoff.advance());
+                tracing::warn!(
+                    "delivery failed ({why}); retrying in {:.1} s",
+                    wait.as_secs_f64()
+                );
+                self.stop.wait(wait);
+            }
+            Outcome::Refused(status, response) if batch.len() == 1 => {
+                tracing::error!(
+                    id = %batch[0].id,
+                    "the frontend refused a record (HTTP {status}): moved to the dead letters ({}); response: {}",
+                    "`calllogger spool retry-dead` puts them back",
+                    response.chars().take(200).collect::<String>()
+                );
+                self.spool.bury(batch[0].seq, status, &response)?;
+            }
+            Outcome::Refused(status, _) => {
+                tracing::warn!(
+                    "the frontend refused a batch of {} (HTTP {status}): sending them one by one",
+                    batch.len()
+                );
+                for record in batch {
+                    if !self.stop.running() {
+                        break;
+                    }
+                    let before = self.spool.pending()?;
+                    self.deliver(std::slice::from_ref(record))?;
+                    if self.spool.pending()? == before {
+                        break; // not delivered nor buried: a retry is due, keep the order
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn post(&self, batch: &[Pending]) -> Outcome {
+        let body = match batch {
+            [one] => one.body.clone(),
+            many => format!(
+                "[{}]",
+                many.iter()
+                    .map(|p| p.body.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
+        let response = self
+            .client
+            .post(&self.url)
+            .header("Authorization", format!("Token {}", self.settings.token))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send();
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => return Outcome::Retry(describe(&e), None),
+        };
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => Outcome::Delivered,
+            401..=403 => Outcome::Unauthorized(status),
+            429 => {
+                let told = response
+                    .headers()
+                    .get("Retry-After")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(retry_after);
+                Outcome::Retry("HTTP 429 Too Many Requests".into(), told)
+            }
+            404 | 408 => Outcome::Retry(format!("HTTP {status}"), None),
+            400..=499 => Outcome::Refused(status, response.text().unwrap_or_default()),
+            _ => Outcome::Retry(format!("HTTP {status}"), None),
+        }
+    }
+}
+
+/// A request error without the URL's query or anything secret: the kind and the cause.
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut cause = std::error::Error::source(error);
+    let mut root = None;
+    while let Some(c) = cause {
+        root = Some(c.to_string());
+        cause = c.source();
+    }
+    match root {
+        Some(root) => format!("{kind}: {root}"),
+        None => kind.to_owned(),
+    }
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP date.
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    let wait = when.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        assert_eq!(retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "a past date: now"
+        );
+        let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30);
+        let header = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&soon)
+            .unwrap();
+        let wait = retry_after(&header).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{header}: {wait:?}"
+        );
+        assert_eq!(retry_after("soon"), None);
+    }
+}

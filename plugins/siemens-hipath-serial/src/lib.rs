@@ -1,0 +1,1 @@
+//! Siemens HiPath serial plugin (work in progress).
