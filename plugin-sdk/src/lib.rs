@@ -73,6 +73,8 @@ pub use plugin::{parse_settings, Error, NoSettings, Plugin};
 pub use record::{Answered, CallType, Record, Timestamp};
 pub use timeout::Timeout;
 
+/// The FFI-safe standard types [`Record`]'s fields are made of (`ROption`, `RString`, …).
+pub use abi_stable::std_types::{ROption, RString, RVec, Tuple2};
 /// Marks a plugin's settings type: derives `Deserialize` through the SDK's serde, so the
 /// plugin crate needs no serde dependency. `#[serde(...)]` attributes work as usual.
 ///

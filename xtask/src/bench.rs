@@ -6,7 +6,9 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -49,9 +51,30 @@ pub fn run() -> Result<()> {
 
     let (rate, cpu_per_record) = bench.throughput(Duration::from_secs(5))?;
     rows.push(Row {
-        what: "records/s, MockCalls sleep 0 → stdout → /dev/null",
+        what: "records/s, MockCalls sleep 0 → spool + stdout (/dev/null)",
         value: format!("{rate:.0} (CPU {cpu_per_record:.2} µs/record)"),
         target: "(Python: ~7,000)",
+    });
+
+    let delivery = bench.delivery(Duration::from_secs(5))?;
+    rows.push(Row {
+        what: "records/s, MockCalls sleep 0 → spool → HTTP 201 (delivered)",
+        value: format!(
+            "{:.0} (pushed {:.0}/s)",
+            delivery.delivered_rate, delivery.pushed_rate
+        ),
+        target: "≥ 50,000 (Python: ~7,000)",
+    });
+    rows.push(Row {
+        what: "RSS under that load (peak)",
+        value: format!("{:.1} MiB", delivery.peak_rss),
+        target: "",
+    });
+    let latency = bench.latency(200)?;
+    rows.push(Row {
+        what: "push → frontend received, idle (p50 / p99 of 200)",
+        value: format!("{:.1} ms / {:.1} ms", latency.0, latency.1),
+        target: "p99 < 20 ms",
     });
 
     let width = rows
@@ -85,7 +108,9 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
+    /// The host on MockCalls, with a fresh state folder (so that its spool starts empty).
     fn spawn(&self, mock_settings: &str, stdout: Stdio) -> Result<Child> {
+        let state = tempfile::tempdir_in(self.dir)?.keep();
         let config = self.dir.join("bench.yml");
         std::fs::write(
             &config,
@@ -97,7 +122,7 @@ impl Bench<'_> {
             .arg("--plugin-dir")
             .arg(self.plugins)
             .arg("--state-dir")
-            .arg(self.dir.join("state"))
+            .arg(state)
             .env("RUST_LOG", "info")
             .env_remove("TOKEN")
             .env_remove("PLUGIN")
@@ -122,7 +147,9 @@ impl Bench<'_> {
         let start = Instant::now();
         let mut child = self.spawn("{sleep: 3600}", Stdio::piped())?;
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+        // Kept open until the host has stopped: a closed stdout is a failure to the host.
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line)?;
         let elapsed = start.elapsed().as_secs_f64() * 1000.0;
         if line.is_empty() {
             bail!("no record from the host");
@@ -138,20 +165,10 @@ impl Bench<'_> {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line)?;
         std::thread::sleep(Duration::from_secs(1));
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-        let kib = |key: &str| -> Result<f64> {
-            let line = status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .context("no such /proc field")?;
-            Ok(line
-                .split_whitespace()
-                .nth(1)
-                .context("bad /proc line")?
-                .parse::<f64>()?
-                / 1024.0)
-        };
-        let measured = (kib("VmRSS:")?, kib("VmHWM:")?);
+        let measured = (
+            status_mib(child.id(), "VmRSS:")?,
+            status_mib(child.id(), "VmHWM:")?,
+        );
         Self::stop(&mut child)?;
         Ok(measured)
     }
@@ -166,12 +183,196 @@ impl Bench<'_> {
         let log = Self::stop(&mut child)?;
         let records: f64 = log
             .lines()
-            .find_map(|l| l.split("stopped after ").nth(1))
+            .find_map(|l| l.split("stopped; ").nth(1))
             .and_then(|rest| rest.split_whitespace().next())
             .context("the host did not report its record count")?
             .parse()?;
         Ok((records / elapsed, cpu / records * 1e6))
     }
+}
+
+struct Delivery {
+    delivered_rate: f64,
+    pushed_rate: f64,
+    peak_rss: f64,
+}
+
+type Arrivals = Arc<Mutex<Vec<(String, SystemTime)>>>;
+
+/// A frontend on loopback that answers 201 at once, noting when each record arrived.
+struct Frontend {
+    url: String,
+    arrivals: Arrivals,
+    stop: Arc<AtomicBool>,
+}
+
+impl Frontend {
+    fn start() -> Result<Self> {
+        let server =
+            Arc::new(tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("{e}"))?);
+        let url = format!(
+            "http://{}",
+            server.server_addr().to_ip().context("an IP address")?
+        );
+        let arrivals = Arrivals::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        for _ in 0..2 {
+            let (server, arrivals, stop) = (server.clone(), arrivals.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(Some(mut request)) = server.recv_timeout(Duration::from_millis(50))
+                    else {
+                        continue;
+                    };
+                    let mut body = String::new();
+                    let _ = request.as_reader().read_to_string(&mut body);
+                    let at = SystemTime::now();
+                    let id = |r: &serde_json::Value| r["id"].as_str().unwrap_or("").to_owned();
+                    let ids: Vec<String> = match serde_json::from_str::<serde_json::Value>(&body) {
+                        Ok(serde_json::Value::Array(items)) => items.iter().map(id).collect(),
+                        Ok(one) => vec![id(&one)],
+                        Err(_) => vec![],
+                    };
+                    arrivals
+                        .lock()
+                        .unwrap()
+                        .extend(ids.into_iter().map(|id| (id, at)));
+                    let _ = request
+                        .respond(tiny_http::Response::from_string("{}").with_status_code(201));
+                }
+            });
+        }
+        Ok(Self {
+            url,
+            arrivals,
+            stop,
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.arrivals.lock().unwrap().len()
+    }
+}
+
+impl Drop for Frontend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Bench<'_> {
+    /// The host delivering to `frontend`, with its own state folder.
+    fn spawn_delivering(
+        &self,
+        frontend: &Frontend,
+        mock_settings: &str,
+        state: &Path,
+    ) -> Result<Child> {
+        let config = self.dir.join("deliver.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "settings: {{plugins: [MockCalls], frontend: '{}', token: bench}}\nMockCalls: {mock_settings}\n",
+                frontend.url
+            ),
+        )?;
+        Command::new(self.host)
+            .arg("--config")
+            .arg(&config)
+            .arg("--plugin-dir")
+            .arg(self.plugins)
+            .arg("--state-dir")
+            .arg(state)
+            .env("RUST_LOG", "warn")
+            .env_remove("TOKEN")
+            .env_remove("PLUGIN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the host")
+    }
+
+    /// Delivered and pushed records per second over `run`, and the host's peak RSS.
+    fn delivery(&self, run: Duration) -> Result<Delivery> {
+        let frontend = Frontend::start()?;
+        let state = self.dir.join("state-delivery");
+        let mut child = self.spawn_delivering(&frontend, "{sleep: 0}", &state)?;
+        let start = Instant::now();
+        let mut peak_rss: f64 = 0.0;
+        while start.elapsed() < run {
+            std::thread::sleep(Duration::from_millis(250));
+            peak_rss = peak_rss.max(status_mib(child.id(), "VmRSS:")?);
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let delivered = frontend.count() as f64;
+        Self::stop(&mut child)?;
+        let pushed = delivered + self.pending(&state)? as f64;
+        Ok(Delivery {
+            delivered_rate: delivered / elapsed,
+            pushed_rate: pushed / elapsed,
+            peak_rss,
+        })
+    }
+
+    /// Pending records in a state folder's spool, from `calllogger spool`.
+    fn pending(&self, state: &Path) -> Result<u64> {
+        let output = Command::new(self.host)
+            .arg("spool")
+            .arg("--state-dir")
+            .arg(state)
+            .output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pending: "))
+            .context("no pending count")?;
+        Ok(count.trim().parse()?)
+    }
+
+    /// Milliseconds from push (the UUIDv7 id's timestamp) to the frontend's receipt: p50, p99.
+    fn latency(&self, records: usize) -> Result<(f64, f64)> {
+        let frontend = Frontend::start()?;
+        let mut child =
+            self.spawn_delivering(&frontend, "{sleep: 0.02}", &self.dir.join("state-latency"))?;
+        let start = Instant::now();
+        while frontend.count() < records {
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("only {} records arrived", frontend.count());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self::stop(&mut child)?;
+        let mut latencies: Vec<f64> = frontend
+            .arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .take(records)
+            .filter_map(|(id, at)| {
+                let (secs, nanos) = uuid::Uuid::parse_str(id).ok()?.get_timestamp()?.to_unix();
+                let pushed = UNIX_EPOCH + Duration::new(secs, nanos);
+                Some(at.duration_since(pushed).unwrap_or_default().as_secs_f64() * 1000.0)
+            })
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        Ok((pick(0.5), pick(0.99)))
+    }
+}
+
+/// A `/proc/PID/status` field in MiB.
+fn status_mib(pid: u32, key: &str) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .context("no such /proc field")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("bad /proc line")?
+        .parse::<f64>()?
+        / 1024.0)
 }
 
 /// User + system CPU seconds a process has used so far.

@@ -1,0 +1,216 @@
+//! The real HiPath plugin in the real host, reading a real pseudo-terminal.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use serialport::{SerialPort, TTYPort};
+
+fn data(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/hipath")
+        .join(file)
+}
+
+/// The sample lines as raw bytes, and the expected.tsv rows (header keys → cells).
+fn samples() -> (
+    Vec<Vec<u8>>,
+    Vec<std::collections::BTreeMap<String, String>>,
+) {
+    let raw = std::fs::read(data("samples.txt")).unwrap();
+    let lines: Vec<Vec<u8>> = raw.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+    let lines = lines[..lines.len() - usize::from(raw.ends_with(b"\n"))].to_vec();
+    let tsv = std::fs::read_to_string(data("expected.tsv")).unwrap();
+    let mut rows = tsv.lines();
+    let header: Vec<&str> = rows.next().unwrap().split('\t').collect();
+    let expected = rows
+        .map(|row| {
+            header
+                .iter()
+                .map(|h| h.to_string())
+                .zip(row.split('\t').map(str::to_owned))
+                .collect()
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "one expected row per sample line"
+    );
+    (lines, expected)
+}
+
+/// A pty whose slave the host opens through `link`, a symlink the test can repoint.
+fn pty_at(link: &Path) -> TTYPort {
+    let (master, slave) = TTYPort::pair().expect("a pseudo-terminal");
+    // Hosts spawned from now on must not inherit the master: closing it here is the unplug.
+    let flags = nix::fcntl::FdFlag::FD_CLOEXEC;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the fd belongs to `master`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(master.as_raw_fd()) };
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags)).unwrap();
+    let target = slave.name().unwrap();
+    drop(slave);
+    let temporary = link.with_extension("new");
+    let _ = std::fs::remove_file(&temporary);
+    std::os::unix::fs::symlink(&target, &temporary).unwrap();
+    std::fs::rename(&temporary, link).unwrap();
+    master
+}
+
+fn install(link: &Path) -> Install {
+    Install::new(
+        &[HIPATH],
+        &format!(
+            "settings: {{plugins: [SiemensHipathSerial], timeout: 0.2, decay: 2, max_timeout: 5}}\n\
+             SiemensHipathSerial: {{port: {}, timezone: Europe/Dublin}}\n",
+            link.display()
+        ),
+    )
+}
+
+#[test]
+fn every_sample_line_comes_out_in_order_and_rejects_are_counted() {
+    let scratch = tempfile::tempdir().unwrap();
+    let link = scratch.path().join("ttyHIPATH");
+    let mut master = pty_at(&link);
+    let install = install(&link);
+    let mut host = install.start();
+    host.wait_for_log("reading", 1, Duration::from_secs(20));
+    let (lines, expected) = samples();
+    for line in &lines {
+        master.write_all(line).unwrap();
+        master.write_all(b"\r\n").unwrap();
+    }
+    master.flush().unwrap();
+    let accepted: Vec<_> = expected.iter().filter(|e| e["status"] == "ok").collect();
+    let rejected = expected.len() - accepted.len();
+    let records = host.records_until(Duration::from_secs(30), {
+        let mut n = 0;
+        move |_| {
+            n += 1;
+            n == accepted.len()
+        }
+    });
+    for ((_, record), want) in records
+        .iter()
+        .zip(expected.iter().filter(|e| e["status"] == "ok"))
+    {
+        let sample = &want["sample"];
+        assert_eq!(
+            record["call_type"].to_string(),
+            want["call_type"],
+            "sample {sample}: {record}"
+        );
+        for field in ["number", "ext"] {
+            let got = record[field].as_str().unwrap_or("");
+            assert_eq!(got, want[field], "sample {sample} {field}: {record}");
+        }
+        assert_eq!(
+            record["line"].to_string(),
+            want["line"],
+            "sample {sample} line: {record}"
+        );
+        let date = record["date"].as_str().unwrap();
+        assert!(
+            date.starts_with(&want["date"]),
+            "sample {sample} date {date} vs {}",
+            want["date"]
+        );
+    }
+    host.signal(Signal::SIGTERM);
+    assert!(host.wait_exit(Duration::from_secs(10)).0.success());
+    assert!(
+        host.remaining_records().is_empty(),
+        "rejected lines are never emitted"
+    );
+    let log = host.log();
+    let summary = log
+        .lines()
+        .find(|l| l.contains("lines read"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        summary.contains(&format!(
+            "{} lines read, {} records",
+            lines.len(),
+            records.len()
+        )),
+        "{summary}"
+    );
+    let skipped: usize = summary
+        .split("skipped: ")
+        .nth(1)
+        .unwrap()
+        .split(", ")
+        .map(|part| {
+            part.split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(skipped, rejected, "{summary}");
+}
+
+#[test]
+fn unplug_and_replug_reconnects_with_growing_waits_and_reads_on() {
+    let scratch = tempfile::tempdir().unwrap();
+    let link = scratch.path().join("ttyHIPATH");
+    let mut master = pty_at(&link);
+    let install = install(&link);
+    let mut host = install.start();
+    host.wait_for_log("reading", 1, Duration::from_secs(20));
+    let (lines, expected) = samples();
+    let first = expected.iter().position(|e| e["status"] == "ok").unwrap();
+    master.write_all(&lines[first]).unwrap();
+    master.write_all(b"\r\n").unwrap();
+    let (_, record) = host
+        .next_record(Duration::from_secs(20))
+        .expect("a record before the unplug");
+    assert_eq!(
+        record["number"].as_str().unwrap_or(""),
+        expected[first]["number"]
+    );
+
+    drop(master); // the cable is pulled: the device goes away
+    std::fs::remove_file(&link).unwrap();
+    host.wait_for_log("cannot open", 3, Duration::from_secs(20));
+
+    let mut master = pty_at(&link); // plugged in again, maybe as another device node
+    let second = expected.iter().rposition(|e| e["status"] == "ok").unwrap();
+    host.wait_for_log("reading", 2, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(100));
+    master.write_all(&lines[second]).unwrap();
+    master.write_all(b"\r\n").unwrap();
+    let (_, record) = host
+        .next_record(Duration::from_secs(20))
+        .expect("a record after the replug");
+    assert_eq!(
+        record["number"].as_str().unwrap_or(""),
+        expected[second]["number"]
+    );
+    let log = host.log();
+    assert!(log.contains("lost "), "the unplug is logged: {log}");
+    let waits: Vec<&str> = log
+        .lines()
+        .filter_map(|l| {
+            l.split("reopening in ")
+                .nth(1)
+                .or_else(|| l.split("retrying in ").nth(1))
+        })
+        .filter_map(|rest| rest.split_whitespace().next())
+        .take(3)
+        .collect();
+    assert_eq!(
+        waits,
+        ["0.2", "0.4", "0.8"],
+        "reconnect waits grow from the base: {log}"
+    );
+    host.signal(Signal::SIGTERM);
+    assert!(host.wait_exit(Duration::from_secs(10)).0.success());
+}
