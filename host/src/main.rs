@@ -7,6 +7,7 @@
 //! With no frontend configured, records stay in the spool and are echoed to stdout.
 
 mod config;
+mod journal;
 mod json;
 mod loader;
 mod output;
@@ -180,7 +181,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         &config.state_dir,
         config.spool_fsync,
         config.spool_max_records,
+        spool::Role::Owner,
     )?);
+    let applier_stop = Arc::new(Stop::default());
+    let applier = spool.start_applier(applier_stop.clone())?;
     let (shutdown_tx, shutdown_rx) = channel();
     #[cfg(unix)]
     signals::forward(shutdown_tx.clone()).context("installing signal handlers")?;
@@ -233,6 +237,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             stragglers.join(", ")
         );
     }
+    // Then everything pushed goes from the journal into the queue, before the sender stops.
+    applier_stop.stop();
+    spool.wake_applier();
+    let _ = applier.join();
     sender_stop.stop();
     spool.wake();
     if let Some(sender) = sender {
@@ -413,6 +421,7 @@ fn spool_command(cli: &Cli, action: Option<SpoolAction>) -> anyhow::Result<ExitC
         &config.state_dir,
         config.spool_fsync,
         config.spool_max_records,
+        spool::Role::Reader,
     )?;
     match action {
         None => {

@@ -97,6 +97,8 @@ impl Sender {
     ) -> Result<Self, SenderError> {
         let client = reqwest::blocking::Client::builder()
             .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
+            .tcp_nodelay(true)
+            .tcp_nodelay(true)
             .timeout(settings.request_timeout)
             .build()?;
         let url = format!("{}/{CDR_PATH}", settings.frontend.trim_end_matches('/'));
@@ -114,21 +116,28 @@ impl Sender {
     fn run(&mut self) -> Result<(), SenderError> {
         tracing::info!("delivering records to {}", self.url);
         while self.stop.running() {
-            let pending = self.spool.pending()?;
+            let pending = self.spool.pending_estimate()?;
             if pending == 0 {
                 self.spool.wait_for_append(Duration::from_secs(1));
                 continue;
             }
             let backlog = pending > self.settings.backlog_trigger;
+            let mut batch =
+                self.spool
+                    .oldest(if backlog { self.settings.batch_size } else { 1 })?;
             if backlog && self.settings.drop_stale_incoming {
-                let dropped = self.spool.drop_incoming()?;
-                if dropped > 0 {
-                    tracing::info!("backlog of {pending} records: dropped {dropped} stale INCOMING (ringing) records");
+                let (stale, rest): (Vec<Pending>, Vec<Pending>) =
+                    batch.into_iter().partition(|p| p.call_type == 0);
+                if !stale.is_empty() {
+                    self.spool
+                        .remove(&stale.iter().map(|p| p.seq).collect::<Vec<_>>())?;
+                    tracing::info!(
+                        "backlog of {pending} records: dropped {} stale INCOMING (ringing) records",
+                        stale.len()
+                    );
                 }
+                batch = rest;
             }
-            let batch = self
-                .spool
-                .oldest(if backlog { self.settings.batch_size } else { 1 })?;
             if !batch.is_empty() {
                 self.deliver(&batch)?;
             }
@@ -136,17 +145,19 @@ impl Sender {
         Ok(())
     }
 
-    /// Delivers a batch (or one record), handling every outcome.
-    fn deliver(&mut self, batch: &[Pending]) -> Result<(), SenderError> {
+    /// Delivers a batch (or one record), handling every outcome. Returns whether the batch
+    /// left the queue (delivered or dead-lettered) rather than waiting for a retry.
+    fn deliver(&mut self, batch: &[Pending]) -> Result<bool, SenderError> {
         match self.post(batch) {
             Outcome::Delivered => {
                 self.backoff.reset();
                 self.spool
                     .remove(&batch.iter().map(|p| p.seq).collect::<Vec<_>>())?;
                 tracing::debug!("delivered {} record(s)", batch.len());
+                Ok(true)
             }
             Outcome::Unauthorized(status) => {
-                return Err(SenderError::Unauthorized(status, self.url.clone()));
+                Err(SenderError::Unauthorized(status, self.url.clone()))
             }
             Outcome::Retry(why, told) => {
                 let wait = told.unwrap_or_else(|| self.backoff.advance());
@@ -155,15 +166,17 @@ impl Sender {
                     wait.as_secs_f64()
                 );
                 self.stop.wait(wait);
+                Ok(false)
             }
             Outcome::Refused(status, response) if batch.len() == 1 => {
                 tracing::error!(
                     id = %batch[0].id,
-                    "the frontend refused a record (HTTP {status}): moved to the dead letters ({}); response: {}",
-                    "`calllogger spool retry-dead` puts them back",
+                    "the frontend refused a record (HTTP {status}): moved to the dead letters \
+                     (`calllogger spool retry-dead` puts them back); response: {}",
                     response.chars().take(200).collect::<String>()
                 );
                 self.spool.bury(batch[0].seq, status, &response)?;
+                Ok(true)
             }
             Outcome::Refused(status, _) => {
                 tracing::warn!(
@@ -171,18 +184,14 @@ impl Sender {
                     batch.len()
                 );
                 for record in batch {
-                    if !self.stop.running() {
-                        break;
-                    }
-                    let before = self.spool.pending()?;
-                    self.deliver(std::slice::from_ref(record))?;
-                    if self.spool.pending()? == before {
-                        break; // not delivered nor buried: a retry is due, keep the order
+                    // Stop at the first that must wait, to keep the order.
+                    if !self.stop.running() || !self.deliver(std::slice::from_ref(record))? {
+                        return Ok(false);
                     }
                 }
+                Ok(true)
             }
         }
-        Ok(())
     }
 
     fn post(&self, batch: &[Pending]) -> Outcome {
