@@ -34,6 +34,7 @@
 //! # fn main() {}
 //! ```
 
+use std::borrow::Cow;
 use std::io::{ErrorKind, Read};
 use std::time::Duration;
 
@@ -60,7 +61,7 @@ pub trait SerialPlugin: Sized + Send + 'static {
 
     /// Turns a line's bytes (without the LF) into text. The default drops bytes 0x00–0x1F
     /// (CR and any control-byte prefix) and requires the rest to be ASCII.
-    fn decode(&mut self, bytes: &[u8]) -> Result<String, Error> {
+    fn decode<'a>(&mut self, bytes: &'a [u8]) -> Result<Cow<'a, str>, Error> {
         decode_ascii(bytes)
     }
 
@@ -73,16 +74,23 @@ pub trait SerialPlugin: Sized + Send + 'static {
     fn parse(&mut self, text: &str) -> Result<Record, Error>;
 }
 
-/// The default [`SerialPlugin::decode`]: drop bytes 0x00–0x1F, then require ASCII.
-pub fn decode_ascii(bytes: &[u8]) -> Result<String, Error> {
-    if let Some(at) = bytes.iter().position(|b| !b.is_ascii()) {
+/// The default [`SerialPlugin::decode`]: drop bytes 0x00–0x1F, then require ASCII. Borrows
+/// the line when there is nothing to drop.
+pub fn decode_ascii(bytes: &[u8]) -> Result<Cow<'_, str>, Error> {
+    if !bytes.is_ascii() {
+        let at = bytes.iter().position(|b| !b.is_ascii()).unwrap_or_default();
         return Err(format!("byte {at} is 0x{:02X}, not ASCII", bytes[at]).into());
     }
-    Ok(bytes
-        .iter()
-        .filter(|b| **b >= 0x20)
-        .map(|b| char::from(*b))
-        .collect())
+    if !bytes.iter().any(|b| *b < 0x20) {
+        return Ok(Cow::Borrowed(
+            std::str::from_utf8(bytes).expect("ASCII is UTF-8"),
+        ));
+    }
+    let mut text = Vec::with_capacity(bytes.len());
+    for run in bytes.split(|b| *b < 0x20) {
+        text.extend_from_slice(run);
+    }
+    Ok(Cow::Owned(String::from_utf8(text).expect("ASCII is UTF-8")))
 }
 
 /// Parity checking on the line.

@@ -83,6 +83,24 @@ pub fn run() -> Result<()> {
         target: "p99 < 20 ms",
     });
 
+    rows.push(Row {
+        what: "HiPath parse, decode + parse of the samples (one core)",
+        value: format!("{:.0} lines/s", hipath_parse_rate()),
+        target: "≥ 5,000,000",
+    });
+    let serial = bench.serial_feed(2000, Duration::from_secs(5))?;
+    rows.push(Row {
+        what: "HiPath pty → host → stdout at 2,000 lines/s (out / CPU)",
+        value: format!("{:.0} lines/s, {:.1} µs CPU/line", serial.0, serial.1),
+        target: "≤ 24 µs (Python: 2.4 ms)",
+    });
+    let (rss, cpu) = bench.serial_idle(Duration::from_secs(5))?;
+    rows.push(Row {
+        what: "RSS / CPU, host idle on a silent serial port (5 s)",
+        value: format!("{rss:.1} MiB / {cpu:.3} s"),
+        target: "≤ 8 MiB / ~0",
+    });
+
     let width = rows
         .iter()
         .map(|r| r.what.chars().count())
@@ -417,6 +435,107 @@ impl Bench<'_> {
         latencies.sort_by(f64::total_cmp);
         let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
         Ok((pick(0.5), pick(0.99)))
+    }
+}
+
+/// Sample lines decoded and parsed per second, over about two seconds on this thread.
+fn hipath_parse_rate() -> f64 {
+    use calllogger_siemens_hipath_serial::format::parse;
+    let samples = std::fs::read(crate::root().join("tests/data/hipath/samples.txt"))
+        .expect("the HiPath samples");
+    let lines: Vec<&[u8]> = samples
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tz = calllogger_plugin_sdk::jiff::tz::TimeZone::get("Europe/Dublin").expect("tzdata");
+    let start = Instant::now();
+    let mut parsed = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        for line in &lines {
+            if let Ok(text) = calllogger_plugin_sdk::serial::decode_ascii(line) {
+                std::hint::black_box(parse(&text, &tz).is_ok());
+            }
+            parsed += 1;
+        }
+    }
+    parsed as f64 / start.elapsed().as_secs_f64()
+}
+
+impl Bench<'_> {
+    /// The host reading a pty with the HiPath plugin; returns it and the pty's master.
+    fn spawn_serial(&self, stdout: Stdio) -> Result<(Child, serialport::TTYPort)> {
+        let (master, slave) = serialport::TTYPort::pair()?;
+        let path = serialport::SerialPort::name(&slave).context("the pty's path")?;
+        drop(slave);
+        let config = self.dir.join("serial.yml");
+        std::fs::write(
+            &config,
+            format!("settings: {{plugins: [SiemensHipathSerial]}}\nSiemensHipathSerial: {{port: '{path}', timezone: Europe/Dublin}}\n"),
+        )?;
+        let child = Command::new(self.host)
+            .arg("--config")
+            .arg(&config)
+            .arg("--plugin-dir")
+            .arg(self.plugins)
+            .arg("--state-dir")
+            .arg(tempfile::tempdir_in(self.dir)?.keep())
+            .env("RUST_LOG", "warn")
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(500)); // the port opens
+        Ok((child, master))
+    }
+
+    /// Feeds valid sample lines at `rate` lines/s for `run`; returns the lines/s that came out
+    /// of the host and the host's CPU µs per line.
+    fn serial_feed(&self, rate: u32, run: Duration) -> Result<(f64, f64)> {
+        use std::io::Write;
+        let (mut child, mut master) = self.spawn_serial(Stdio::piped())?;
+        let out = child.stdout.take().unwrap();
+        let counter =
+            std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).count());
+        let samples = std::fs::read(crate::root().join("tests/data/hipath/samples.txt"))?;
+        let tz = calllogger_plugin_sdk::jiff::tz::TimeZone::get("Europe/Dublin")?;
+        let valid: Vec<Vec<u8>> = samples
+            .split(|b| *b == b'\n')
+            .filter(|l| {
+                calllogger_plugin_sdk::serial::decode_ascii(l)
+                    .is_ok_and(|t| calllogger_siemens_hipath_serial::format::parse(&t, &tz).is_ok())
+            })
+            .map(|l| [l, b"\r\n"].concat())
+            .collect();
+        let cpu_before = cpu_seconds(child.id())?;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed() < run {
+            let due = (start.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+            while sent < due {
+                master.write_all(&valid[sent as usize % valid.len()])?;
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let cpu = cpu_seconds(child.id())? - cpu_before;
+        Self::stop(&mut child)?;
+        let received = counter
+            .join()
+            .map_err(|_| anyhow::anyhow!("the counter panicked"))? as f64;
+        Ok((received / run.as_secs_f64(), cpu / sent as f64 * 1e6))
+    }
+
+    /// RSS (MiB) and CPU seconds of the host reading a silent port for `run`.
+    fn serial_idle(&self, run: Duration) -> Result<(f64, f64)> {
+        let (mut child, _master) = self.spawn_serial(Stdio::null())?;
+        let before = cpu_seconds(child.id())?;
+        std::thread::sleep(run);
+        let measured = (
+            status_mib(child.id(), "VmRSS:")?,
+            cpu_seconds(child.id())? - before,
+        );
+        Self::stop(&mut child)?;
+        Ok(measured)
     }
 }
 

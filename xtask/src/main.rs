@@ -14,7 +14,13 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// The plugin crates that ship with calllogger, by package and library file stem.
-pub const SHIPPED_PLUGINS: &[(&str, &str)] = &[("calllogger-mock-calls", "calllogger_mock_calls")];
+pub const SHIPPED_PLUGINS: &[(&str, &str)] = &[
+    ("calllogger-mock-calls", "calllogger_mock_calls"),
+    (
+        "calllogger-siemens-hipath-serial",
+        "calllogger_siemens_hipath_serial",
+    ),
+];
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);

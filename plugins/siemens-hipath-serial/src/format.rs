@@ -25,7 +25,7 @@
 
 use calllogger_plugin_sdk::jiff::civil::{Date, DateTime, Time};
 use calllogger_plugin_sdk::jiff::tz::TimeZone;
-use calllogger_plugin_sdk::{Answered, CallType, Record, Timestamp};
+use calllogger_plugin_sdk::{Answered, CallType, ROption, RString, Record, Timestamp};
 
 /// The shortest valid line: up to and including the call type.
 pub const MIN_LEN: usize = 76;
@@ -243,47 +243,38 @@ pub fn parse(line: &str, tz: &TimeZone) -> Result<Record, ParseError> {
         .number(line)?
         .ok_or_else(|| CALL_TYPE.error(line))?;
     let trunk = TRUNK.number(line)?.ok_or_else(|| TRUNK.error(line))?;
-    let mut record = Record::new(CallType(call_type as i32))
-        .date(Timestamp::from(&ended))
-        .line(trunk);
-    if let Some(ext) = EXT.digits(line)? {
-        record = record.ext(ext);
-    }
-    if let Some([mm, ss, _]) = RING.clock(line, &[100, 60])? {
-        record = record.ring(mm * 60 + ss);
-    }
+    let ring = RING.clock(line, &[100, 60])?;
     let duration = DURATION.clock(line, &[100, 60, 60])?;
-    record = match duration {
-        Some([hh, mm, ss]) => record
-            .duration(hh * 3600 + mm * 60 + ss)
-            .answered(Answered::Yes),
-        None => record.answered(Answered::No),
-    };
-    if let Some(number) = NUMBER.text(line) {
-        if !number
-            .bytes()
+    let number = NUMBER.text(line);
+    if number.is_some_and(|n| {
+        !n.bytes()
             .all(|b| b.is_ascii_digit() || b"*#?+".contains(&b))
-        {
-            return Err(NUMBER.error(line));
-        }
-        record = record.number(number);
+    }) {
+        return Err(NUMBER.error(line));
     }
-    if let Some(units) = CHARGE.number(line)? {
-        record = record.charge_units(units);
-    }
-    type Setter = fn(Record, &str) -> Record;
-    let text_fields: [(&Field, Setter); 4] = [
-        (&ACCOUNT, |r, t| r.account_code(t)),
-        (&MSN, |r, t| r.msn(t)),
-        (&SEIZURE, |r, t| r.seizure_code(t)),
-        (&LCR, |r, t| r.lcr_route(t)),
-    ];
-    for (field, set) in text_fields {
-        if let Some(text) = field.text(line) {
-            record = set(record, text);
-        }
-    }
-    Ok(record.raw(line))
+    let ext = EXT.digits(line)?;
+    let charge = CHARGE.number(line)?;
+    // Every field checked: now fill the record in place (it is large; no builder moves).
+    let text = |s: Option<&str>| ROption::from(s.map(RString::from));
+    let mut record = Record::new(CallType(call_type as i32));
+    record.date = ROption::RSome(Timestamp::from(&ended));
+    record.line = ROption::RSome(trunk);
+    record.ext = text(ext);
+    record.ring = ROption::from(ring.map(|[mm, ss, _]| mm * 60 + ss));
+    record.duration = ROption::from(duration.map(|[hh, mm, ss]| hh * 3600 + mm * 60 + ss));
+    record.answered = ROption::RSome(if duration.is_some() {
+        Answered::Yes
+    } else {
+        Answered::No
+    });
+    record.number = text(number);
+    record.charge_units = ROption::from(charge);
+    record.account_code = text(ACCOUNT.text(line));
+    record.msn = text(MSN.text(line));
+    record.seizure_code = text(SEIZURE.text(line));
+    record.lcr_route = text(LCR.text(line));
+    record.raw = ROption::RSome(RString::from(line));
+    Ok(record)
 }
 
 impl Field {
