@@ -49,7 +49,7 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
     command
