@@ -108,6 +108,8 @@ pub const FILE: &str = "spool.sqlite3";
 pub const JOURNAL: &str = "spool.journal";
 /// Past this many applied bytes the journal is emptied.
 const ROTATE_AT: u64 = 4 << 20;
+/// The shortest time between two applies of the journal (see the applier).
+const COALESCE: Duration = Duration::from_millis(5);
 /// How often the applier checkpoints the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// The most journal bytes applied in one transaction.
@@ -388,6 +390,7 @@ impl Spool {
             .spawn(move || {
                 let (flag, wake) = &spool.journaled;
                 let mut checkpointed = std::time::Instant::now();
+                let mut last_apply = checkpointed;
                 loop {
                     let running = stop.running();
                     {
@@ -399,6 +402,13 @@ impl Spool {
                             .unwrap_or_else(|e| e.into_inner());
                         *pending = false;
                     }
+                    // Under a steady trickle, gather a few records per transaction: a commit costs
+                    // more than the records in it. An idle spool applies at once.
+                    let since = last_apply.elapsed();
+                    if since < COALESCE && running {
+                        std::thread::sleep(COALESCE - since);
+                    }
+                    last_apply = std::time::Instant::now();
                     if let Err(e) = spool.apply() {
                         tracing::error!("{e}");
                     }
