@@ -370,11 +370,9 @@ impl Spool {
                 }
             }
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'journal_offset'",
-            [end],
-        )
-        .map_err(|e| self.err(e))?;
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'journal_offset'")
+            .and_then(|mut update| update.execute([end]))
+            .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         db.journal_offset = end;
         self.evict(&db.conn)?;
