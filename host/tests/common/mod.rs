@@ -4,6 +4,7 @@
 
 pub mod frontend;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -26,41 +27,80 @@ pub fn host_binary() -> PathBuf {
 }
 
 /// Builds the plugin cdylibs (cargo does not build them for a test) once per test binary, in
-/// the host's own profile, and returns the folder they are in.
-pub fn artifacts() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = host_binary().parent().unwrap().to_owned();
+/// the host's own profile, and returns where each library file is, by file stem. The paths
+/// come from cargo's own artifact messages, not from guessing its output folders.
+fn artifacts() -> &'static BTreeMap<String, PathBuf> {
+    static LIBRARIES: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
+    LIBRARIES.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let mut build = Command::new(cargo);
-        build.current_dir(workspace).args(["build", "--quiet"]);
+        build
+            .current_dir(workspace)
+            .args(["build", "--quiet", "--message-format=json"]);
         for package in [
             "calllogger-mock-calls",
+            "calllogger-siemens-hipath-serial",
             "calllogger-test-plugins",
             "calllogger-incompatible-plugin",
             "calllogger-abort-plugin",
         ] {
             build.args(["-p", package]);
         }
-        if dir.file_name().is_some_and(|n| n == "release") {
+        if host_binary()
+            .parent()
+            .unwrap()
+            .file_name()
+            .is_some_and(|n| n == "release")
+        {
             build.arg("--release");
         }
-        let status = build
-            .status()
+        let output = build
+            .stderr(Stdio::inherit())
+            .output()
             .expect("running cargo build for the plugin fixtures");
-        assert!(status.success(), "building the plugin fixtures failed");
-        dir
+        assert!(
+            output.status.success(),
+            "building the plugin fixtures failed"
+        );
+        let mut libraries = BTreeMap::new();
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let Ok(message) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if message["reason"] != "compiler-artifact" {
+                continue;
+            }
+            for file in message["filenames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                let path = PathBuf::from(file);
+                if path
+                    .extension()
+                    .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+                {
+                    let stem = path.file_stem().unwrap().to_string_lossy();
+                    let stem = stem
+                        .strip_prefix(std::env::consts::DLL_PREFIX)
+                        .unwrap_or(&stem)
+                        .to_owned();
+                    libraries.insert(stem, path);
+                }
+            }
+        }
+        libraries
     })
 }
 
 /// The built library file for a crate's lib stem.
 pub fn library(stem: &str) -> PathBuf {
-    artifacts().join(format!(
-        "{}{stem}{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    ))
+    artifacts()
+        .get(stem)
+        .unwrap_or_else(|| panic!("cargo built no library {stem}: {:?}", artifacts().keys()))
+        .clone()
 }
 
 /// A scratch installation: `plugins/`, `state/` and a `config.yml`.
