@@ -62,6 +62,14 @@ fn pty_at(link: &Path) -> TTYPort {
     master
 }
 
+/// A scratch folder with a pty behind the symlink `ttyHIPATH` in it.
+fn scratch_pty() -> (tempfile::TempDir, PathBuf, TTYPort) {
+    let scratch = tempfile::tempdir().unwrap();
+    let link = scratch.path().join("ttyHIPATH");
+    let master = pty_at(&link);
+    (scratch, link, master)
+}
+
 fn install(link: &Path) -> Install {
     Install::new(
         &[HIPATH],
@@ -75,9 +83,7 @@ fn install(link: &Path) -> Install {
 
 #[test]
 fn every_sample_line_comes_out_in_order_and_rejects_are_counted() {
-    let scratch = tempfile::tempdir().unwrap();
-    let link = scratch.path().join("ttyHIPATH");
-    let mut master = pty_at(&link);
+    let (_scratch, link, mut master) = scratch_pty();
     let install = install(&link);
     let mut host = install.start();
     host.wait_for_log("reading", 1, Duration::from_secs(20));
@@ -159,9 +165,7 @@ fn every_sample_line_comes_out_in_order_and_rejects_are_counted() {
 
 #[test]
 fn unplug_and_replug_reconnects_with_growing_waits_and_reads_on() {
-    let scratch = tempfile::tempdir().unwrap();
-    let link = scratch.path().join("ttyHIPATH");
-    let mut master = pty_at(&link);
+    let (_scratch, link, mut master) = scratch_pty();
     let install = install(&link);
     let mut host = install.start();
     host.wait_for_log("reading", 1, Duration::from_secs(20));

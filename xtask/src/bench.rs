@@ -148,32 +148,43 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// The host on MockCalls with its state in `state` (`None`: a fresh folder, so that the
-    /// spool starts empty).
-    fn spawn(&self, mock_settings: &str, stdout: Stdio, state: Option<&Path>) -> Result<Child> {
+    /// Starts the host on this config text, with its state in `state` (`None`: a fresh
+    /// folder, so that the spool starts empty) and logs at `log` level on a pipe.
+    fn launch(
+        &self,
+        config: &str,
+        state: Option<&Path>,
+        stdout: Stdio,
+        log: &str,
+    ) -> Result<Child> {
         let state = match state {
             Some(state) => state.to_owned(),
             None => tempfile::tempdir_in(self.dir)?.keep(),
         };
-        let config = self.dir.join("bench.yml");
-        std::fs::write(
-            &config,
-            format!("settings: {{plugins: [MockCalls]}}\nMockCalls: {mock_settings}\n"),
-        )?;
+        let file = tempfile::NamedTempFile::new_in(self.dir)?
+            .into_temp_path()
+            .keep()?;
+        std::fs::write(&file, config)?;
         Command::new(self.host)
             .arg("--config")
-            .arg(&config)
+            .arg(&file)
             .arg("--plugin-dir")
             .arg(self.plugins)
             .arg("--state-dir")
             .arg(state)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log)
             .env_remove("TOKEN")
             .env_remove("PLUGIN")
             .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .context("starting the host")
+    }
+
+    /// The host on MockCalls with these settings.
+    fn spawn(&self, mock_settings: &str, stdout: Stdio, state: Option<&Path>) -> Result<Child> {
+        let config = format!("settings: {{plugins: [MockCalls]}}\nMockCalls: {mock_settings}\n");
+        self.launch(&config, state, stdout, "info")
     }
 
     fn stop(child: &mut Child) -> Result<String> {
@@ -314,28 +325,11 @@ impl Bench<'_> {
         mock_settings: &str,
         state: &Path,
     ) -> Result<Child> {
-        let config = self.dir.join("deliver.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "settings: {{plugins: [MockCalls], frontend: '{}', token: bench, drop_stale_incoming: false}}\nMockCalls: {mock_settings}\n",
-                frontend.url
-            ),
-        )?;
-        Command::new(self.host)
-            .arg("--config")
-            .arg(&config)
-            .arg("--plugin-dir")
-            .arg(self.plugins)
-            .arg("--state-dir")
-            .arg(state)
-            .env("RUST_LOG", "warn")
-            .env_remove("TOKEN")
-            .env_remove("PLUGIN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting the host")
+        let config = format!(
+            "settings: {{plugins: [MockCalls], frontend: '{}', token: bench, drop_stale_incoming: false}}\nMockCalls: {mock_settings}\n",
+            frontend.url
+        );
+        self.launch(&config, Some(state), Stdio::null(), "warn")
     }
 
     /// Delivered and pushed records per second over `run`, and the host's peak RSS.
@@ -364,45 +358,21 @@ impl Bench<'_> {
     /// frontend configured), with no plugin competing for the CPU.
     fn drain(&self, records: usize) -> Result<f64> {
         let state = self.dir.join("state-drain");
-        let config = self.dir.join("fill.yml");
         // MockCalls makes 1 to 4 records a call: stop once enough are spooled.
-        std::fs::write(
-            &config,
-            "settings: {plugins: [MockCalls]}\nMockCalls: {sleep: 0}\n",
-        )?;
-        let mut filler = Command::new(self.host)
-            .args(["--config"])
-            .arg(&config)
-            .arg("--plugin-dir")
-            .arg(self.plugins)
-            .arg("--state-dir")
-            .arg(&state)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let fill = "settings: {plugins: [MockCalls]}\nMockCalls: {sleep: 0}\n";
+        let mut filler = self.launch(fill, Some(&state), Stdio::null(), "warn")?;
         while self.pending(&state).unwrap_or(0) < records as u64 {
             std::thread::sleep(Duration::from_millis(100));
         }
         Self::stop(&mut filler)?;
         let spooled = self.pending(&state)? as usize;
         let frontend = Frontend::start()?;
-        std::fs::write(
-            &config,
-            format!("settings: {{plugins: [], frontend: '{}', token: bench, drop_stale_incoming: false}}\n", frontend.url),
-        )?;
+        let deliver = format!(
+            "settings: {{plugins: [], frontend: '{}', token: bench, drop_stale_incoming: false}}\n",
+            frontend.url
+        );
         let start = Instant::now();
-        let mut sender = Command::new(self.host)
-            .arg("--config")
-            .arg(&config)
-            .arg("--plugin-dir")
-            .arg(self.plugins)
-            .arg("--state-dir")
-            .arg(&state)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut sender = self.launch(&deliver, Some(&state), Stdio::null(), "warn")?;
         while frontend.count() < spooled {
             if start.elapsed() > Duration::from_secs(120) {
                 bail!("only {} of {spooled} delivered", frontend.count());
@@ -489,22 +459,10 @@ impl Bench<'_> {
         let (master, slave) = serialport::TTYPort::pair()?;
         let path = serialport::SerialPort::name(&slave).context("the pty's path")?;
         drop(slave);
-        let config = self.dir.join("serial.yml");
-        std::fs::write(
-            &config,
-            format!("settings: {{plugins: [SiemensHipathSerial]}}\nSiemensHipathSerial: {{port: '{path}', timezone: Europe/Dublin}}\n"),
-        )?;
-        let child = Command::new(self.host)
-            .arg("--config")
-            .arg(&config)
-            .arg("--plugin-dir")
-            .arg(self.plugins)
-            .arg("--state-dir")
-            .arg(tempfile::tempdir_in(self.dir)?.keep())
-            .env("RUST_LOG", "warn")
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let config = format!(
+            "settings: {{plugins: [SiemensHipathSerial]}}\nSiemensHipathSerial: {{port: '{path}', timezone: Europe/Dublin}}\n"
+        );
+        let child = self.launch(&config, None, stdout, "warn")?;
         std::thread::sleep(Duration::from_millis(500)); // the port opens
         Ok((child, master))
     }
