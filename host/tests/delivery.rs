@@ -49,13 +49,6 @@ fn wait_pending(install: &Install, pending: u64) {
     }
 }
 
-fn stop(mut host: Host) -> String {
-    host.signal(Signal::SIGTERM);
-    let (status, _) = host.wait_exit(Duration::from_secs(15));
-    assert!(status.success(), "{}", host.log());
-    host.log()
-}
-
 #[test]
 fn records_arrive_with_the_contracts_headers_shape_and_unique_ids() {
     let frontend = Frontend::start(|_, _| created());
@@ -68,11 +61,11 @@ fn records_arrive_with_the_contracts_headers_shape_and_unique_ids() {
             "MockCalls: {sleep: 0.02, limit: 20, seed: 1}",
         ),
     );
-    let host = install.start();
+    let mut host = install.start();
     frontend.wait_until(Duration::from_secs(20), "30 records", |r| {
         r.iter().map(|r| r.records().len()).sum::<usize>() >= 30
     });
-    let log = stop(host);
+    let log = host.terminate();
     assert!(!log.contains("s3cret"), "the token never reaches the log");
     let received = frontend.received();
     let mut ids = BTreeSet::new();
@@ -115,7 +108,7 @@ fn an_outage_delivers_every_record_once_in_order_dropping_ringing_only_from_the_
             "Echo@out: {label: out, count: 120, interval: 0.02}\nEcho@ring: {label: ring, count: 120, interval: 0.02, call_type: 0}",
         ),
     );
-    let host = install.start();
+    let mut host = install.start();
     frontend.wait_until(Duration::from_secs(20), "live ringing records", |r| {
         r.iter().any(|r| r.body["number"] == "ring")
     });
@@ -131,7 +124,7 @@ fn an_outage_delivers_every_record_once_in_order_dropping_ringing_only_from_the_
             >= 120
     });
     std::thread::sleep(Duration::from_millis(300));
-    let log = stop(host);
+    let log = host.terminate();
     let delivered = frontend.delivered();
     assert_eq!(
         lines_of(&delivered, "out"),
@@ -188,7 +181,7 @@ fn sigkill_mid_outage_loses_nothing_and_a_resend_reuses_the_id() {
 
     frontend.answer(|_, _| created());
     install.write_config(&config(&frontend, "t", &format!("{FAST}, plugins: []"), ""));
-    let host = install.start();
+    let mut host = install.start();
     frontend.wait_until(Duration::from_secs(30), "all 40", |r| {
         r.iter()
             .filter(|r| r.status == 201)
@@ -196,7 +189,7 @@ fn sigkill_mid_outage_loses_nothing_and_a_resend_reuses_the_id() {
             .sum::<usize>()
             >= 40
     });
-    stop(host);
+    host.terminate();
     let delivered = frontend.delivered();
     assert_eq!(lines_of(&delivered, "e"), (1..=40).collect::<Vec<_>>());
     let delivered_ids: BTreeSet<&str> = delivered
@@ -223,11 +216,11 @@ fn server_errors_are_retried_with_growing_waits() {
             "Echo: {label: e, count: 1}",
         ),
     );
-    let host = install.start();
+    let mut host = install.start();
     frontend.wait_until(Duration::from_secs(20), "a success", |r| {
         r.iter().any(|r| r.status == 201)
     });
-    stop(host);
+    host.terminate();
     let at: Vec<Instant> = frontend.received().iter().map(|r| r.at).collect();
     let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
     for (gap, wait) in gaps.iter().zip([0.2, 0.4, 0.8, 1.6]) {
@@ -257,11 +250,11 @@ fn too_many_requests_waits_for_retry_after() {
             "Echo: {label: e, count: 1}",
         ),
     );
-    let host = install.start();
+    let mut host = install.start();
     frontend.wait_until(Duration::from_secs(20), "a success", |r| {
         r.iter().any(|r| r.status == 201)
     });
-    stop(host);
+    host.terminate();
     let received = frontend.received();
     let gap = received[1].at - received[0].at;
     assert!(
@@ -311,12 +304,12 @@ fn a_refused_token_stops_the_host_keeps_the_records_and_a_good_one_delivers_them
         &format!("{FAST}, plugins: []"),
         "",
     ));
-    let host = install.start();
+    let mut host = install.start();
     frontend.wait_until(Duration::from_secs(20), "delivery", |r| {
         r.iter().filter(|r| r.status == 201).count() as u64 >= pending.min(1)
     });
     wait_pending(&install, 0);
-    stop(host);
+    host.terminate();
     let delivered = lines_of(&frontend.delivered(), "e");
     assert_eq!(delivered.len() as u64, pending, "{delivered:?}");
 }
@@ -334,7 +327,7 @@ fn a_record_the_frontend_refuses_goes_to_the_dead_letters_and_the_rest_of_its_ba
             "Echo: {label: e, count: 30, interval: 0}",
         ),
     );
-    let host = install.start();
+    let mut host = install.start();
     wait_pending(&install, 30);
     let culprit = |r: &Value| r["line"] == 17;
     frontend.answer(move |r, _| {
@@ -352,7 +345,7 @@ fn a_record_the_frontend_refuses_goes_to_the_dead_letters_and_the_rest_of_its_ba
             >= 29
     });
     std::thread::sleep(Duration::from_millis(300));
-    let log = stop(host);
+    let log = host.terminate();
     let delivered = lines_of(&frontend.delivered(), "e");
     assert_eq!(delivered, (1..=30).filter(|l| *l != 17).collect::<Vec<_>>());
     assert!(
@@ -386,11 +379,11 @@ fn a_full_spool_evicts_ringing_records_first_then_the_oldest() {
          Echo@ring: {label: ring, count: 30, interval: 0, call_type: 0}\n\
          Echo@out: {label: out, count: 60, interval: 0.01}\n",
     );
-    let host = install.start();
+    let mut host = install.start();
     host.records_until(Duration::from_secs(20), |r| {
         r["number"] == "out" && r["line"] == 60
     });
-    let log = stop(host);
+    let log = host.terminate();
     let (_, tail, _) = install.run_cli(&["spool", "tail", "-n", "1000"]);
     let kept: Vec<Value> = tail
         .lines()

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use nix::sys::signal::Signal;
 use serialport::{SerialPort, TTYPort};
 
 fn data(file: &str) -> PathBuf {
@@ -128,8 +127,7 @@ fn every_sample_line_comes_out_in_order_and_rejects_are_counted() {
             want["date"]
         );
     }
-    host.signal(Signal::SIGTERM);
-    assert!(host.wait_exit(Duration::from_secs(10)).0.success());
+    host.terminate();
     assert!(
         host.remaining_records().is_empty(),
         "rejected lines are never emitted"
@@ -215,6 +213,5 @@ fn unplug_and_replug_reconnects_with_growing_waits_and_reads_on() {
         ["0.2", "0.4", "0.8"],
         "reconnect waits grow from the base: {log}"
     );
-    host.signal(Signal::SIGTERM);
-    assert!(host.wait_exit(Duration::from_secs(10)).0.success());
+    host.terminate();
 }

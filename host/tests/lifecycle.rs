@@ -139,12 +139,7 @@ fn failing_and_panicking_instances_restart_with_growing_waits_while_others_run_o
         log.contains("lib.rs:"),
         "the panic's location is logged: {log}"
     );
-    host.signal(Signal::SIGTERM);
-    assert!(
-        host.wait_exit(Duration::from_secs(10)).0.success(),
-        "{}",
-        host.log()
-    );
+    host.terminate();
 }
 
 #[test]
@@ -161,6 +156,5 @@ fn an_instance_returning_errors_is_restarted_too() {
         log.contains("flaky run 2 fails on purpose; restarting in 0.1"),
         "{log}"
     );
-    host.signal(Signal::SIGTERM);
-    assert!(host.wait_exit(Duration::from_secs(10)).0.success());
+    host.terminate();
 }

@@ -5,7 +5,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use nix::sys::signal::Signal;
 
 #[test]
 fn two_plugin_libraries_load_side_by_side_and_a_class_from_each_runs() {
@@ -23,12 +22,7 @@ fn two_plugin_libraries_load_side_by_side_and_a_class_from_each_runs() {
         }
         seen == (true, true)
     });
-    host.signal(Signal::SIGTERM);
-    assert!(
-        host.wait_exit(Duration::from_secs(10)).0.success(),
-        "{}",
-        host.log()
-    );
+    host.terminate();
 }
 
 /// A real shared library that is not a plugin: the Rust standard library of the toolchain.
@@ -142,12 +136,7 @@ fn bad_files_are_refused_with_their_reason_and_the_host_runs_on() {
             "run logs the refusal of {file}"
         );
     }
-    host.signal(Signal::SIGTERM);
-    assert!(
-        host.wait_exit(Duration::from_secs(10)).0.success(),
-        "{}",
-        host.log()
-    );
+    host.terminate();
 }
 
 #[test]

@@ -309,6 +309,18 @@ impl Host {
         }
     }
 
+    /// Sends SIGTERM and asserts a clean exit (status 0) within 15 s; returns the log.
+    pub fn terminate(&mut self) -> String {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let (status, _) = self.wait_exit(Duration::from_secs(15));
+        assert!(
+            status.success(),
+            "exit status {status}; log:\n{}",
+            self.log()
+        );
+        self.log()
+    }
+
     /// Records still buffered after exit.
     pub fn remaining_records(&self) -> Vec<Value> {
         std::iter::from_fn(|| self.next_record(Duration::from_millis(200)).map(|r| r.1)).collect()
