@@ -207,9 +207,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             "no frontend and token configured: records are kept in the spool and written to stdout"
         );
         let failed = shutdown_tx.clone();
-        let (records, stage) = output::start(output::JsonLines::new(stdout()), move |e| {
+        let stdout = stdout().context("opening stdout")?;
+        let (records, stage) = output::start(output::JsonLines::new(stdout), move |e| {
             let _ = failed.send(Shutdown::Failed(format!("stdout failed: {e}")));
-        });
+        })?;
         (None, Some((records, stage)))
     };
 
@@ -280,18 +281,15 @@ fn sender_settings(config: &Config) -> SenderSettings {
 /// Standard output without the line buffering `std::io::Stdout` adds: the output stage does
 /// its own buffering and flushes whenever its queue runs dry.
 #[cfg(unix)]
-fn stdout() -> std::fs::File {
+fn stdout() -> std::io::Result<std::fs::File> {
     use std::os::fd::AsFd;
-    let fd = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .expect("duplicating stdout");
-    std::fs::File::from(fd)
+    let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+    Ok(std::fs::File::from(fd))
 }
 
 #[cfg(not(unix))]
-fn stdout() -> std::io::Stdout {
-    std::io::stdout()
+fn stdout() -> std::io::Result<std::io::Stdout> {
+    Ok(std::io::stdout())
 }
 
 /// `calllogger plugins`: the class table, then the refused files.

@@ -69,7 +69,7 @@ pub struct OutputStage {
 pub fn start(
     mut output: impl Output + 'static,
     on_failure: impl FnOnce(&io::Error) + Send + 'static,
-) -> (RecordSender, OutputStage) {
+) -> io::Result<(RecordSender, OutputStage)> {
     let (tx, rx) = sync_channel(QUEUE);
     let thread = std::thread::Builder::new()
         .name("output".into())
@@ -79,10 +79,9 @@ pub fn start(
                 on_failure(e);
             }
             result
-        })
-        .expect("spawning the output thread");
+        })?;
     let sender = RecordSender(tx);
-    (sender.clone(), OutputStage { sender, thread })
+    Ok((sender.clone(), OutputStage { sender, thread }))
 }
 
 fn drain(rx: &Receiver<Message>, output: &mut dyn Output) -> io::Result<u64> {
@@ -141,7 +140,7 @@ mod tests {
     #[test]
     fn records_come_out_in_order_one_line_each_and_finish_drains_the_queue() {
         let buffer = Shared::default();
-        let (sender, stage) = start(JsonLines::new(buffer.clone()), |_| {});
+        let (sender, stage) = start(JsonLines::new(buffer.clone()), |_| {}).unwrap();
         for n in 0..1000 {
             sender
                 .push(format!(r#"{{"call_type":2,"line":{n}}}"#))
@@ -174,7 +173,7 @@ mod tests {
     #[test]
     fn a_failing_output_reports_its_error() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let (sender, stage) = start(Broken, move |e| tx.send(e.kind()).unwrap());
+        let (sender, stage) = start(Broken, move |e| tx.send(e.kind()).unwrap()).unwrap();
         sender.push("{}".into()).unwrap();
         assert_eq!(rx.recv().unwrap(), io::ErrorKind::BrokenPipe);
         assert!(stage.finish().is_err());
