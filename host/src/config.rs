@@ -9,6 +9,7 @@ use serde_yaml::Value;
 
 use calllogger_plugin_sdk::ffi::TimeoutSettings;
 
+use crate::loader::trust::Policy;
 use crate::spool::Fsync;
 
 /// The defaults, as shipped in the repository's `defaults.yml`.
@@ -47,7 +48,7 @@ pub struct SettingsLayer {
     pub plugin_dir: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub shutdown_timeout: Option<f64>,
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub frontend: Option<String>,
     pub request_timeout: Option<f64>,
     pub backlog_trigger: Option<u64>,
@@ -55,6 +56,39 @@ pub struct SettingsLayer {
     pub drop_stale_incoming: Option<bool>,
     pub spool_max_records: Option<u64>,
     pub spool_fsync: Option<Fsync>,
+    pub strict_plugin_permissions: Option<bool>,
+    pub trusted_plugins: Option<BTreeMap<String, String>>,
+}
+
+/// A setting that must never be shown: its `Debug` is `"<redacted>"`, and a value of the wrong
+/// type is reported without echoing it (a number is taken as its digits).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(s) => Ok(Self(s)),
+            Value::Number(n) => Ok(Self(n.to_string())),
+            Value::Null => Ok(Self::default()),
+            _ => Err(serde::de::Error::custom(
+                "settings.token must be a string (its value is not shown: it is a secret)",
+            )),
+        }
+    }
 }
 
 /// One config file: `settings:` plus a section per plugin class or instance.
@@ -86,7 +120,9 @@ impl SettingsLayer {
             batch_size,
             drop_stale_incoming,
             spool_max_records,
-            spool_fsync
+            spool_fsync,
+            strict_plugin_permissions,
+            trusted_plugins
         );
         // `plugin` (one) and `plugins` (a list) are two spellings of one setting.
         if let Some(one) = over.plugin {
@@ -101,7 +137,7 @@ impl SettingsLayer {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Self {
         let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         Self {
-            token: var("TOKEN"),
+            token: var("TOKEN").map(Secret),
             plugins: var("PLUGIN").map(|list| {
                 list.split(',')
                     .map(|p| p.trim().to_owned())
@@ -135,7 +171,7 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     pub state_dir: PathBuf,
     pub shutdown_timeout: f64,
-    pub token: String,
+    pub token: Secret,
     pub frontend: String,
     pub request_timeout: f64,
     pub backlog_trigger: u64,
@@ -143,6 +179,8 @@ pub struct Config {
     pub drop_stale_incoming: bool,
     pub spool_max_records: u64,
     pub spool_fsync: Fsync,
+    /// Which plugin libraries may be loaded.
+    pub plugin_policy: Policy,
     pub instances: Vec<InstanceConfig>,
     /// Every plugin section by name, to point out sections no class claims.
     pub sections: BTreeMap<String, Value>,
@@ -318,6 +356,16 @@ fn finish(
             settings_yaml,
         });
     }
+    let mut trusted_plugins = BTreeMap::new();
+    for (key, hash) in s.trusted_plugins.unwrap_or_default() {
+        let hash = hash.trim().to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(format!(
+                "settings.trusted_plugins.{key} must be a sha256 in hex (64 characters, as `sha256sum` prints it)"
+            )));
+        }
+        trusted_plugins.insert(key, hash);
+    }
     Ok(Config {
         file,
         timeouts: TimeoutSettings {
@@ -340,6 +388,12 @@ fn finish(
             .ok_or_else(|| missing("drop_stale_incoming"))?,
         spool_max_records,
         spool_fsync: s.spool_fsync.ok_or_else(|| missing("spool_fsync"))?,
+        plugin_policy: Policy {
+            strict_permissions: s
+                .strict_plugin_permissions
+                .ok_or_else(|| missing("strict_plugin_permissions"))?,
+            pins: trusted_plugins,
+        },
         instances,
         sections,
     })
@@ -348,7 +402,29 @@ fn finish(
 impl Config {
     /// Whether records go to a frontend (both `frontend` and `token` set) or only to stdout.
     pub fn delivers(&self) -> bool {
-        !self.frontend.trim().is_empty() && !self.token.trim().is_empty()
+        !self.frontend.trim().is_empty() && !self.token.expose().trim().is_empty()
+    }
+
+    /// The settings that differ in `new` but apply only at start-up (the spool, the sender, the
+    /// folders), by key.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        macro_rules! compare {
+            ($($field:ident),+) => { $( if self.$field != new.$field { changed.push(concat!("settings.", stringify!($field))); } )+ };
+        }
+        compare!(
+            plugin_dir,
+            state_dir,
+            token,
+            frontend,
+            request_timeout,
+            backlog_trigger,
+            batch_size,
+            drop_stale_incoming,
+            spool_max_records,
+            spool_fsync
+        );
+        changed
     }
 
     /// Section names that neither a class in `classes` nor a configured instance claims:
@@ -392,6 +468,41 @@ mod tests {
     }
 
     #[test]
+    fn the_token_is_never_shown() {
+        let config = load_text("settings:\n  token: 12345678\n", &[]).unwrap();
+        assert_eq!(
+            config.token.expose(),
+            "12345678",
+            "a numeric token is its digits"
+        );
+        assert!(!format!("{config:?}").contains("12345678"));
+        let error = load_text("settings:\n  token: [SECRET-in-a-list]\n", &[])
+            .expect_err("a list is not a token")
+            .to_string();
+        assert!(error.contains("token"), "{error}");
+        assert!(!error.contains("SECRET"), "{error}");
+    }
+
+    #[test]
+    fn pins_must_be_sha256_hex() {
+        let hash = "AB".repeat(32);
+        let config = load_text(
+            &format!("settings:\n  trusted_plugins:\n    liba.so: {hash}\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.plugin_policy.pins["liba.so"], hash.to_lowercase());
+        let error = load_text("settings:\n  trusted_plugins:\n    liba.so: abc\n", &[])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("settings.trusted_plugins.liba.so must be a sha256"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn defaults_alone_are_a_valid_config() {
         let config = load(None, SettingsLayer::default(), SettingsLayer::default()).unwrap();
         assert_eq!(config.timeouts, TimeoutSettings::default());
@@ -426,7 +537,7 @@ mod tests {
             config.timeouts.decay, 1.5,
             "defaults where the file is silent"
         );
-        assert_eq!(config.token, "from-env", "env over file");
+        assert_eq!(config.token.expose(), "from-env", "env over file");
         assert_eq!(config.plugin_dir, PathBuf::from("/env/plugins"));
         let names: Vec<_> = config.instances.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["MockCalls", "Echo@b"]);
@@ -487,7 +598,7 @@ mod tests {
             (4.0, 5.0)
         );
         assert_eq!(
-            (config.token.as_str(), config.frontend.as_str()),
+            (config.token.expose(), config.frontend.as_str()),
             ("t", "http://f")
         );
         assert_eq!((config.backlog_trigger, config.batch_size), (6, 7));

@@ -5,18 +5,25 @@
 //! instance `push`es a record, which is committed to the **spool** before `push` returns; the
 //! **sender** delivers the spool to the frontend, oldest first, and removes what was delivered.
 //! With no frontend configured, records stay in the spool and are echoed to stdout.
+//!
+//! While it runs, the host **watch**es the plugins folder and **reload**s a library that is
+//! added, replaced or removed, and re-reads the config on SIGHUP; a **plan** says which
+//! instances that starts, restarts and stops.
 
 mod config;
 mod journal;
 mod json;
 mod loader;
 mod output;
+mod plan;
 mod plugin_context;
+mod reload;
 mod sender;
 mod signals;
 mod spool;
 mod stop;
 mod supervisor;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,14 +34,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use config::{Config, SettingsLayer};
+use config::{Config, ConfigError, SettingsLayer};
 use loader::Registry;
+use plan::{MissingClass, Plan};
 use plugin_context::Intake;
+use reload::Plugins;
 use sender::SenderSettings;
-use signals::Shutdown;
+use signals::{Event, Shutdown};
 use spool::Spool;
 use stop::Stop;
-use supervisor::{Prepared, Supervisor};
+use supervisor::Supervisor;
 
 /// Collects call data records from PBX plugins and forwards them to the call-monitoring
 /// frontend.
@@ -57,7 +66,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
 enum Command {
-    /// Run the configured plugin instances until SIGINT or SIGTERM (the default).
+    /// Run the configured plugin instances until SIGINT or SIGTERM (the default). Libraries
+    /// added to, replaced in or removed from the plugins folder are applied at once; SIGHUP
+    /// re-reads the config.
     Run,
     /// List the plugin classes found in the plugins folder, and the files refused.
     Plugins,
@@ -117,7 +128,7 @@ fn init_logging(default: &str) {
         .init();
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     let env = |name: &str| std::env::var(name).ok();
     let file = config::config_path(cli.config.as_deref(), env);
     let flags = SettingsLayer {
@@ -125,56 +136,53 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         state_dir: cli.state_dir.clone(),
         ..SettingsLayer::default()
     };
-    Ok(config::load(file, SettingsLayer::from_env(env), flags)?)
+    config::load(file, SettingsLayer::from_env(env), flags)
 }
 
 fn scan_plugins(config: &Config, copy_dir: &std::path::Path) -> anyhow::Result<Registry> {
-    loader::scan(&config.plugin_dir, copy_dir).with_context(|| {
+    loader::scan(
+        &config.plugin_dir,
+        copy_dir,
+        &config.plugin_policy,
+        &Registry::default(),
+    )
+    .with_context(|| {
         "set settings.plugin_dir, $CALLLOGGER_PLUGIN_DIR or --plugin-dir to the folder holding the plugin libraries"
     })
 }
 
 /// Builds every configured instance; the errors name the instance, class and key at fault.
-fn prepare(config: &Config, registry: &Registry) -> Result<Vec<Prepared>, Vec<String>> {
-    let mut prepared = Vec::new();
-    let mut errors = Vec::new();
-    for wanted in &config.instances {
-        let built = registry
-            .library_for(&wanted.class)
-            .map_err(|e| e.to_string())
-            .and_then(|library| {
-                let instance = library.instantiate(&wanted.class, &wanted.settings_yaml)?;
-                Ok((library.clone(), instance))
-            });
-        match built {
-            Ok((library, instance)) => prepared.push(Prepared {
-                name: wanted.name.clone(),
-                class: wanted.class.clone(),
-                settings_yaml: wanted.settings_yaml.clone(),
-                library,
-                instance,
-            }),
-            Err(e) if wanted.name == wanted.class => errors.push(e),
-            Err(e) => errors.push(format!("instance `{}`: {e}", wanted.name)),
-        }
-    }
-    if errors.is_empty() {
-        Ok(prepared)
+fn prepare(
+    config: &Config,
+    registry: &Registry,
+    missing: MissingClass,
+) -> Result<Plan, Vec<String>> {
+    let plan = plan::plan(config, registry, [], missing);
+    if plan.errors.is_empty() {
+        Ok(plan)
     } else {
-        Err(errors)
+        Err(plan.errors)
     }
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     // 1. Config: defaults < file < environment < flags.
     let config = load_config(cli)?;
-    // 2. Loader: every library in the plugins folder, from private copies.
-    let registry = scan_plugins(&config, &config.state_dir.join("libs"))?;
+    // 2. Loader: every trusted library in the plugins folder, from private copies.
+    let copy_dir = config.state_dir.join("libs");
+    let stale = loader::clean_stale_copies(&copy_dir);
+    if stale > 0 {
+        tracing::info!(
+            "removed {stale} stale private library copies from {}",
+            copy_dir.display()
+        );
+    }
+    let registry = scan_plugins(&config, &copy_dir)?;
     for refusal in &registry.refused {
         tracing::warn!(file = %refusal.file.display(), "plugin library refused: {}", refusal.reason);
     }
-    let instances =
-        prepare(&config, &registry).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+    let startup = prepare(&config, &registry, MissingClass::Waits)
+        .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
 
     // 3. Spool: a pushed record is on disk before `push` returns.
     let spool = Arc::new(Spool::open(
@@ -185,20 +193,20 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     )?);
     let applier_stop = Arc::new(Stop::default());
     let applier = spool.start_applier(applier_stop.clone())?;
-    let (shutdown_tx, shutdown_rx) = channel();
+    let (events_tx, events) = channel();
     #[cfg(unix)]
-    signals::forward(shutdown_tx.clone()).context("installing signal handlers")?;
+    signals::forward(events_tx.clone()).context("installing signal handlers")?;
 
     // 4. Sender: spool → frontend. Without a frontend, records are echoed to stdout instead.
     let sender_stop = Arc::new(Stop::default());
     let (sender, echo) = if config.delivers() {
-        let failed = shutdown_tx.clone();
+        let failed = events_tx.clone();
         let thread = sender::start(
             spool.clone(),
             sender_settings(&config),
             sender_stop.clone(),
             move |e| {
-                let _ = failed.send(Shutdown::Failed(e.to_string()));
+                let _ = failed.send(Event::Shutdown(Shutdown::Failed(e.to_string())));
             },
         )?;
         (Some(thread), None)
@@ -206,10 +214,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         tracing::info!(
             "no frontend and token configured: records are kept in the spool and written to stdout"
         );
-        let failed = shutdown_tx.clone();
+        let failed = events_tx.clone();
         let stdout = stdout().context("opening stdout")?;
         let (records, stage) = output::start(output::JsonLines::new(stdout), move |e| {
-            let _ = failed.send(Shutdown::Failed(format!("stdout failed: {e}")));
+            let _ = failed.send(Event::Shutdown(Shutdown::Failed(format!(
+                "stdout failed: {e}"
+            ))));
         })?;
         (None, Some((records, stage)))
     };
@@ -219,22 +229,41 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         spool: spool.clone(),
         echo: echo.as_ref().map(|(records, _)| records.clone()),
     };
-    let names: Vec<String> = instances.iter().map(|i| i.name.clone()).collect();
-    let supervisor = Supervisor::start(instances, &intake, config.timeouts);
-    drop(intake);
-    tracing::info!("running {}", names.join(", "));
+    let shutdown_timeout = Duration::from_secs_f64(config.shutdown_timeout);
+    let plugin_dir = config.plugin_dir.clone();
+    let mut plugins = Plugins::start(config, registry, Supervisor::new(intake), copy_dir, startup);
+    tracing::info!("running {}", plugins.names().join(", "));
 
-    let reason = signals::wait(&shutdown_rx);
+    // 6. Watch: the plugins folder and SIGHUP, until a reason to shut down.
+    let _watcher = watch::start(&plugin_dir, events_tx.clone())
+        .map_err(|e| {
+            tracing::warn!(
+                "not watching {} for new plugins ({e}); send SIGHUP after changing it",
+                plugin_dir.display()
+            )
+        })
+        .ok();
+    drop(events_tx);
+    let reason = loop {
+        match signals::next(&events) {
+            Event::Shutdown(reason) => break reason,
+            Event::Reload => {
+                tracing::info!("SIGHUP received: reloading the config and the plugins folder");
+                plugins.reload(load_config(cli));
+            }
+            Event::PluginsChanged => plugins.folder_changed(),
+        }
+    };
     match &reason {
         Shutdown::Failed(e) => tracing::error!("shutting down: {e}"),
         Shutdown::Signal(_) => tracing::info!("shutting down: {reason}"),
     }
     // Plugins first, so nothing is pushed after the sender's last look at the spool.
-    let stragglers = supervisor.stop(Duration::from_secs_f64(config.shutdown_timeout));
+    let stragglers = plugins.stop(shutdown_timeout);
     if !stragglers.is_empty() {
         tracing::warn!(
             "did not stop within {} s (settings.shutdown_timeout), left behind: {}",
-            config.shutdown_timeout,
+            shutdown_timeout.as_secs_f64(),
             stragglers.join(", ")
         );
     }
@@ -368,14 +397,14 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         .map(|r| format!("plugin library {} refused: {}", r.file.display(), r.reason))
         .collect();
     problems.extend(registry.conflicts().iter().map(ToString::to_string));
-    match prepare(&config, &registry) {
-        Ok(instances) => {
-            for instance in instances {
+    match prepare(&config, &registry, MissingClass::IsError) {
+        Ok(plan) => {
+            for instance in plan.start {
                 println!(
                     "would run: {} (class {} from {})",
                     instance.name,
-                    instance.class,
-                    instance.library.file.display()
+                    instance.spec.class,
+                    instance.spec.library.file.display()
                 );
             }
         }

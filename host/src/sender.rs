@@ -14,6 +14,7 @@ use std::time::Duration;
 use calllogger_plugin_sdk::ffi::TimeoutSettings;
 use calllogger_plugin_sdk::Timeout;
 
+use crate::config::Secret;
 use crate::spool::{Pending, Spool, SpoolError};
 use crate::stop::Stop;
 
@@ -23,7 +24,7 @@ pub struct SenderSettings {
     /// The frontend's base URL (`settings.frontend`).
     pub frontend: String,
     /// `settings.token`; never logged.
-    pub token: String,
+    pub token: Secret,
     /// More pending records than this is a backlog: send batches.
     pub backlog_trigger: u64,
     /// Records per batch in a backlog.
@@ -51,6 +52,8 @@ pub enum SenderError {
     Spool(#[from] SpoolError),
     #[error("cannot set up the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("settings.token holds characters an HTTP header cannot carry")]
+    TokenCharacters,
 }
 
 /// What one POST came to.
@@ -86,6 +89,8 @@ struct Sender {
     stop: Arc<Stop>,
     client: reqwest::blocking::Client,
     url: String,
+    /// `Token …`, marked sensitive so that no HTTP-layer log shows it.
+    authorization: reqwest::header::HeaderValue,
     backoff: Timeout,
 }
 
@@ -98,17 +103,21 @@ impl Sender {
         let client = reqwest::blocking::Client::builder()
             .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
             .tcp_nodelay(true)
-            .tcp_nodelay(true)
             .timeout(settings.request_timeout)
             .build()?;
         let url = format!("{}/{CDR_PATH}", settings.frontend.trim_end_matches('/'));
         let backoff = Timeout::new(settings.timeouts);
+        let mut authorization =
+            reqwest::header::HeaderValue::from_str(&format!("Token {}", settings.token.expose()))
+                .map_err(|_| SenderError::TokenCharacters)?;
+        authorization.set_sensitive(true);
         Ok(Self {
             spool,
             settings,
             stop,
             client,
             url,
+            authorization,
             backoff,
         })
     }
@@ -208,7 +217,7 @@ impl Sender {
         let response = self
             .client
             .post(&self.url)
-            .header("Authorization", format!("Token {}", self.settings.token))
+            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
             .header("Content-Type", "application/json")
             .body(body)
             .send();

@@ -1,4 +1,5 @@
-//! Why the host shuts down: a signal, or a failed output.
+//! What the main loop waits for: a reason to shut down, SIGHUP, or a change in the plugins
+//! folder.
 
 use std::sync::mpsc::{Receiver, Sender};
 
@@ -20,35 +21,46 @@ impl std::fmt::Display for Shutdown {
     }
 }
 
-/// Delivers SIGINT and SIGTERM as [`Shutdown::Signal`] on `tx`. A second one while shutting
-/// down exits at once with status 130.
+/// Something the main loop acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Shutdown(Shutdown),
+    /// SIGHUP: re-read the config and the plugins folder.
+    Reload,
+    /// A library was added to, replaced in or removed from the plugins folder.
+    PluginsChanged,
+}
+
+/// Delivers SIGINT and SIGTERM as [`Event::Shutdown`] and SIGHUP as [`Event::Reload`] on `tx`.
+/// A second SIGINT or SIGTERM while shutting down exits at once with status 130.
 #[cfg(unix)]
-pub fn forward(tx: Sender<Shutdown>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+pub fn forward(tx: Sender<Event>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = false;
             for signal in signals.forever() {
-                if seen {
-                    tracing::warn!("second signal: exiting now");
-                    std::process::exit(130);
-                }
-                seen = true;
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
+                let event = match signal {
+                    SIGHUP => Event::Reload,
+                    _ if seen => {
+                        tracing::warn!("second signal: exiting now");
+                        std::process::exit(130);
+                    }
+                    SIGINT => Event::Shutdown(Shutdown::Signal("SIGINT")),
+                    _ => Event::Shutdown(Shutdown::Signal("SIGTERM")),
                 };
-                let _ = tx.send(Shutdown::Signal(name));
+                seen |= matches!(event, Event::Shutdown(_));
+                let _ = tx.send(event);
             }
         })?;
     Ok(())
 }
 
-/// Blocks until a reason to shut down arrives.
-pub fn wait(rx: &Receiver<Shutdown>) -> Shutdown {
-    rx.recv()
-        .unwrap_or_else(|_| Shutdown::Failed("every shutdown source went away".into()))
+/// Blocks until the next event.
+pub fn next(rx: &Receiver<Event>) -> Event {
+    rx.recv().unwrap_or_else(|_| {
+        Event::Shutdown(Shutdown::Failed("every event source went away".into()))
+    })
 }

@@ -1,6 +1,7 @@
 //! Supervisor: runs every configured instance on its own thread, restarts one that fails or
 //! panics after a decayed timeout, and stops them all with a deadline.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,67 +13,117 @@ use crate::loader::Library;
 use crate::plugin_context::{InstanceContext, Intake};
 use crate::stop::Stop;
 
+/// What an instance is built from: its class, its settings and the library exporting the class.
+#[derive(Clone)]
+pub struct Spec {
+    pub class: String,
+    pub settings_yaml: String,
+    pub library: Arc<Library>,
+}
+
+impl Spec {
+    /// Whether `other` would build the same instance (same settings, same loaded library).
+    pub fn same_as(&self, other: &Spec) -> bool {
+        self.class == other.class
+            && self.settings_yaml == other.settings_yaml
+            && Arc::ptr_eq(&self.library, &other.library)
+    }
+}
+
 /// One instance, constructed and ready to run.
 pub struct Prepared {
     /// `Class` or `Class@label`.
     pub name: String,
-    pub class: String,
-    pub settings_yaml: String,
-    pub library: Arc<Library>,
+    pub spec: Spec,
     pub instance: InstanceBox,
 }
 
-/// The running instances.
+/// A running instance: its thread's stop flag, and a channel that closes when the thread ends.
+struct Running {
+    spec: Spec,
+    stop: Arc<Stop>,
+    ended: Receiver<()>,
+}
+
+/// The running instances, by name.
 pub struct Supervisor {
-    stops: Vec<(String, Arc<Stop>)>,
-    finished: Receiver<String>,
+    running: BTreeMap<String, Running>,
+    intake: Intake,
 }
 
 impl Supervisor {
-    /// Starts one thread per instance; their records go to `intake`.
-    pub fn start(instances: Vec<Prepared>, intake: &Intake, timeouts: TimeoutSettings) -> Self {
-        let (done, finished) = channel();
-        let mut stops = Vec::new();
+    /// A supervisor whose instances push their records into `intake`.
+    pub fn new(intake: Intake) -> Self {
+        Self {
+            running: BTreeMap::new(),
+            intake,
+        }
+    }
+
+    /// Starts one thread per instance. An instance of the same name must have been stopped.
+    pub fn start(&mut self, instances: Vec<Prepared>, timeouts: TimeoutSettings) {
         for prepared in instances {
             let name = prepared.name.clone();
+            let spec = prepared.spec.clone();
             let stop = Arc::new(Stop::default());
-            let context =
-                InstanceContext::new(name.as_str().into(), stop.clone(), intake.clone(), timeouts);
-            let done = done.clone();
+            let context = InstanceContext::new(
+                name.as_str().into(),
+                stop.clone(),
+                self.intake.clone(),
+                timeouts,
+            );
+            let (ended_tx, ended) = channel::<()>();
             let thread_stop = stop.clone();
             let spawned = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
-                    let name = prepared.name.clone();
                     supervise(prepared, &context, &thread_stop, timeouts);
-                    let _ = done.send(name);
+                    drop(ended_tx);
                 });
             match spawned {
-                Ok(_) => stops.push((name, stop)),
+                Ok(_) => {
+                    self.running.insert(name, Running { spec, stop, ended });
+                }
                 Err(e) => tracing::error!(instance = %name, "cannot start a thread: {e}"),
             }
         }
-        Self { stops, finished }
     }
 
-    /// Tells every instance to stop and waits up to `deadline` for them to leave their loops.
-    /// Returns the names of the instances that did not.
-    pub fn stop(self, deadline: Duration) -> Vec<String> {
-        for (_, stop) in &self.stops {
-            stop.stop();
+    /// The running instances' names and specs.
+    pub fn specs(&self) -> impl Iterator<Item = (&str, &Spec)> {
+        self.running
+            .iter()
+            .map(|(name, r)| (name.as_str(), &r.spec))
+    }
+
+    /// Tells the named instances to stop and waits up to `deadline` for them to leave their
+    /// loops. Returns the names of those that did not.
+    pub fn stop(&mut self, names: &[String], deadline: Duration) -> Vec<String> {
+        let stopping: Vec<(String, Running)> = names
+            .iter()
+            .filter_map(|name| self.running.remove_entry(name))
+            .collect();
+        for (_, running) in &stopping {
+            running.stop.stop();
         }
-        let mut waiting: Vec<String> = self.stops.into_iter().map(|(name, _)| name).collect();
         let until = Instant::now() + deadline;
-        while !waiting.is_empty() {
-            match self
-                .finished
-                .recv_timeout(until.saturating_duration_since(Instant::now()))
-            {
-                Ok(name) => waiting.retain(|n| *n != name),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        waiting
+        stopping
+            .into_iter()
+            .filter(|(_, running)| {
+                let left = until.saturating_duration_since(Instant::now());
+                matches!(
+                    running.ended.recv_timeout(left),
+                    Err(RecvTimeoutError::Timeout)
+                )
+            })
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Stops every instance (see [`stop`](Self::stop)).
+    pub fn stop_all(mut self, deadline: Duration) -> Vec<String> {
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        self.stop(&names, deadline)
     }
 }
 
@@ -86,9 +137,11 @@ fn supervise(
 ) {
     let Prepared {
         name,
-        class,
-        settings_yaml,
-        library,
+        spec: Spec {
+            class,
+            settings_yaml,
+            library,
+        },
         instance,
     } = prepared;
     let mut backoff = Timeout::new(timeouts);

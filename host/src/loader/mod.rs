@@ -7,11 +7,17 @@
 //! - abi_stable's `RootModule::load_from_*` caches one module per type and would hand back the
 //!   first library for every file: so each header is read with `lib_header_from_path`.
 //! - A truncated library crashes `dlopen` itself: so the copy's ELF structure is checked first.
+//!
+//! Before any of that, [`trust`] decides whether the file may be loaded at all. Rescanning the
+//! folder reuses every library whose file still has the same sha256, so only new and changed
+//! files are loaded again (a loaded library is never unloaded).
 
 #[cfg(all(unix, not(target_vendor = "apple")))]
 mod elf;
+pub mod trust;
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +36,12 @@ pub struct Library {
     pub sdk_version: String,
     /// The classes it exports.
     pub classes: Vec<ClassInfo>,
+    /// The sha256 of the file's bytes when it was loaded.
+    pub sha256: String,
+    /// Its size in bytes (what it keeps mapped once retired).
+    pub size: u64,
+    /// The file's identity and change times when it was read.
+    fingerprint: Fingerprint,
     module: PluginModuleRef,
 }
 
@@ -74,6 +86,8 @@ pub enum LoaderError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 /// The libraries found in the plugins folder and the files refused.
@@ -110,6 +124,11 @@ impl Registry {
             .collect()
     }
 
+    /// The library loaded from `file`, if any.
+    pub fn library_at(&self, file: &Path) -> Option<&Arc<Library>> {
+        self.libraries.iter().find(|l| l.file == file)
+    }
+
     /// The one library exporting `class`.
     pub fn library_for(&self, class: &str) -> Result<&Arc<Library>, ClassError> {
         let classes = self.classes();
@@ -127,8 +146,21 @@ impl Registry {
     }
 }
 
-/// Loads every shared library in `dir`, copying each into `copy_dir` first.
-pub fn scan(dir: &Path, copy_dir: &Path) -> Result<Registry, LoaderError> {
+/// Loads every shared library in `dir` that `policy` trusts, copying each into `copy_dir`
+/// first. A library whose file is unchanged since `previous` (same path and sha256) is reused;
+/// a changed file that is refused leaves `previous`'s library in place, with the refusal noted.
+pub fn scan(
+    dir: &Path,
+    copy_dir: &Path,
+    policy: &trust::Policy,
+    previous: &Registry,
+) -> Result<Registry, LoaderError> {
+    let folder = std::fs::metadata(dir).map_err(|source| LoaderError::ReadDir {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    trust::check_permissions(policy, "plugin folder", dir, &folder)
+        .map_err(LoaderError::Untrusted)?;
     let entries = std::fs::read_dir(dir).map_err(|source| LoaderError::ReadDir {
         dir: dir.to_owned(),
         source,
@@ -140,23 +172,142 @@ pub fn scan(dir: &Path, copy_dir: &Path) -> Result<Registry, LoaderError> {
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
-        })
+        .filter(|p| is_library_name(p))
         .collect();
     files.sort();
     let mut registry = Registry::default();
     for file in files {
-        match load(&file, copy_dir) {
-            Ok(library) => {
-                tracing::debug!(file = %file.display(), sdk = %library.sdk_version, classes = library.classes.len(), "loaded plugin library");
-                registry.libraries.push(Arc::new(library));
+        let outcome = open_trusted(&file, policy).and_then(|(handle, fingerprint)| {
+            let earlier = previous.library_at(&file);
+            // Untouched since it was loaded (a write or chmod changes the ctime): reuse it.
+            if let Some(same) = earlier.filter(|l| l.fingerprint == fingerprint) {
+                return Ok(same.clone());
             }
-            Err(reason) => registry.refused.push(Refusal { file, reason }),
+            let data = read_all(handle, &fingerprint)?;
+            let sha256 = trust::sha256_hex(&data);
+            let pin = trust::check_pin(policy, &file_name(&file), &sha256)?;
+            match earlier {
+                Some(same) if same.sha256 == sha256 => Ok(same.clone()),
+                _ => load(&file, &data, sha256, &pin, fingerprint, copy_dir).map(Arc::new),
+            }
+        });
+        match outcome {
+            Ok(library) => {
+                tracing::debug!(file = %file.display(), sdk = %library.sdk_version, classes = library.classes.len(), "plugin library ready");
+                registry.libraries.push(library);
+            }
+            Err(reason) => {
+                if let Some(kept) = previous.library_at(&file) {
+                    registry.libraries.push(kept.clone());
+                }
+                registry.refused.push(Refusal { file, reason });
+            }
         }
     }
     Ok(registry)
+}
+
+/// Whether a folder entry's name is a plugin library's: the platform's library extension, and
+/// not a hidden file (editors and copy tools write those while a file is on its way in).
+pub fn is_library_name(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+        && path
+            .file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+}
+
+/// A file's identity and change times: equal fingerprints mean untouched contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    changed_ns: i64,
+}
+
+impl Fingerprint {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        #[cfg(unix)]
+        let (device, inode, changed_ns) = (
+            meta.dev(),
+            meta.ino(),
+            meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        );
+        #[cfg(not(unix))]
+        let (device, inode, changed_ns) = (0, 0, 0);
+        Self {
+            device,
+            inode,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            changed_ns,
+        }
+    }
+}
+
+/// Opens a library and checks its permissions on the open handle, so the file checked is the
+/// file read.
+fn open_trusted(
+    file: &Path,
+    policy: &trust::Policy,
+) -> Result<(std::fs::File, Fingerprint), String> {
+    let handle = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
+    let meta = handle.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    trust::check_permissions(policy, "plugin library", file, &meta)?;
+    Ok((handle, Fingerprint::of(&meta)))
+}
+
+fn read_all(mut handle: std::fs::File, fingerprint: &Fingerprint) -> Result<Vec<u8>, String> {
+    let mut data = Vec::with_capacity(fingerprint.len as usize);
+    handle
+        .read_to_end(&mut data)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    Ok(data)
+}
+
+fn file_name(file: &Path) -> String {
+    file.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Removes private copies left behind by host processes that are gone (a copy is unlinked
+/// right after it is loaded, so only a crash mid-load leaves one). Returns how many.
+pub fn clean_stale_copies(copy_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(copy_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        // Copies are named `<stem>.<pid>.<n>.<ext>`.
+        let pid = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.rsplit('.').nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|pid| !process_alive(pid)) && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(unix)]
+fn process_alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(Errno::ESRCH)
+    )
+}
+
+#[cfg(not(unix))]
+fn process_alive(pid: i32) -> bool {
+    pid == std::process::id() as i32
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -181,13 +332,20 @@ fn private_copy_path(file: &Path, copy_dir: &Path) -> PathBuf {
     ))
 }
 
-/// Loads one library from a private copy of `file`; the error is the reason it was refused.
-pub fn load(file: &Path, copy_dir: &Path) -> Result<Library, String> {
-    let data = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+/// Loads one library from a private copy of `data`, the bytes of `file`; the error is the
+/// reason it was refused.
+fn load(
+    file: &Path,
+    data: &[u8],
+    sha256: String,
+    pin: &trust::Pin,
+    fingerprint: Fingerprint,
+    copy_dir: &Path,
+) -> Result<Library, String> {
     #[cfg(all(unix, not(target_vendor = "apple")))]
-    elf::check(&data)?;
+    elf::check(data)?;
     let copy = private_copy_path(file, copy_dir);
-    std::fs::write(&copy, &data).map_err(|e| format!("cannot copy to {}: {e}", copy.display()))?;
+    std::fs::write(&copy, data).map_err(|e| format!("cannot copy to {}: {e}", copy.display()))?;
     let header = lib_header_from_path(&copy);
     // The library stays mapped after this; its private copy is no longer needed on disk.
     let _ = std::fs::remove_file(&copy);
@@ -203,10 +361,14 @@ pub fn load(file: &Path, copy_dir: &Path) -> Result<Library, String> {
     if classes.is_empty() {
         return Err("exports no plugin classes".into());
     }
+    trust::check_classes(pin, classes.iter().map(|c| c.name.as_str()))?;
     Ok(Library {
         file: file.to_owned(),
         sdk_version,
         classes,
+        sha256,
+        size: data.len() as u64,
+        fingerprint,
         module,
     })
 }

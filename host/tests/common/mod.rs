@@ -17,6 +17,8 @@ use serde_json::Value;
 /// The plugin crates the tests load, by library file stem.
 pub const MOCK_CALLS: &str = "calllogger_mock_calls";
 pub const TEST_PLUGINS: &str = "calllogger_test_plugins";
+/// The same classes as [`TEST_PLUGINS`], built as version 0.2.0 (their records' `ext`).
+pub const TEST_PLUGINS_V2: &str = "calllogger_test_plugins_v2";
 pub const INCOMPATIBLE: &str = "calllogger_incompatible_plugin";
 pub const ABORT: &str = "calllogger_abort_plugin";
 pub const HIPATH: &str = "calllogger_siemens_hipath_serial";
@@ -42,6 +44,7 @@ fn artifacts() -> &'static BTreeMap<String, PathBuf> {
             "calllogger-mock-calls",
             "calllogger-siemens-hipath-serial",
             "calllogger-test-plugins",
+            "calllogger-test-plugins-v2",
             "calllogger-incompatible-plugin",
             "calllogger-abort-plugin",
         ] {
@@ -114,6 +117,8 @@ impl Install {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("plugins")).unwrap();
         let install = Self { dir };
+        // As an installer sets them, whatever the umask: the host refuses a writable folder.
+        install.chmod(&install.plugins(), 0o755);
         for stem in libraries {
             install.add_library(stem, &format!("lib{stem}.so"));
         }
@@ -133,11 +138,30 @@ impl Install {
         std::fs::write(self.config_path(), config).unwrap();
     }
 
-    /// Copies a built library into the plugins folder under `file_name`.
+    /// Copies a built library into the plugins folder under `file_name`, as `cp` does: over
+    /// an existing file, its inode is rewritten in place.
     pub fn add_library(&self, stem: &str, file_name: &str) -> PathBuf {
         let target = self.plugins().join(file_name);
         std::fs::copy(library(stem), &target).unwrap();
+        self.chmod(&target, 0o644);
         target
+    }
+
+    /// Installs a built library the careful way: copy to a hidden temporary name in the same
+    /// folder, then rename over `file_name` (a new inode, atomically).
+    pub fn replace_library_by_rename(&self, stem: &str, file_name: &str) -> PathBuf {
+        let temporary = self.plugins().join(format!(".{file_name}.partial"));
+        std::fs::copy(library(stem), &temporary).unwrap();
+        self.chmod(&temporary, 0o644);
+        let target = self.plugins().join(file_name);
+        std::fs::rename(&temporary, &target).unwrap();
+        target
+    }
+
+    /// Sets a file's or folder's permission bits.
+    pub fn chmod(&self, path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
     /// The host command on this installation, with a clean environment for its settings.

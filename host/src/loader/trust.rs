@@ -1,0 +1,172 @@
+//! Who may supply plugin code. A plugin runs as the service, so the folder and every library in
+//! it must be writable by the service's owner alone (OpenSSH's `StrictModes` rule), and, when
+//! `settings.trusted_plugins` pins them, match a known sha256.
+
+use std::collections::BTreeMap;
+use std::fs::Metadata;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// The checks a library must pass before it is loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Refuse files and folders writable by group or others, or owned by another user.
+    pub strict_permissions: bool,
+    /// Library file name or class name → lowercase hex sha256. Empty: no pinning.
+    pub pins: BTreeMap<String, String>,
+}
+
+/// The sha256 of a library's bytes, as lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks the owner and mode of the plugins folder or of one library (`what` says which).
+pub fn check_permissions(
+    policy: &Policy,
+    what: &str,
+    path: &Path,
+    meta: &Metadata,
+) -> Result<(), String> {
+    if !policy.strict_permissions {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let shown = path.display();
+        let writable = match meta.mode() & 0o022 {
+            0 => None,
+            0o020 => Some("its group"),
+            0o002 => Some("others"),
+            _ => Some("its group and others"),
+        };
+        if let Some(who) = writable {
+            return Err(format!(
+                "{what} {shown} is writable by {who} (mode {:o}), so they could run code as this \
+                 service; fix it with `chmod go-w {shown}` (settings.strict_plugin_permissions: \
+                 false turns this check off, for development only)",
+                meta.mode() & 0o7777
+            ));
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(format!(
+                "{what} {shown} is owned by uid {}, neither root nor this service's user (uid \
+                 {me}); fix it with `chown root {shown}` (settings.strict_plugin_permissions: \
+                 false turns this check off, for development only)",
+                meta.uid()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (what, path, meta);
+    Ok(())
+}
+
+/// How a library's pin matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    /// No pins are configured.
+    Unpinned,
+    /// Its file name is pinned to its hash.
+    File,
+    /// These class names are pinned to its hash; it must export one of them.
+    Classes(Vec<String>),
+}
+
+/// Checks a library's hash against the pins before it is loaded: a file-name pin must match;
+/// without one, some class must be pinned to this hash (checked by [`check_classes`] once its
+/// classes are known).
+pub fn check_pin(policy: &Policy, file_name: &str, sha256: &str) -> Result<Pin, String> {
+    if policy.pins.is_empty() {
+        return Ok(Pin::Unpinned);
+    }
+    let fix = format!(
+        "if this file is trusted, pin it in settings.trusted_plugins: `{file_name}: {sha256}`"
+    );
+    if let Some(pinned) = policy.pins.get(file_name) {
+        return if pinned.eq_ignore_ascii_case(sha256) {
+            Ok(Pin::File)
+        } else {
+            Err(format!(
+                "its sha256 {sha256} does not match settings.trusted_plugins.{file_name} ({pinned}); {fix}"
+            ))
+        };
+    }
+    let classes: Vec<String> = policy
+        .pins
+        .iter()
+        .filter(|(_, pinned)| pinned.eq_ignore_ascii_case(sha256))
+        .map(|(key, _)| key.clone())
+        .collect();
+    if classes.is_empty() {
+        Err(format!(
+            "settings.trusted_plugins pins neither its file name nor its sha256 {sha256}; {fix}"
+        ))
+    } else {
+        Ok(Pin::Classes(classes))
+    }
+}
+
+/// Completes a class pin: the library must export a class pinned to its hash.
+pub fn check_classes<'a>(
+    pin: &Pin,
+    mut exported: impl Iterator<Item = &'a str>,
+) -> Result<(), String> {
+    match pin {
+        Pin::Classes(pinned) if !exported.any(|c| pinned.iter().any(|p| p == c)) => Err(format!(
+            "its sha256 is pinned in settings.trusted_plugins for class {}, which it does not export",
+            pinned.join(", ")
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pinned(pins: &[(&str, &str)]) -> Policy {
+        Policy {
+            strict_permissions: true,
+            pins: pins
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn sha256_of_known_input() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn file_pins_must_match_and_class_pins_need_the_class() {
+        let policy = pinned(&[("liba.so", "AA11"), ("Echo", "bb22")]);
+        assert_eq!(check_pin(&policy, "liba.so", "aa11"), Ok(Pin::File));
+        let wrong = check_pin(&policy, "liba.so", "bb22").unwrap_err();
+        assert!(
+            wrong.contains("does not match settings.trusted_plugins.liba.so"),
+            "{wrong}"
+        );
+        let by_class = check_pin(&policy, "libb.so", "bb22").unwrap();
+        assert_eq!(by_class, Pin::Classes(vec!["Echo".into()]));
+        assert!(check_classes(&by_class, ["Flaky", "Echo"].into_iter()).is_ok());
+        assert!(check_classes(&by_class, ["Flaky"].into_iter()).is_err());
+        let unknown = check_pin(&policy, "libc.so", "cc33").unwrap_err();
+        assert!(unknown.contains("`libc.so: cc33`"), "{unknown}");
+        assert_eq!(
+            check_pin(&Policy::default(), "x.so", "00"),
+            Ok(Pin::Unpinned)
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Hot reload: libraries added to, replaced in and removed from the plugins folder of a running
+//! host, and SIGHUP, while fixture plugins push records. The two builds of the fixture put
+//! their version into every record's `ext`; `line` counts each instance's records from 1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Install, TEST_PLUGINS, TEST_PLUGINS_V2};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+const FILE: &str = "libfixtures.so";
+
+fn version(record: &Value) -> &str {
+    record["ext"].as_str().unwrap_or_default()
+}
+
+fn label(record: &Value) -> &str {
+    record["number"].as_str().unwrap_or_default()
+}
+
+fn line(record: &Value) -> u64 {
+    record["line"].as_u64().unwrap()
+}
+
+/// `pending: N` from `calllogger spool`.
+fn spooled(install: &Install) -> usize {
+    let (ok, out, err) = install.run_cli(&["spool"]);
+    assert!(ok, "{err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("pending: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
+/// Every instance run numbers its records 1, 2, 3…: a gap means a record was lost.
+fn assert_no_gaps(records: &[Value]) {
+    let mut expected = 1;
+    for record in records {
+        let n = line(record);
+        if n == 1 {
+            expected = 1;
+        }
+        assert_eq!(n, expected, "record lost before {record}");
+        expected += 1;
+    }
+}
+
+#[test]
+fn hot_add_replace_and_remove_while_records_flow_lose_nothing() {
+    let install = Install::new(
+        &[],
+        "settings: {plugins: [Echo]}\nEcho: {label: hot, interval: 0.01}\n",
+    );
+    let mut host = install.start();
+    host.wait_for_log("no plugin library exports class `Echo`", 1, WAIT);
+    let mut records = Vec::new();
+    let collect =
+        |records: &mut Vec<Value>, host: &common::Host, until: &dyn Fn(&Value) -> bool| {
+            records.extend(host.records_until(WAIT, until).into_iter().map(|r| r.1));
+        };
+
+    // Hot add: the configured class starts.
+    install.add_library(TEST_PLUGINS, FILE);
+    collect(&mut records, &host, &|r| version(r) == "0.1.0");
+    // Replace by `cp` over the file (same inode, rewritten in place).
+    install.add_library(TEST_PLUGINS_V2, FILE);
+    collect(&mut records, &host, &|r| version(r) == "0.2.0");
+    // Replace by write-to-temporary-then-rename.
+    install.replace_library_by_rename(TEST_PLUGINS, FILE);
+    collect(&mut records, &host, &|r| version(r) == "0.1.0");
+    collect(&mut records, &host, &|r| line(r) >= 20);
+
+    // A truncated replacement is refused; the running instance is not even restarted.
+    let bytes = std::fs::read(common::library(TEST_PLUGINS_V2)).unwrap();
+    let broken = install.plugins().join(".broken.partial");
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::rename(&broken, install.plugins().join(FILE)).unwrap();
+    host.wait_for_log("the previous version runs on", 1, WAIT);
+    let reached = line(records.last().unwrap());
+    collect(&mut records, &host, &|r| line(r) >= reached + 50);
+    let after_refusal: Vec<&Value> = records
+        .iter()
+        .rev()
+        .take_while(|r| line(r) > reached)
+        .collect();
+    assert!(
+        after_refusal.iter().all(|r| version(r) == "0.1.0"),
+        "the refused file must not run"
+    );
+
+    // Hot remove: its instance stops, and no record comes after.
+    std::fs::remove_file(install.plugins().join(FILE)).unwrap();
+    host.wait_for_log("reloading: stop Echo", 1, WAIT);
+    host.wait_for_log("stopped instance=Echo", 1, WAIT);
+    while let Some((_, record)) = host.next_record(Duration::from_millis(500)) {
+        records.push(record);
+    }
+    assert!(
+        host.next_record(Duration::from_secs(1)).is_none(),
+        "records after the library was removed"
+    );
+    let log = host.terminate();
+    records.extend(host.remaining_records());
+
+    assert_no_gaps(&records);
+    let runs: Vec<&str> = records
+        .iter()
+        .filter(|r| line(r) == 1)
+        .map(version)
+        .collect();
+    assert_eq!(runs, ["0.1.0", "0.2.0", "0.1.0"], "{log}");
+    assert!(records.iter().all(|r| label(r) == "hot"));
+    assert_eq!(
+        spooled(&install),
+        records.len(),
+        "every record written out is in the spool, and no more"
+    );
+    assert!(log.contains("retired libraries stay mapped"), "{log}");
+}
+
+#[test]
+fn sighup_restarts_only_the_changed_instance_and_keeps_running_on_a_broken_config() {
+    let config = |b: &str| {
+        format!(
+            "settings: {{plugins: ['Echo@a', 'Echo@b']}}\nEcho: {{interval: 0.02}}\n\
+             'Echo@a': {{label: a}}\n'Echo@b': {{label: {b}}}\n"
+        )
+    };
+    let install = Install::new(&[TEST_PLUGINS], &config("b"));
+    let mut host = install.start();
+    let mut seen = host.records_until(WAIT, |r| label(r) == "a");
+    seen.extend(host.records_until(WAIT, |r| label(r) == "b"));
+
+    install.write_config(&config("b2"));
+    host.signal(Signal::SIGHUP);
+    host.wait_for_log("reloading: restart Echo@b", 1, WAIT);
+    seen.extend(host.records_until(WAIT, |r| label(r) == "b2"));
+    let a_before = seen
+        .iter()
+        .map(|r| &r.1)
+        .filter(|r| label(r) == "a")
+        .map(line)
+        .max()
+        .unwrap();
+    let next_a = host.records_until(WAIT, |r| label(r) == "a");
+    assert!(
+        line(&next_a.last().unwrap().1) > a_before,
+        "Echo@a was restarted: its count started over"
+    );
+
+    // Syntax error: nothing changes.
+    install.write_config("settings: [unclosed\n");
+    host.signal(Signal::SIGHUP);
+    host.wait_for_log("new config refused, the running one stays", 1, WAIT);
+    // Two instances whose settings are wrong: both errors are logged, nothing changes.
+    install.write_config(
+        "settings: {plugins: ['Echo@a', 'Echo@b']}\n'Echo@a': {label: a, bogus: 1}\n\
+         'Echo@b': {label: b3, interval: fast}\n",
+    );
+    host.signal(Signal::SIGHUP);
+    host.wait_for_log(
+        "new config refused, the running one stays; 2 errors",
+        1,
+        WAIT,
+    );
+    let log = host.log();
+    assert!(log.contains("bogus"), "{log}");
+    assert!(log.contains("interval"), "{log}");
+    host.records_until(WAIT, |r| label(r) == "b2");
+    host.records_until(WAIT, |r| label(r) == "a");
+    let log = host.terminate();
+    assert_eq!(log.matches("reloading:").count(), 1, "{log}");
+    assert!(!log.contains("b3"), "{log}");
+}
+
+/// Reads the host's resident set from /proc, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_hundred_hot_replaces_in_a_row() {
+    const RELOADS: usize = 100;
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Echo]}\nEcho: {label: r, interval: 0.05}\n",
+    );
+    std::fs::rename(
+        install.plugins().join(format!("lib{TEST_PLUGINS}.so")),
+        install.plugins().join(FILE),
+    )
+    .unwrap();
+    let mut host = install.start();
+    host.records_until(WAIT, |_| true);
+    let before = rss_kib(host.child.id());
+    let started = Instant::now();
+    for n in 1..=RELOADS {
+        let stem = if n % 2 == 1 {
+            TEST_PLUGINS_V2
+        } else {
+            TEST_PLUGINS
+        };
+        install.replace_library_by_rename(stem, FILE);
+        host.wait_for_log("reloading: restart Echo", n, WAIT);
+    }
+    let expected = if RELOADS % 2 == 1 { "0.2.0" } else { "0.1.0" };
+    // Records of the last version arrive (older ones may still be queued before them).
+    host.records_until(WAIT, |r| version(r) == expected && line(r) == 2);
+    let after = rss_kib(host.child.id());
+    eprintln!(
+        "{RELOADS} reloads in {:.1} s; RSS {before} KiB -> {after} KiB: {:.0} KiB per reload",
+        started.elapsed().as_secs_f64(),
+        (after.saturating_sub(before)) as f64 / RELOADS as f64
+    );
+    let log = host.terminate();
+    assert!(
+        log.contains(&format!(
+            "retired libraries stay mapped (abi_stable never unloads): {RELOADS} "
+        )),
+        "{log}"
+    );
+}
