@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Install, TEST_PLUGINS, TEST_PLUGINS_V2};
+use common::{Install, INCOMPATIBLE, TEST_PLUGINS, TEST_PLUGINS_V2};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -79,6 +79,10 @@ fn hot_add_replace_and_remove_while_records_flow_lose_nothing() {
     std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
     std::fs::rename(&broken, install.plugins().join(FILE)).unwrap();
     host.wait_for_log("the previous version runs on", 1, WAIT);
+    // So is one built against an incompatible interface.
+    install.replace_library_by_rename(INCOMPATIBLE, FILE);
+    host.wait_for_log("incompatible plugin interface", 1, WAIT);
+    host.wait_for_log("the previous version runs on", 2, WAIT);
     let reached = line(records.last().unwrap());
     collect(&mut records, &host, &|r| line(r) >= reached + 50);
     let after_refusal: Vec<&Value> = records

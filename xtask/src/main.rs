@@ -77,6 +77,8 @@ pub fn build(release: bool) -> Result<PathBuf> {
 pub fn stage(dir: &Path, release: bool) -> Result<PathBuf> {
     let artifacts = build(release)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Whatever the umask: the host refuses a folder or library others may write to.
+    set_mode(dir, 0o755)?;
     for (_, stem) in SHIPPED_PLUGINS {
         let name = format!(
             "{}{stem}{}",
@@ -87,9 +89,22 @@ pub fn stage(dir: &Path, release: bool) -> Result<PathBuf> {
         let temporary = dir.join(format!(".{name}.partial"));
         std::fs::copy(artifacts.join(&name), &temporary)
             .with_context(|| format!("copying {name}"))?;
+        set_mode(&temporary, 0o644)?;
         std::fs::rename(&temporary, dir.join(&name))?;
     }
     Ok(artifacts)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
 }
 
 fn demo(host_args: &[String]) -> Result<()> {

@@ -1,0 +1,114 @@
+//! A plugin built the way a vendor builds one: outside this workspace, with its own lock file,
+//! target folder and release profile, following the README's "Writing a plugin" guide.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::Install;
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn fixture() -> PathBuf {
+    workspace().join("tests/fixtures/vendor-plugin")
+}
+
+/// The fenced blocks of one language in the README's "Writing a plugin" section, with the
+/// list indentation taken off.
+fn guide_blocks(language: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let start = readme
+        .find("## Writing a plugin")
+        .expect("the guide's heading");
+    let end = start + readme[start..].find("### Compatibility").unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme[start..end].lines() {
+        let line = line.strip_prefix("   ").unwrap_or(line);
+        match (&mut current, line.trim()) {
+            (None, fence) if fence == format!("```{language}") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_vendor_fixture_is_the_guide_word_for_word() {
+    let code = std::fs::read_to_string(fixture().join("src/lib.rs")).unwrap();
+    assert_eq!(
+        guide_blocks("rust")[0],
+        code,
+        "src/lib.rs differs from the guide"
+    );
+    // Its Cargo.toml is `cargo new`'s package table, then the guide's block, the SDK taken by
+    // path (as from the registry by version).
+    let manifest = std::fs::read_to_string(fixture().join("Cargo.toml")).unwrap();
+    let from_guide = &manifest[manifest.find("[lib]").unwrap()..];
+    let expected = guide_blocks("toml")[0].replace(
+        "calllogger-plugin-sdk = \"0.1\"",
+        "calllogger-plugin-sdk = { version = \"0.1\", path = \"../../../plugin-sdk\" }",
+    );
+    assert_eq!(from_guide, expected, "Cargo.toml differs from the guide");
+    assert!(
+        fixture().join("Cargo.lock").exists(),
+        "a vendor commits a lock file"
+    );
+}
+
+#[test]
+fn a_vendor_plugin_built_out_of_tree_in_release_mode_loads_and_runs() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = workspace().join("target/vendor-plugin");
+    let status = Command::new(cargo)
+        .current_dir(fixture())
+        .args(["build", "--release", "--locked", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("running cargo build for the vendor plugin");
+    assert!(status.success(), "building the vendor plugin failed");
+    let built = target.join("release/libmy_pbx.so");
+
+    // Step 3's config, and step 4's install: hidden temporary name, rename, into a running host.
+    let config = &guide_blocks("yaml")[0];
+    let install = Install::new(&[], config);
+    let mut host = install.start();
+    host.wait_for_log(
+        "no plugin library exports class `MyPbx`",
+        1,
+        Duration::from_secs(20),
+    );
+    let temporary = install.plugins().join(".libmy_pbx.so.partial");
+    std::fs::copy(&built, &temporary).unwrap();
+    install.chmod(&temporary, 0o644);
+    std::fs::rename(&temporary, install.plugins().join("libmy_pbx.so")).unwrap();
+    let records = host.records_until(Duration::from_secs(20), |r| r["line"] == 2);
+    let record = &records.last().unwrap().1;
+    assert_eq!(record["number"], "0876156584");
+    assert_eq!(record["ext"], "101");
+    host.wait_for_log(
+        "pushed a call from pbx.example.local",
+        1,
+        Duration::from_secs(5),
+    );
+    host.terminate();
+
+    let (ok, table, _) = install.run_cli(&["plugins"]);
+    assert!(ok);
+    let row = table.lines().find(|l| l.starts_with("MyPbx")).unwrap_or("");
+    assert!(
+        row.contains("libmy_pbx.so")
+            && row.contains("0.1.0")
+            && row.contains("Reads call records from My PBX"),
+        "{table}"
+    );
+}
