@@ -364,6 +364,15 @@ fn plugin_table(registry: &Registry) -> String {
     }
     if registry.libraries.is_empty() {
         out.push_str("(no plugin libraries loaded)\n");
+    } else {
+        out.push_str("\nsha256 (for settings.trusted_plugins):\n");
+        for library in &registry.libraries {
+            out.push_str(&format!(
+                "  {}  {}\n",
+                library.sha256,
+                library.file.display()
+            ));
+        }
     }
     if !registry.refused.is_empty() {
         out.push_str("\nRefused:\n");

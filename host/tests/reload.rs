@@ -232,3 +232,32 @@ fn a_hundred_hot_replaces_in_a_row() {
         "{log}"
     );
 }
+
+#[test]
+fn stale_private_copies_are_removed_at_start_up() {
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Echo]}\nEcho: {label: s}\n",
+    );
+    let copies = install.dir.path().join("state/libs");
+    std::fs::create_dir_all(&copies).unwrap();
+    // Left by a host (pid 2^22 + 1, above Linux's pid limit: not running) that crashed mid-load.
+    let stale = copies.join("libfixtures.4194305.0.so");
+    std::fs::write(&stale, b"left behind").unwrap();
+    let unrelated = copies.join("notes.txt");
+    std::fs::write(&unrelated, b"not a copy").unwrap();
+    let mut host = install.start();
+    host.records_until(WAIT, |_| true);
+    let log = host.terminate();
+    assert!(!stale.exists(), "{log}");
+    assert!(unrelated.exists(), "only copies are removed");
+    assert!(
+        log.contains("removed 1 stale private library copies"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&copies).unwrap().count(),
+        1,
+        "the host's own copies are unlinked once loaded"
+    );
+}

@@ -95,6 +95,13 @@ fn pinned_libraries_load_and_unpinned_or_changed_ones_are_refused() {
     assert!(echo_row.contains(&echo_file), "{table}");
     assert!(
         table.contains(&format!(
+            "  {echo_hash}  {}",
+            install.plugins().join(&echo_file).display()
+        )),
+        "`plugins` lists the hash to pin: {table}"
+    );
+    assert!(
+        table.contains(&format!(
             "pins neither its file name nor its sha256 {mock_hash}"
         )),
         "{table}"

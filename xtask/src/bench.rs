@@ -117,6 +117,18 @@ pub fn run() -> Result<()> {
         target: "≤ 8 MiB / ~0",
     });
 
+    let reload = bench.reload(20)?;
+    rows.push(Row {
+        what: "library replaced (rename) → new version's first record (p50 / p99 of 20)",
+        value: format!("{:.0} ms / {:.0} ms", reload.p50, reload.p99),
+        target: "< 1 s, 250 ms debounce included",
+    });
+    rows.push(Row {
+        what: "RSS growth per reload (libraries are never unloaded)",
+        value: format!("{:.0} KiB", reload.rss_per_reload),
+        target: "",
+    });
+
     let width = rows
         .iter()
         .map(|r| r.what.chars().count())
@@ -516,6 +528,81 @@ impl Bench<'_> {
         );
         Self::stop(&mut child)?;
         Ok(measured)
+    }
+}
+
+struct Reload {
+    p50: f64,
+    p99: f64,
+    rss_per_reload: f64,
+}
+
+impl Bench<'_> {
+    /// Replaces the test fixture library `reloads` times, alternating its two builds, under a
+    /// host running `Echo`; times each from the rename to the new build's first record.
+    fn reload(&self, reloads: usize) -> Result<Reload> {
+        let artifacts = crate::build_packages(
+            &["calllogger-test-plugins", "calllogger-test-plugins-v2"],
+            true,
+        )?;
+        let builds = [
+            ("0.1.0", artifacts.join("libcalllogger_test_plugins.so")),
+            ("0.2.0", artifacts.join("libcalllogger_test_plugins_v2.so")),
+        ];
+        let plugins = self.dir.join("plugins-reload");
+        std::fs::create_dir_all(&plugins)?;
+        crate::set_mode(&plugins, 0o755)?;
+        let install = |build: &Path| -> Result<()> {
+            let temporary = plugins.join(".libfixture.so.partial");
+            std::fs::copy(build, &temporary)?;
+            crate::set_mode(&temporary, 0o644)?;
+            std::fs::rename(&temporary, plugins.join("libfixture.so"))?;
+            Ok(())
+        };
+        install(&builds[0].1)?;
+        let bench = Bench {
+            plugins: &plugins,
+            ..*self
+        };
+        let config = "settings: {plugins: [Echo]}\nEcho: {label: bench, interval: 0.005}\n";
+        let mut child = bench.launch(config, None, Stdio::piped(), "warn")?;
+        let (tx, records) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                let version = record["ext"].as_str().unwrap_or_default().to_owned();
+                if tx.send((Instant::now(), version)).is_err() {
+                    break;
+                }
+            }
+        });
+        let next = |since: Instant, version: &str| -> Result<Duration> {
+            loop {
+                let (at, got) = records.recv_timeout(Duration::from_secs(10))?;
+                if got == version && at >= since {
+                    return Ok(at - since);
+                }
+            }
+        };
+        next(Instant::now(), builds[0].0)?;
+        let rss_before = status_mib(child.id(), "VmRSS:")?;
+        let mut latencies = Vec::new();
+        for n in 1..=reloads {
+            let (version, build) = &builds[n % 2];
+            let since = Instant::now();
+            install(build)?;
+            latencies.push(next(since, version)?.as_secs_f64() * 1000.0);
+        }
+        let rss_after = status_mib(child.id(), "VmRSS:")?;
+        Self::stop(&mut child)?;
+        latencies.sort_by(f64::total_cmp);
+        let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        Ok(Reload {
+            p50: pick(0.5),
+            p99: pick(0.99),
+            rss_per_reload: (rss_after - rss_before) * 1024.0 / reloads as f64,
+        })
     }
 }
 

@@ -57,9 +57,16 @@ pub fn cargo() -> Command {
 
 /// Builds the host and the shipped plugins; returns the folder the artifacts are in.
 pub fn build(release: bool) -> Result<PathBuf> {
+    let mut packages = vec!["calllogger"];
+    packages.extend(SHIPPED_PLUGINS.iter().map(|(package, _)| *package));
+    build_packages(&packages, release)
+}
+
+/// Builds these packages; returns the folder the artifacts are in.
+pub fn build_packages(packages: &[&str], release: bool) -> Result<PathBuf> {
     let mut build = cargo();
-    build.args(["build", "-p", "calllogger"]);
-    for (package, _) in SHIPPED_PLUGINS {
+    build.arg("build");
+    for package in packages {
         build.args(["-p", package]);
     }
     if release {
@@ -95,7 +102,8 @@ pub fn stage(dir: &Path, release: bool) -> Result<PathBuf> {
     Ok(artifacts)
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
+/// Sets a file's or folder's permission bits (Unix).
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
