@@ -74,6 +74,7 @@ fn bad_files_are_refused_with_their_reason_and_the_host_runs_on() {
     }
     install.add_library(INCOMPATIBLE, "libincompatible.so");
     install.add_library(ABORT, "libabort.so");
+    install.add_library(OLD_SDK, "liboldsdk.so");
 
     let expected: Vec<(String, &str)> = [
         ("libforeign.so".to_owned(), "not a calllogger plugin"),
@@ -84,6 +85,10 @@ fn bad_files_are_refused_with_their_reason_and_the_host_runs_on() {
             "incompatible plugin interface",
         ),
         ("libabort.so".to_owned(), "panic = \"abort\""),
+        (
+            "liboldsdk.so".to_owned(),
+            "built against plugin SDK 0.1.0, but this host speaks SDK 0.2.0 and accepts SDK 0.2.x; rebuild",
+        ),
     ]
     .into_iter()
     .chain(

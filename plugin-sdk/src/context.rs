@@ -1,6 +1,7 @@
 //! What a running plugin sees of the host.
 
 use std::fmt::Display;
+use std::path::PathBuf;
 
 use abi_stable::std_types::RStr;
 
@@ -46,6 +47,18 @@ impl Context {
     /// Logs `message` at `level` in the host's log, tagged with this instance.
     pub fn log(&self, level: LogLevel, message: impl Display) {
         self.host.log(level, RStr::from_str(&message.to_string()));
+    }
+
+    /// Counts one input line rejected at `stage` (e.g. `decode`, `parse`): the host exports
+    /// the count per instance and stage in its metrics. Log the line's details yourself.
+    pub fn rejected(&self, stage: &str) {
+        self.host.rejected(RStr::from_str(stage));
+    }
+
+    /// A folder for this instance's durable state (what it has already pushed, say), created
+    /// by the host under its `state_dir` and kept across restarts and upgrades.
+    pub fn state_dir(&self) -> PathBuf {
+        PathBuf::from(self.host.state_dir().into_string())
     }
 
     /// Logs at debug level.

@@ -4,10 +4,11 @@
 //! the root module and all glue. The host uses it to load libraries and drive instances.
 //!
 //! Compatibility rules (abi_stable's): a host accepts a library built against an SDK with the
-//! same minor version while it is 0.x (0.1.0 host, 0.1.7 plugin: fine), and checks the layout of
-//! every type reachable from [`PluginModule`] at load time. New root-module fields and new
-//! trait methods may only be appended after the `last_prefix_field`, so that older plugins keep
-//! loading in newer hosts.
+//! same minor version while it is 0.x (0.2.0 host, 0.2.7 plugin: fine), and checks the layout of
+//! every type reachable from [`PluginModule`] at load time. New root-module fields may be
+//! appended after the `last_prefix_field`: a plugin with more loads in an older host. A method
+//! appended to [`HostApi`] is a breaking change, though (a 0.1.0 plugin in a host with two more
+//! methods: `too many fields (expected: 9; found: 7)`): bump the minor version for it.
 
 // `#[sabi_trait]` expands to impls that rustc 1.95's `non_local_definitions` lint dislikes.
 #![allow(non_local_definitions)]
@@ -115,6 +116,14 @@ pub trait HostApi: Clone + Send + Sync + 'static {
     /// The host's retry timeout settings.
     #[sabi(last_prefix_field)]
     fn timeouts(&self) -> TimeoutSettings;
+
+    /// Counts one input line rejected at `stage` (`decode`, `parse`, …), for the host's
+    /// metrics. Since SDK 0.2.
+    fn rejected(&self, stage: RStr<'_>);
+
+    /// A folder, created by the host and kept across restarts, for this instance's durable
+    /// state. Since SDK 0.2.
+    fn state_dir(&self) -> RString;
 }
 
 /// The host's handle, as the plugin holds it.

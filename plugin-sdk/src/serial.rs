@@ -338,6 +338,7 @@ impl<P: SerialPlugin> Serial<P> {
                 if !overlong && line.len() + body.len() > self.port.max_line_length {
                     overlong = true;
                     self.counts.overlong += 1;
+                    ctx.rejected("overlong");
                     ctx.warn(format_args!(
                         "line longer than {} bytes skipped (max_line_length), starting {}",
                         self.port.max_line_length,
@@ -391,6 +392,7 @@ impl<P: SerialPlugin> Serial<P> {
             }
             Err((stage, count, e)) => {
                 *count += 1;
+                ctx.rejected(stage);
                 ctx.warn(format_args!(
                     "line rejected by {stage}: {e}: \"{}\"",
                     bytes.escape_ascii()

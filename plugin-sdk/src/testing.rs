@@ -11,12 +11,15 @@
 //! assert_eq!(host.records().len(), 1);
 //! ```
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RStr},
+    std_types::{RArc, RStr, RString},
 };
 
 use crate::ffi::{HostApi, HostApi_TO, HostHandle, LogLevel, TimeoutSettings};
@@ -27,6 +30,7 @@ struct State {
     stopped: bool,
     records: Vec<Record>,
     logs: Vec<(LogLevel, String)>,
+    rejected: BTreeMap<String, u64>,
 }
 
 /// A host that keeps what a plugin pushes and logs, and can be told to stop.
@@ -34,6 +38,7 @@ struct State {
 pub struct TestHost {
     state: Arc<(Mutex<State>, Condvar)>,
     timeouts: TimeoutSettings,
+    state_dir: Option<PathBuf>,
 }
 
 impl TestHost {
@@ -46,6 +51,15 @@ impl TestHost {
     pub fn with_timeouts(timeouts: TimeoutSettings) -> Self {
         Self {
             timeouts,
+            ..Self::default()
+        }
+    }
+
+    /// A running host whose instances keep their durable state in `dir` (a second `TestHost`
+    /// on the same folder sees what the first left, as after a restart).
+    pub fn with_state_dir(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: Some(dir.into()),
             ..Self::default()
         }
     }
@@ -75,6 +89,11 @@ impl TestHost {
     /// The messages logged so far.
     pub fn logs(&self) -> Vec<(LogLevel, String)> {
         self.state.0.lock().unwrap().logs.clone()
+    }
+
+    /// Rejected lines counted so far, by stage.
+    pub fn rejected(&self) -> BTreeMap<String, u64> {
+        self.state.0.lock().unwrap().rejected.clone()
     }
 }
 
@@ -108,5 +127,31 @@ impl HostApi for TestHost {
 
     fn timeouts(&self) -> TimeoutSettings {
         self.timeouts
+    }
+
+    fn rejected(&self, stage: RStr<'_>) {
+        *self
+            .state
+            .0
+            .lock()
+            .unwrap()
+            .rejected
+            .entry(stage.to_string())
+            .or_default() += 1;
+    }
+
+    /// The folder given to [`with_state_dir`](TestHost::with_state_dir), else a fresh one
+    /// under the system's temporary folder.
+    fn state_dir(&self) -> RString {
+        static FRESH: AtomicU64 = AtomicU64::new(0);
+        let dir = self.state_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "calllogger-testhost-{}-{}",
+                std::process::id(),
+                FRESH.fetch_add(1, Ordering::Relaxed)
+            ))
+        });
+        let _ = std::fs::create_dir_all(&dir);
+        dir.to_string_lossy().into_owned().into()
     }
 }

@@ -20,6 +20,8 @@ pub const TEST_PLUGINS: &str = "calllogger_test_plugins";
 /// The same classes as [`TEST_PLUGINS`], built as version 0.2.0 (their records' `ext`).
 pub const TEST_PLUGINS_V2: &str = "calllogger_test_plugins_v2";
 pub const INCOMPATIBLE: &str = "calllogger_incompatible_plugin";
+/// The incompatible fixture's source, declaring the previous SDK version (0.1.0).
+pub const OLD_SDK: &str = "calllogger_old_sdk_plugin";
 pub const ABORT: &str = "calllogger_abort_plugin";
 pub const HIPATH: &str = "calllogger_siemens_hipath_serial";
 
@@ -46,6 +48,7 @@ fn artifacts() -> &'static BTreeMap<String, PathBuf> {
             "calllogger-test-plugins",
             "calllogger-test-plugins-v2",
             "calllogger-incompatible-plugin",
+            "calllogger-old-sdk-plugin",
             "calllogger-abort-plugin",
         ] {
             build.args(["-p", package]);

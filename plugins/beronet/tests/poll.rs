@@ -1,0 +1,232 @@
+//! The plugin against a real HTTP server on loopback standing in for the gateway: basic auth,
+//! repeated polls and restarts without duplicates, refused credentials, a gateway that does
+//! not answer, and a malformed line among good ones.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use calllogger_beronet::{BeroNet, Settings};
+use calllogger_plugin_sdk::ffi::LogLevel;
+use calllogger_plugin_sdk::testing::TestHost;
+use calllogger_plugin_sdk::{Plugin, Record};
+
+const SAMPLES: &str = include_str!("../../../tests/data/beronet/samples.csv");
+/// `admin:secret`, as the gateway expects it.
+const AUTH: &str = "Basic YWRtaW46c2VjcmV0";
+
+/// A gateway on 127.0.0.1 serving `body` (changeable) to requests with the right login.
+struct Gateway {
+    address: String,
+    body: Arc<Mutex<String>>,
+    delay: Arc<Mutex<Duration>>,
+    requests: Arc<Mutex<Vec<String>>>,
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    fn start(body: &str) -> Self {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let address = server.server_addr().to_ip().unwrap().to_string();
+        let body = Arc::new(Mutex::new(body.to_owned()));
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (server, body, delay, requests) = (
+                server.clone(),
+                body.clone(),
+                delay.clone(),
+                requests.clone(),
+            );
+            std::thread::spawn(move || {
+                for request in server.incoming_requests() {
+                    requests.lock().unwrap().push(request.url().to_owned());
+                    std::thread::sleep(*delay.lock().unwrap());
+                    let authorized = request
+                        .headers()
+                        .iter()
+                        .any(|h| h.field.equiv("Authorization") && h.value.as_str() == AUTH);
+                    let response = if authorized {
+                        tiny_http::Response::from_string(body.lock().unwrap().clone())
+                    } else {
+                        tiny_http::Response::from_string("login required").with_status_code(401)
+                    };
+                    let _ = request.respond(response);
+                }
+            })
+        };
+        Self {
+            address,
+            body,
+            delay,
+            requests,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    fn plugin(&self, password: &str, extra: &str) -> BeroNet {
+        let yaml = format!(
+            "address: {}\nusername: admin\npassword: {password}\npoll_seconds: 0.05\ntimezone: UTC\n{extra}",
+            self.address
+        );
+        BeroNet::new(calllogger_plugin_sdk::parse_settings::<Settings>("BeroNet", &yaml).unwrap())
+            .unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs `plugin` on `host` until `done` holds for the host (or 10 s pass), then stops it.
+fn run_until(mut plugin: BeroNet, host: &TestHost, done: impl Fn(&TestHost) -> bool) {
+    let ctx = host.context();
+    let runner = std::thread::spawn(move || plugin.run(&ctx).map_err(|e| e.to_string()));
+    let start = Instant::now();
+    while !done(host) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host.stop();
+    runner.join().unwrap().unwrap();
+}
+
+fn numbers(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r.number.as_ref().map_or(String::new(), |n| n.to_string()))
+        .collect()
+}
+
+#[test]
+fn polls_push_each_call_once_across_polls_and_restarts() {
+    let gateway = Gateway::start(SAMPLES);
+    let state = tempfile::tempdir().unwrap();
+    let host = TestHost::with_state_dir(state.path());
+    run_until(gateway.plugin("secret", ""), &host, |_| {
+        gateway.requests.lock().unwrap().len() >= 3
+    });
+    assert_eq!(
+        host.records().len(),
+        5,
+        "five calls, pushed once over three polls"
+    );
+    assert!(gateway.requests.lock().unwrap()[0]
+        .ends_with("/app/api/api.php?apiCommand=TelephonyGetCdr&Action=download"));
+
+    // A restart on the same state: nothing again; a new call: only that one.
+    let first = gateway.requests.lock().unwrap().len();
+    let restarted = TestHost::with_state_dir(state.path());
+    run_until(gateway.plugin("secret", ""), &restarted, |_| {
+        gateway.requests.lock().unwrap().len() >= first + 2
+    });
+    assert!(
+        restarted.records().is_empty(),
+        "{:?}",
+        numbers(&restarted.records())
+    );
+    let new_call = SAMPLES
+        .lines()
+        .next()
+        .unwrap()
+        .replace("CDR,18,", "CDR,99,")
+        .replace("013231111", "0999");
+    gateway
+        .body
+        .lock()
+        .unwrap()
+        .push_str(&format!("{new_call}\n"));
+    let again = TestHost::with_state_dir(state.path());
+    run_until(gateway.plugin("secret", ""), &again, |h| {
+        !h.records().is_empty()
+    });
+    assert_eq!(numbers(&again.records()), ["0999"]);
+}
+
+#[test]
+fn refused_credentials_are_an_error_that_hides_the_password() {
+    let gateway = Gateway::start(SAMPLES);
+    let host = TestHost::new();
+    run_until(gateway.plugin("wrong-pass-42", ""), &host, |h| {
+        h.logs().iter().any(|(level, _)| *level == LogLevel::Error)
+    });
+    assert!(host.records().is_empty());
+    let logs = host.logs();
+    let error = logs.iter().find(|(l, _)| *l == LogLevel::Error).unwrap();
+    assert!(
+        error.1.contains("refused the credentials (HTTP 401)"),
+        "{error:?}"
+    );
+    assert!(logs.iter().all(|(_, m)| !m.contains("wrong-pass-42")));
+}
+
+#[test]
+fn a_gateway_that_does_not_answer_times_out_and_is_retried() {
+    let gateway = Gateway::start(SAMPLES);
+    *gateway.delay.lock().unwrap() = Duration::from_secs(2);
+    let host = TestHost::with_timeouts(calllogger_plugin_sdk::ffi::TimeoutSettings {
+        timeout: 0.1,
+        decay: 1.0,
+        max_timeout: 0.1,
+    });
+    let started = Instant::now();
+    run_until(
+        gateway.plugin("secret", "request_timeout: 0.3\n"),
+        &host,
+        |h| h.logs().iter().any(|(_, m)| m.contains("poll failed")),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the timeout cut the request short"
+    );
+    let logs = host.logs();
+    let failed = logs
+        .iter()
+        .find(|(_, m)| m.contains("poll failed"))
+        .unwrap();
+    assert!(
+        failed.1.to_lowercase().contains("timeout")
+            || failed.1.to_lowercase().contains("timed out"),
+        "{failed:?}"
+    );
+    // Once the gateway answers again, the calls come through.
+    *gateway.delay.lock().unwrap() = Duration::ZERO;
+    let host = TestHost::new();
+    run_until(
+        gateway.plugin("secret", "request_timeout: 0.3\n"),
+        &host,
+        |h| h.records().len() == 5,
+    );
+    assert_eq!(host.records().len(), 5);
+}
+
+#[test]
+fn a_malformed_line_is_counted_and_logged_once_and_the_rest_goes_through() {
+    let gateway = Gateway::start(&format!(
+        "{SAMPLES}CDR,77,ISDN:1:1,SIP,100,0123,x,y,23/07/21-25:61:00,23/07/21-22:40:10,-,-\n"
+    ));
+    let host = TestHost::new();
+    run_until(gateway.plugin("secret", ""), &host, |_| {
+        gateway.requests.lock().unwrap().len() >= 3
+    });
+    assert_eq!(host.records().len(), 5);
+    assert_eq!(
+        host.rejected().get("parse"),
+        Some(&1),
+        "counted once over three polls"
+    );
+    let warnings: Vec<String> = host
+        .logs()
+        .into_iter()
+        .filter(|(_, m)| m.contains("CDR line rejected"))
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("field 8 (start)"), "{warnings:?}");
+}
