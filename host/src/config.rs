@@ -58,6 +58,7 @@ pub struct SettingsLayer {
     pub spool_fsync: Option<Fsync>,
     pub strict_plugin_permissions: Option<bool>,
     pub trusted_plugins: Option<BTreeMap<String, String>>,
+    pub metrics_addr: Option<String>,
 }
 
 /// A setting that must never be shown: its `Debug` is `"<redacted>"`, and a value of the wrong
@@ -122,7 +123,8 @@ impl SettingsLayer {
             spool_max_records,
             spool_fsync,
             strict_plugin_permissions,
-            trusted_plugins
+            trusted_plugins,
+            metrics_addr
         );
         // `plugin` (one) and `plugins` (a list) are two spellings of one setting.
         if let Some(one) = over.plugin {
@@ -181,6 +183,8 @@ pub struct Config {
     pub spool_fsync: Fsync,
     /// Which plugin libraries may be loaded.
     pub plugin_policy: Policy,
+    /// Where `/health`, `/metrics` and the status page are served; `None`: nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub instances: Vec<InstanceConfig>,
     /// Every plugin section by name, to point out sections no class claims.
     pub sections: BTreeMap<String, Value>,
@@ -356,6 +360,14 @@ fn finish(
             settings_yaml,
         });
     }
+    let metrics_addr = match s.metrics_addr.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(addr) => Some(addr.parse().map_err(|_| {
+            invalid(format!(
+                "settings.metrics_addr must be an IP address and port, e.g. 127.0.0.1:9464, not `{addr}`"
+            ))
+        })?),
+    };
     let mut trusted_plugins = BTreeMap::new();
     for (key, hash) in s.trusted_plugins.unwrap_or_default() {
         let hash = hash.trim().to_ascii_lowercase();
@@ -394,6 +406,7 @@ fn finish(
                 .ok_or_else(|| missing("strict_plugin_permissions"))?,
             pins: trusted_plugins,
         },
+        metrics_addr,
         instances,
         sections,
     })
@@ -422,7 +435,8 @@ impl Config {
             batch_size,
             drop_stale_incoming,
             spool_max_records,
-            spool_fsync
+            spool_fsync,
+            metrics_addr
         );
         changed
     }

@@ -19,10 +19,13 @@ mod plan;
 mod plugin_context;
 mod reload;
 mod sender;
+mod service;
 mod signals;
 mod spool;
+mod status;
 mod stop;
 mod supervisor;
+mod telemetry;
 mod watch;
 
 use std::path::PathBuf;
@@ -44,6 +47,7 @@ use signals::{Event, Shutdown};
 use spool::Spool;
 use stop::Stop;
 use supervisor::Supervisor;
+use telemetry::Telemetry;
 
 /// Collects call data records from PBX plugins and forwards them to the call-monitoring
 /// frontend.
@@ -100,13 +104,17 @@ enum SpoolAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
-    init_logging(if command == Command::Run {
-        "info"
-    } else {
-        "warn"
-    });
+    let telemetry = Telemetry::new();
+    init_logging(
+        if command == Command::Run {
+            "info"
+        } else {
+            "warn"
+        },
+        &telemetry,
+    );
     let result = match command {
-        Command::Run => run(&cli),
+        Command::Run => run(&cli, telemetry),
         Command::Plugins => list_plugins(&cli),
         Command::Check => check(&cli),
         Command::Spool { action } => spool_command(&cli, action),
@@ -117,14 +125,21 @@ fn main() -> ExitCode {
     })
 }
 
-/// Logs go to stderr (stdout carries records), filtered by `RUST_LOG`.
-fn init_logging(default: &str) {
+/// Logs go to stderr (stdout carries records), filtered by `RUST_LOG`; the latest warnings
+/// and errors also go to the status page.
+fn init_logging(default: &str, telemetry: &Arc<Telemetry>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(telemetry::RecentLog(telemetry.clone()))
         .init();
 }
 
@@ -165,7 +180,7 @@ fn prepare(
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
     // 1. Config: defaults < file < environment < flags.
     let config = load_config(cli)?;
     // 2. Loader: every trusted library in the plugins folder, from private copies.
@@ -205,6 +220,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             spool.clone(),
             sender_settings(&config),
             sender_stop.clone(),
+            telemetry.clone(),
             move |e| {
                 let _ = failed.send(Event::Shutdown(Shutdown::Failed(e.to_string())));
             },
@@ -228,11 +244,42 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let intake = Intake {
         spool: spool.clone(),
         echo: echo.as_ref().map(|(records, _)| records.clone()),
+        telemetry: telemetry.clone(),
+        plugin_state: config.state_dir.join("plugins"),
     };
     let shutdown_timeout = Duration::from_secs_f64(config.shutdown_timeout);
     let plugin_dir = config.plugin_dir.clone();
-    let mut plugins = Plugins::start(config, registry, Supervisor::new(intake), copy_dir, startup);
-    tracing::info!("running {}", plugins.names().join(", "));
+    // The optional listener for /health, /metrics and the status page.
+    let listener = match config.metrics_addr {
+        Some(addr) => {
+            let sources = status::Sources {
+                telemetry: telemetry.clone(),
+                spool: spool.clone(),
+                stuck_after: Duration::from_secs_f64(
+                    config.timeouts.max_timeout.max(config.request_timeout),
+                ),
+            };
+            let listener = status::start(&addr.to_string(), sources)
+                .with_context(|| format!("listening on settings.metrics_addr {addr}"))?;
+            tracing::info!(
+                "status page, /health and /metrics on http://{}/",
+                listener.addr
+            );
+            Some(listener)
+        }
+        None => None,
+    };
+    let mut plugins = Plugins::start(
+        config,
+        registry,
+        Supervisor::new(intake),
+        copy_dir,
+        startup,
+        telemetry,
+    );
+    let running = format!("running {}", plugins.names().join(", "));
+    tracing::info!("{running}");
+    service::ready(&running);
 
     // 6. Watch: the plugins folder and SIGHUP, until a reason to shut down.
     let _watcher = watch::start(&plugin_dir, events_tx.clone())
@@ -244,16 +291,24 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         })
         .ok();
     drop(events_tx);
+    let watchdog = service::watchdog_interval();
     let reason = loop {
-        match signals::next(&events) {
-            Event::Shutdown(reason) => break reason,
-            Event::Reload => {
+        if watchdog.is_some() {
+            service::watchdog();
+        }
+        match signals::next(&events, watchdog) {
+            None => {}
+            Some(Event::Shutdown(reason)) => break reason,
+            Some(Event::Reload) => {
                 tracing::info!("SIGHUP received: reloading the config and the plugins folder");
+                service::reloading();
                 plugins.reload(load_config(cli));
+                service::ready(&format!("running {}", plugins.names().join(", ")));
             }
-            Event::PluginsChanged => plugins.folder_changed(),
+            Some(Event::PluginsChanged) => plugins.folder_changed(),
         }
     };
+    service::stopping();
     match &reason {
         Shutdown::Failed(e) => tracing::error!("shutting down: {e}"),
         Shutdown::Signal(_) => tracing::info!("shutting down: {reason}"),
@@ -276,6 +331,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     if let Some(sender) = sender {
         // The request in flight is bounded by request_timeout.
         let _ = sender.join();
+    }
+    if let Some(listener) = listener {
+        listener.stop();
     }
     if let Some((records, stage)) = echo {
         drop(records);

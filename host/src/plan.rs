@@ -28,8 +28,8 @@ pub struct Plan {
     pub stop: Vec<String>,
     /// Why an instance could not be built; a running instance of that name runs on unchanged.
     pub errors: Vec<String>,
-    /// Instances waiting for a library that exports their class, each with the reason.
-    pub waiting: Vec<String>,
+    /// Instances waiting for a library that exports their class: name, class, and why.
+    pub waiting: Vec<(String, String, String)>,
     /// Libraries in which an instance failed to construct.
     pub failed: Vec<Arc<Library>>,
 }
@@ -93,9 +93,13 @@ pub fn plan<'a>(
                 if current.is_some() {
                     plan.stop.push(wanted.name.clone());
                 }
-                plan.waiting.push(named(format!(
-                    "{e}; it starts when a library exporting it is added to the plugins folder"
-                )));
+                plan.waiting.push((
+                    wanted.name.clone(),
+                    wanted.class.clone(),
+                    named(format!(
+                        "{e}; it starts when a library exporting it is added to the plugins folder"
+                    )),
+                ));
                 continue;
             }
             Err(e) => {

@@ -1,13 +1,14 @@
 //! The host's side of a plugin's [`Context`](calllogger_plugin_sdk::Context): what one
 //! instance's `running()`, `wait()`, `push()` and logging do.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RStr},
+    std_types::{RArc, RStr, RString},
 };
 use calllogger_plugin_sdk::ffi::{HostApi, HostApi_TO, HostHandle, LogLevel, TimeoutSettings};
 use calllogger_plugin_sdk::Record;
@@ -16,12 +17,17 @@ use crate::json;
 use crate::output::RecordSender;
 use crate::spool::Spool;
 use crate::stop::Stop;
+use crate::telemetry::{PushCounter, Telemetry};
 
-/// Where pushed records go: the spool, and stdout too when no frontend is configured.
+/// Where pushed records go (the spool, and stdout too when no frontend is configured), and
+/// what instances share: telemetry and the folder for their state.
 #[derive(Clone)]
 pub struct Intake {
     pub spool: Arc<Spool>,
     pub echo: Option<RecordSender>,
+    pub telemetry: Arc<Telemetry>,
+    /// `state_dir/plugins`: one folder per instance below it.
+    pub plugin_state: PathBuf,
 }
 
 /// One instance's view of the host.
@@ -31,13 +37,22 @@ pub struct InstanceContext {
     stop: Arc<Stop>,
     intake: Intake,
     timeouts: TimeoutSettings,
+    pushed: PushCounter,
     echo_lost_reported: Arc<AtomicBool>,
 }
 
 impl InstanceContext {
-    pub fn new(name: Arc<str>, stop: Arc<Stop>, intake: Intake, timeouts: TimeoutSettings) -> Self {
+    /// The context of instance `name` of `class`.
+    pub fn new(
+        name: &str,
+        class: &str,
+        stop: Arc<Stop>,
+        intake: Intake,
+        timeouts: TimeoutSettings,
+    ) -> Self {
         Self {
-            name,
+            name: name.into(),
+            pushed: intake.telemetry.push_counter(name, class),
             stop,
             intake,
             timeouts,
@@ -73,6 +88,7 @@ impl HostApi for InstanceContext {
             // Not durable: at least the log keeps it.
             tracing::error!(instance = %self.name, "cannot store a record: {e}; the record: {body}");
         }
+        self.pushed.add();
         if let Some(echo) = &self.intake.echo {
             if echo.push(body).is_err() && !self.echo_lost_reported.swap(true, Ordering::Relaxed) {
                 tracing::error!(instance = %self.name, "stdout has stopped: records are only kept in the spool");
@@ -93,5 +109,22 @@ impl HostApi for InstanceContext {
 
     fn timeouts(&self) -> TimeoutSettings {
         self.timeouts
+    }
+
+    fn rejected(&self, stage: RStr<'_>) {
+        self.intake.telemetry.rejected(&self.name, stage.as_str());
+    }
+
+    /// `state_dir/plugins/<instance>`, created (owner-only) on first use.
+    fn state_dir(&self) -> RString {
+        let dir = self.intake.plugin_state.join(&*self.name);
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        if let Err(e) = builder.create(&dir) {
+            tracing::error!(instance = %self.name, "cannot create its state folder {}: {e}", dir.display());
+        }
+        dir.to_string_lossy().into_owned().into()
     }
 }

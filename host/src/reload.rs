@@ -15,6 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::loader::{self, Library, Registry};
 use crate::plan::{plan, MissingClass, Plan};
 use crate::supervisor::Supervisor;
+use crate::telemetry::{InstanceState, Telemetry};
 
 /// The plugin side of a running host: its config, the libraries loaded, the instances running.
 pub struct Plugins {
@@ -24,6 +25,7 @@ pub struct Plugins {
     copy_dir: PathBuf,
     /// Libraries loaded earlier and no longer used: still mapped.
     retired: Vec<Arc<Library>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Plugins {
@@ -34,16 +36,20 @@ impl Plugins {
         mut supervisor: Supervisor,
         copy_dir: PathBuf,
         plan: Plan,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
-        log_waiting(&plan);
         supervisor.start(plan.start, config.timeouts);
-        Self {
+        let plugins = Self {
             config,
             registry,
             supervisor,
             copy_dir,
             retired: Vec::new(),
-        }
+            telemetry,
+        };
+        plugins.note_waiting(&plan.waiting);
+        plugins.count_libraries();
+        plugins
     }
 
     /// The running instances' names.
@@ -57,7 +63,10 @@ impl Plugins {
     pub fn folder_changed(&mut self) {
         let mut registry = match self.scan(&self.config.plugin_policy) {
             Ok(registry) => registry,
-            Err(e) => return tracing::error!("plugin folder not rescanned: {e}"),
+            Err(e) => {
+                self.telemetry.reload(false);
+                return tracing::error!("plugin folder not rescanned: {e}");
+            }
         };
         log_refusals(&registry, &self.registry);
         loop {
@@ -84,9 +93,9 @@ impl Plugins {
                 for error in &plan.errors {
                     tracing::error!("{error}");
                 }
-                log_waiting(&plan);
                 return self.apply(plan, registry);
             }
+            self.telemetry.reload(false);
             for library in refused {
                 tracing::warn!(
                     file = %library.file.display(),
@@ -107,12 +116,14 @@ impl Plugins {
         let config = match config {
             Ok(config) => config,
             Err(e) => {
+                self.telemetry.reload(false);
                 return tracing::error!("new config refused, the running one stays: {e}");
             }
         };
         let registry = match self.scan(&config.plugin_policy) {
             Ok(registry) => registry,
             Err(e) => {
+                self.telemetry.reload(false);
                 return tracing::error!("new config refused, the running one stays: {e}");
             }
         };
@@ -124,6 +135,7 @@ impl Plugins {
             MissingClass::Waits,
         );
         if !plan.errors.is_empty() {
+            self.telemetry.reload(false);
             tracing::error!(
                 "new config refused, the running one stays; {} error{}:\n  {}",
                 plan.errors.len(),
@@ -144,7 +156,6 @@ impl Plugins {
             plugin_dir: self.config.plugin_dir.clone(),
             ..config
         };
-        log_waiting(&plan);
         self.apply(plan, registry);
     }
 
@@ -168,6 +179,7 @@ impl Plugins {
         if !plan.is_empty() {
             tracing::info!("reloading: {}", plan.summary());
         }
+        self.telemetry.reload(true);
         let deadline = Duration::from_secs_f64(self.config.shutdown_timeout);
         let stragglers = self.supervisor.stop(&plan.stop, deadline);
         if !stragglers.is_empty() {
@@ -178,6 +190,7 @@ impl Plugins {
             );
         }
         self.supervisor.start(plan.start, self.config.timeouts);
+        self.note_waiting(&plan.waiting);
         let old = std::mem::replace(&mut self.registry, registry);
         for library in old.libraries {
             if !self
@@ -189,6 +202,26 @@ impl Plugins {
                 self.retire(library);
             }
         }
+        self.count_libraries();
+    }
+
+    fn count_libraries(&self) {
+        self.telemetry
+            .libraries(self.registry.libraries.len(), self.retired.len());
+    }
+
+    /// Logs the instances waiting for a library, and shows them as waiting.
+    fn note_waiting(&self, waiting: &[(String, String, String)]) {
+        for (name, class, why) in waiting {
+            tracing::warn!("{why}");
+            self.telemetry.instance_state(
+                name,
+                class,
+                InstanceState::WaitingForLibrary,
+                None,
+                None,
+            );
+        }
     }
 
     fn retire(&mut self, library: Arc<Library>) {
@@ -199,12 +232,7 @@ impl Plugins {
             self.retired.len(),
             bytes as f64 / (1024.0 * 1024.0)
         );
-    }
-}
-
-fn log_waiting(plan: &Plan) {
-    for waiting in &plan.waiting {
-        tracing::warn!("{waiting}");
+        self.count_libraries();
     }
 }
 

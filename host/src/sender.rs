@@ -17,6 +17,7 @@ use calllogger_plugin_sdk::Timeout;
 use crate::config::Secret;
 use crate::spool::{Pending, Spool, SpoolError};
 use crate::stop::Stop;
+use crate::telemetry::Telemetry;
 
 /// How the sender reaches the frontend and works off a backlog.
 #[derive(Debug, Clone)]
@@ -72,12 +73,15 @@ pub fn start(
     spool: Arc<Spool>,
     settings: SenderSettings,
     stop: Arc<Stop>,
+    telemetry: Arc<Telemetry>,
     on_fatal: impl FnOnce(SenderError) + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
+    telemetry.sender_enabled(true);
     std::thread::Builder::new()
         .name("sender".into())
         .spawn(move || {
-            if let Err(e) = Sender::new(spool, settings, stop).and_then(|mut s| s.run()) {
+            let sender = Sender::new(spool, settings, stop, telemetry);
+            if let Err(e) = sender.and_then(|mut s| s.run()) {
                 on_fatal(e);
             }
         })
@@ -91,6 +95,7 @@ struct Sender {
     url: String,
     /// `Token …`, marked sensitive so that no HTTP-layer log shows it.
     authorization: reqwest::header::HeaderValue,
+    telemetry: Arc<Telemetry>,
     backoff: Timeout,
 }
 
@@ -99,6 +104,7 @@ impl Sender {
         spool: Arc<Spool>,
         settings: SenderSettings,
         stop: Arc<Stop>,
+        telemetry: Arc<Telemetry>,
     ) -> Result<Self, SenderError> {
         let client = reqwest::blocking::Client::builder()
             .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
@@ -118,6 +124,7 @@ impl Sender {
             client,
             url,
             authorization,
+            telemetry,
             backoff,
         })
     }
@@ -174,7 +181,9 @@ impl Sender {
                     "delivery failed ({why}); retrying in {:.1} s",
                     wait.as_secs_f64()
                 );
+                self.telemetry.retry_wait(wait);
                 self.stop.wait(wait);
+                self.telemetry.retry_wait(Duration::ZERO);
                 Ok(false)
             }
             Outcome::Refused(status, response) if batch.len() == 1 => {
@@ -223,9 +232,15 @@ impl Sender {
             .send();
         let response = match response {
             Ok(response) => response,
-            Err(e) => return Outcome::Retry(describe(&e), None),
+            Err(e) => {
+                let why = describe(&e);
+                self.telemetry.delivery_attempt(None, Some(why.clone()));
+                return Outcome::Retry(why, None);
+            }
         };
         let status = response.status().as_u16();
+        let failed = (!(200..300).contains(&status)).then(|| format!("HTTP {status}"));
+        self.telemetry.delivery_attempt(Some(status), failed);
         match status {
             200..=299 => Outcome::Delivered,
             401..=403 => Outcome::Unauthorized(status),

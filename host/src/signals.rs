@@ -1,7 +1,8 @@
 //! What the main loop waits for: a reason to shut down, SIGHUP, or a change in the plugins
 //! folder.
 
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
 
 /// A reason to shut down.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +59,15 @@ pub fn forward(tx: Sender<Event>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Blocks until the next event.
-pub fn next(rx: &Receiver<Event>) -> Event {
-    rx.recv().unwrap_or_else(|_| {
-        Event::Shutdown(Shutdown::Failed("every event source went away".into()))
-    })
+/// Blocks until the next event, or for at most `timeout` (then `None`).
+pub fn next(rx: &Receiver<Event>, timeout: Option<Duration>) -> Option<Event> {
+    let gone = || Event::Shutdown(Shutdown::Failed("every event source went away".into()));
+    match timeout {
+        None => Some(rx.recv().unwrap_or_else(|_| gone())),
+        Some(timeout) => match rx.recv_timeout(timeout) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(gone()),
+        },
+    }
 }

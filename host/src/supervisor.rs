@@ -12,6 +12,7 @@ use calllogger_plugin_sdk::Timeout;
 use crate::loader::Library;
 use crate::plugin_context::{InstanceContext, Intake};
 use crate::stop::Stop;
+use crate::telemetry::{InstanceState, Telemetry};
 
 /// What an instance is built from: its class, its settings and the library exporting the class.
 #[derive(Clone)]
@@ -67,17 +68,19 @@ impl Supervisor {
             let spec = prepared.spec.clone();
             let stop = Arc::new(Stop::default());
             let context = InstanceContext::new(
-                name.as_str().into(),
+                &name,
+                &spec.class,
                 stop.clone(),
                 self.intake.clone(),
                 timeouts,
             );
+            let telemetry = self.intake.telemetry.clone();
             let (ended_tx, ended) = channel::<()>();
             let thread_stop = stop.clone();
             let spawned = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
-                    supervise(prepared, &context, &thread_stop, timeouts);
+                    supervise(prepared, &context, &thread_stop, timeouts, &telemetry);
                     drop(ended_tx);
                 });
             match spawned {
@@ -103,8 +106,9 @@ impl Supervisor {
             .iter()
             .filter_map(|name| self.running.remove_entry(name))
             .collect();
-        for (_, running) in &stopping {
+        for (name, running) in &stopping {
             running.stop.stop();
+            self.intake.telemetry.instance_removed(name);
         }
         let until = Instant::now() + deadline;
         stopping
@@ -134,6 +138,7 @@ fn supervise(
     context: &InstanceContext,
     stop: &Stop,
     timeouts: TimeoutSettings,
+    telemetry: &Telemetry,
 ) {
     let Prepared {
         name,
@@ -156,12 +161,20 @@ fn supervise(
                 Err(e) => {
                     let wait = backoff.advance();
                     tracing::error!(instance = %name, "cannot restart: {e}; next try in {:.1} s", wait.as_secs_f64());
+                    telemetry.instance_state(
+                        &name,
+                        &class,
+                        InstanceState::Retrying,
+                        Some(e),
+                        Some(wait),
+                    );
                     stop.wait(wait);
                     continue;
                 }
             },
         };
         tracing::info!(instance = %name, "started");
+        telemetry.instance_state(&name, &class, InstanceState::Running, None, None);
         let started = Instant::now();
         let result = instance.run(context.handle()).into_result();
         drop(instance);
@@ -175,14 +188,23 @@ fn supervise(
             backoff.reset();
         }
         let wait = backoff.advance();
-        match result {
+        let error = match result {
             Ok(()) => {
-                tracing::warn!(instance = %name, "returned while still meant to run; restarting in {:.1} s", wait.as_secs_f64())
+                tracing::warn!(instance = %name, "returned while still meant to run; restarting in {:.1} s", wait.as_secs_f64());
+                "returned while still meant to run".to_owned()
             }
             Err(e) => {
-                tracing::error!(instance = %name, "failed: {e}; restarting in {:.1} s", wait.as_secs_f64())
+                tracing::error!(instance = %name, "failed: {e}; restarting in {:.1} s", wait.as_secs_f64());
+                e.into_string()
             }
-        }
+        };
+        telemetry.instance_state(
+            &name,
+            &class,
+            InstanceState::Retrying,
+            Some(error),
+            Some(wait),
+        );
         stop.wait(wait);
     }
     tracing::info!(instance = %name, "stopped");
