@@ -24,6 +24,7 @@ pub const INCOMPATIBLE: &str = "calllogger_incompatible_plugin";
 pub const OLD_SDK: &str = "calllogger_old_sdk_plugin";
 pub const ABORT: &str = "calllogger_abort_plugin";
 pub const HIPATH: &str = "calllogger_siemens_hipath_serial";
+pub const BERONET: &str = "calllogger_beronet";
 
 /// The host binary under test.
 pub fn host_binary() -> PathBuf {
@@ -45,6 +46,7 @@ fn artifacts() -> &'static BTreeMap<String, PathBuf> {
         for package in [
             "calllogger-mock-calls",
             "calllogger-siemens-hipath-serial",
+            "calllogger-beronet",
             "calllogger-test-plugins",
             "calllogger-test-plugins-v2",
             "calllogger-incompatible-plugin",

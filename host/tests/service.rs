@@ -1,0 +1,371 @@
+//! Running as a service: /health and /metrics under a running host (the values move as
+//! records flow), sd-notify messages on a test socket, and the BeroNet plugin in the host.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::frontend::{created, status, Frontend};
+use common::{Install, BERONET, TEST_PLUGINS};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Short retry waits: a failing sender counts as stuck after max_timeout (1 s).
+const FAST: &str = "timeout: 0.2, decay: 2, max_timeout: 1";
+
+/// The status listener's base URL, from the host's log line.
+pub fn listener_url(host: &mut common::Host) -> String {
+    host.wait_for_log("/health and /metrics on http://", 1, WAIT);
+    let log = host.log();
+    let start = log.find("/metrics on http://").unwrap() + "/metrics on ".len();
+    log[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// GET `url`: status and body.
+fn get(url: &str) -> (u16, String) {
+    let stream =
+        std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap())
+            .unwrap();
+    let path = url
+        .trim_start_matches("http://")
+        .split_once('/')
+        .map_or("/".to_owned(), |(_, p)| format!("/{p}"));
+    use std::io::Write;
+    let mut stream = stream;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (code, body)
+}
+
+/// A metric's value from the Prometheus text (`name{labels}` exactly as exposed), 0 if absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < until, "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
+    let frontend = Frontend::start(|_, _| created());
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        &format!(
+            "settings: {{plugins: [Echo, Flaky], frontend: '{}', token: t, metrics_addr: '127.0.0.1:0', {FAST}}}\n\
+             Echo: {{label: m, interval: 0.02}}\nFlaky: {{mode: error}}\n",
+            frontend.url
+        ),
+    );
+    let mut host = install.start();
+    let url = listener_url(&mut host);
+
+    // Records flow: the counters move.
+    let pushed = |text: &str| metric(text, "calllogger_records_pushed_total{class=\"Echo\"}");
+    let (code, first) = get(&format!("{url}/metrics"));
+    assert_eq!(code, 200);
+    wait_until("more records counted", || {
+        pushed(&get(&format!("{url}/metrics")).1) > pushed(&first) + 10.0
+    });
+    wait_until("deliveries counted", || {
+        metric(
+            &get(&format!("{url}/metrics")).1,
+            "calllogger_delivery_attempts_total{status=\"201\"}",
+        ) > 0.0
+    });
+    let (_, text) = get(&format!("{url}/metrics"));
+    for family in [
+        "# TYPE calllogger_spool_pending_records gauge",
+        "# TYPE calllogger_spool_dead_letters gauge",
+        "# TYPE calllogger_delivery_retry_wait_seconds gauge",
+        "# TYPE calllogger_libraries_loaded gauge",
+        "# TYPE calllogger_libraries_retired gauge",
+        "calllogger_instance_up{instance=\"Echo\"} 1",
+        "calllogger_libraries_loaded 1",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+    // Flaky fails at once and keeps failing: restarts count, and health names it.
+    wait_until("Flaky restarts counted", || {
+        metric(
+            &get(&format!("{url}/metrics")).1,
+            "calllogger_plugin_restarts_total{instance=\"Flaky\"}",
+        ) >= 2.0
+    });
+    let (code, body) = get(&format!("{url}/health"));
+    assert_eq!(code, 503, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["healthy"], false);
+    let problems = health["problems"].to_string();
+    assert!(
+        problems.contains("instance Flaky is not running"),
+        "{problems}"
+    );
+    let echo = health["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "Echo")
+        .unwrap();
+    assert_eq!(echo["state"], "running");
+    assert!(echo["records_last_hour"].as_u64().unwrap() > 10);
+    assert!(
+        !health["recent"].as_array().unwrap().is_empty(),
+        "Flaky's errors are listed"
+    );
+
+    // Without Flaky, healthy; then the frontend fails: unhealthy once it has failed for
+    // max_timeout; healthy again once it accepts.
+    install.write_config(&format!(
+        "settings: {{plugins: [Echo], frontend: '{}', token: t, metrics_addr: '127.0.0.1:0', {FAST}}}\n\
+         Echo: {{label: m, interval: 0.02}}\n",
+        frontend.url
+    ));
+    host.signal(Signal::SIGHUP);
+    wait_until("healthy without Flaky", || {
+        get(&format!("{url}/health")).0 == 200
+    });
+    frontend.answer(|_, _| status(503));
+    wait_until("the stuck sender makes health 503", || {
+        let (code, body) = get(&format!("{url}/health"));
+        code == 503 && body.contains("delivery has failed")
+    });
+    let (_, text) = get(&format!("{url}/metrics"));
+    assert!(metric(&text, "calllogger_delivery_attempts_total{status=\"503\"}") > 0.0);
+    assert!(
+        metric(&text, "calllogger_spool_pending_records") > 0.0,
+        "{text}"
+    );
+    assert!(metric(&text, "calllogger_reloads_total{outcome=\"applied\"}") >= 1.0);
+    frontend.answer(|_, _| created());
+    wait_until("healthy again", || get(&format!("{url}/health")).0 == 200);
+
+    let (code, page) = get(&format!("{url}/"));
+    assert_eq!(code, 200);
+    assert!(page.contains("<title>calllogger</title>") && page.contains("fetch(\"health\""));
+    assert_eq!(get(&format!("{url}/nope")).0, 404);
+    host.terminate();
+}
+
+#[test]
+fn sd_notify_ready_reloading_watchdog_and_stopping() {
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Echo]}\nEcho: {label: n, interval: 0.5}\n",
+    );
+    let socket_path = install.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut command = install.command(&["run"]);
+    command
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000");
+    let mut host = common::Host::spawn(command);
+    let mut messages: Vec<String> = Vec::new();
+    let mut receive_until = |what: &str, host: &common::Host| -> Vec<String> {
+        let until = Instant::now() + WAIT;
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Ok(n) = socket.recv(&mut buffer) {
+                messages.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+                if messages.last().unwrap().contains(what) {
+                    return messages.clone();
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "no `{what}` among {messages:?}; log:\n{}",
+                host.log()
+            );
+        }
+    };
+    let seen = receive_until("READY=1", &host);
+    assert!(
+        seen.last().unwrap().contains("STATUS=running Echo"),
+        "{seen:?}"
+    );
+    let before = receive_until("WATCHDOG=1", &host).len();
+    let after = receive_until("WATCHDOG=1", &host).len();
+    assert!(after > before, "keep-alives repeat");
+    host.signal(Signal::SIGHUP);
+    let seen = receive_until("RELOADING=1", &host);
+    assert!(seen.last().unwrap().contains("MONOTONIC_USEC="), "{seen:?}");
+    receive_until("READY=1", &host);
+    host.signal(Signal::SIGTERM);
+    receive_until("STOPPING=1", &host);
+    let (status, _) = host.wait_exit(WAIT);
+    assert!(status.success());
+}
+
+#[test]
+fn beronet_in_the_host_pushes_each_call_once_across_restarts_and_counts_rejects() {
+    let samples = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/beronet/samples.csv"),
+    )
+    .unwrap();
+    let body = format!("{samples}CDR,77,ISDN:1:1,SIP,100,0123,x,y,garbage\n");
+    let gateway = Frontend::start(move |_, _| (200, vec![], body.clone()));
+    let address = gateway.url.trim_start_matches("http://").to_owned();
+    let install = Install::new(
+        &[BERONET],
+        &format!(
+            "settings: {{plugins: [BeroNet], metrics_addr: '127.0.0.1:0'}}\n\
+             BeroNet: {{address: '{address}', username: admin, password: pw, poll_seconds: 0.1, timezone: UTC}}\n"
+        ),
+    );
+    let mut host = install.start();
+    let url = listener_url(&mut host);
+    let records = host.records_until(WAIT, |r| r["number"] == "0887639025");
+    wait_until("three polls", || gateway.received().len() >= 3);
+    let (_, text) = get(&format!("{url}/metrics"));
+    assert_eq!(
+        metric(
+            &text,
+            "calllogger_rejected_lines_total{instance=\"BeroNet\",stage=\"parse\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    host.terminate();
+    let mut all: Vec<Value> = records.into_iter().map(|r| r.1).collect();
+    all.extend(host.remaining_records());
+    assert_eq!(all.len(), 5, "each sample call once: {all:?}");
+    assert!(gateway.received()[0].authorization.starts_with("Basic "));
+
+    // Restarted on the same state: polls again, pushes nothing.
+    let polls = gateway.received().len();
+    let mut host = install.start();
+    wait_until("two more polls", || gateway.received().len() >= polls + 2);
+    host.terminate();
+    assert!(
+        host.remaining_records().is_empty(),
+        "a call was pushed twice"
+    );
+    assert!(install
+        .dir
+        .path()
+        .join("state/plugins/BeroNet/seen-cdrs")
+        .exists());
+}
+
+/// Debian's Chromium, installed on first use on a machine that has none (as root, through
+/// apt-get: the test suite needs nothing installed by hand).
+fn chromium() -> std::path::PathBuf {
+    let path = std::path::PathBuf::from("/usr/bin/chromium");
+    if !path.exists() {
+        let apt = |args: &[&str]| {
+            std::process::Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let installed = apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "chromium"]);
+        assert!(
+            installed && path.exists(),
+            "the status page test needs Chromium: apt-get install chromium (as root)"
+        );
+    }
+    path
+}
+
+/// Runs headless Chromium on `url` with `args`, as the workplace's probe does: no sandbox
+/// (root), no GPU, and no background connections (the network is closed).
+fn headless(url: &str, profile: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,900",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("running chromium")
+}
+
+#[test]
+fn the_status_page_renders_in_headless_chromium() {
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        &format!(
+            "settings: {{plugins: [Echo, Flaky], metrics_addr: '127.0.0.1:0', {FAST}}}\n\
+             Echo: {{label: page, interval: 0.05}}\nFlaky: {{mode: error}}\n"
+        ),
+    );
+    let mut host = install.start();
+    let url = listener_url(&mut host);
+    host.records_until(WAIT, |r| r["line"] == 5);
+    host.wait_for_log("restarting in", 2, WAIT);
+
+    let profile = install.dir.path().join("chromium");
+    let dom = headless(&format!("{url}/"), &profile, &["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    // What the script filled in from /health, not the page's static text.
+    for shown in [
+        "<span id=\"state\" class=\"bad\">unhealthy</span>",
+        "<td>Echo</td>",
+        "<td>running</td>",
+        "<td>Flaky</td>",
+        "retrying (next try in",
+        "instance Flaky is not running",
+        "failed: ",
+    ] {
+        assert!(dom.contains(shown), "`{shown}` not rendered:\n{dom}");
+    }
+    assert!(
+        !dom.contains("loading…</td>"),
+        "the table was filled in:\n{dom}"
+    );
+
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let shot = headless(
+        &format!("{url}/"),
+        &profile,
+        &[&format!("--screenshot={}", screenshot.display())],
+    );
+    let png = std::fs::read(&screenshot).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot ({e}): {}",
+            String::from_utf8_lossy(&shot.stderr)
+        )
+    });
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
+    eprintln!("status page screenshot: {}", screenshot.display());
+    host.terminate();
+}
