@@ -148,6 +148,8 @@ impl SettingsLayer {
             }),
             plugin_dir: var("CALLLOGGER_PLUGIN_DIR").map(PathBuf::from),
             state_dir: var("CALLLOGGER_STATE_DIR").map(PathBuf::from),
+            frontend: var("CALLLOGGER_FRONTEND"),
+            metrics_addr: var("CALLLOGGER_METRICS_ADDR"),
             ..Self::default()
         }
     }
@@ -534,6 +536,8 @@ mod tests {
             "TOKEN" => Some("from-env".into()),
             "PLUGIN" => Some("MockCalls, Echo@b".into()),
             "CALLLOGGER_PLUGIN_DIR" => Some("/env/plugins".into()),
+            "CALLLOGGER_FRONTEND" => Some("http://frontend.env".into()),
+            "CALLLOGGER_METRICS_ADDR" => Some("0.0.0.0:9464".into()),
             _ => None,
         });
         let flags = SettingsLayer {
@@ -553,6 +557,8 @@ mod tests {
         );
         assert_eq!(config.token.expose(), "from-env", "env over file");
         assert_eq!(config.plugin_dir, PathBuf::from("/env/plugins"));
+        assert_eq!(config.frontend, "http://frontend.env");
+        assert_eq!(config.metrics_addr, Some("0.0.0.0:9464".parse().unwrap()));
         let names: Vec<_> = config.instances.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["MockCalls", "Echo@b"]);
         // The file's `sleep: 0` is merged into the defaults' MockCalls section, key by key.

@@ -369,3 +369,66 @@ fn the_status_page_renders_in_headless_chromium() {
     eprintln!("status page screenshot: {}", screenshot.display());
     host.terminate();
 }
+
+/// The shipped unit file passes `systemd-analyze verify` (with ExecStart pointing at the binary
+/// under test) and its offline security review, and keeps the directives the host relies on.
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/calllogger.service"),
+    )
+    .unwrap();
+    for directive in [
+        "Type=notify",
+        "WatchdogSec=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "StateDirectory=calllogger",
+        "SupplementaryGroups=dialout",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    ] {
+        assert!(unit.contains(directive), "{directive} missing");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("calllogger.service");
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "/usr/bin/calllogger",
+            &common::host_binary().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let analyze = |args: &[&str]| {
+        let output = std::process::Command::new("systemd-analyze")
+            .args(args)
+            .arg(&copy)
+            .output()
+            .expect("systemd-analyze (Debian's systemd package) runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    let (ok, text) = analyze(&["verify"]);
+    assert!(
+        ok && text.trim().is_empty(),
+        "systemd-analyze verify:\n{text}"
+    );
+    let (_, text) = analyze(&["security", "--offline=true"]);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for calllogger.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(
+        exposure <= 2.0,
+        "exposure {exposure} (10 = unprotected):\n{text}"
+    );
+}

@@ -117,6 +117,17 @@ pub fn run() -> Result<()> {
         target: "≤ 8 MiB / ~0",
     });
 
+    let off = bench.idle_footprint("", Duration::from_secs(5))?;
+    let on = bench.idle_footprint(", metrics_addr: '127.0.0.1:0'", Duration::from_secs(5))?;
+    rows.push(Row {
+        what: "RSS / CPU over 5 s, idle: metrics listener off → on",
+        value: format!(
+            "{:.1} → {:.1} MiB / {:.3} → {:.3} s",
+            off.0, on.0, off.1, on.1
+        ),
+        target: "",
+    });
+
     let reload = bench.reload(20)?;
     rows.push(Row {
         what: "library replaced (rename) → new version's first record (p50 / p99 of 20)",
@@ -240,6 +251,19 @@ impl Bench<'_> {
         );
         Self::stop(&mut child)?;
         Ok(measured)
+    }
+
+    /// VmRSS (MiB) and CPU seconds used over `run` by an idle host (MockCalls sleeping) with
+    /// `extra` appended to its settings, measured from one second after its first record.
+    fn idle_footprint(&self, extra: &str, run: Duration) -> Result<(f64, f64)> {
+        let config =
+            format!("settings: {{plugins: [MockCalls]{extra}}}\nMockCalls: {{sleep: 3600}}\n");
+        let mut child = self.launch(&config, None, Stdio::piped(), "warn")?;
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line)?;
+        std::thread::sleep(Duration::from_secs(1));
+        footprint(child, run)
     }
 
     /// Records per second and CPU µs per record over `run`, counted by the host itself.
@@ -519,16 +543,22 @@ impl Bench<'_> {
 
     /// RSS (MiB) and CPU seconds of the host reading a silent port for `run`.
     fn serial_idle(&self, run: Duration) -> Result<(f64, f64)> {
-        let (mut child, _master) = self.spawn_serial(Stdio::null())?;
-        let before = cpu_seconds(child.id())?;
-        std::thread::sleep(run);
-        let measured = (
-            status_mib(child.id(), "VmRSS:")?,
-            cpu_seconds(child.id())? - before,
-        );
-        Self::stop(&mut child)?;
-        Ok(measured)
+        let (child, _master) = self.spawn_serial(Stdio::null())?;
+        footprint(child, run)
     }
+}
+
+/// A running host's VmRSS (MiB) at the end of `run` and the CPU seconds it used during it;
+/// then stops it.
+fn footprint(mut child: Child, run: Duration) -> Result<(f64, f64)> {
+    let before = cpu_seconds(child.id())?;
+    std::thread::sleep(run);
+    let measured = (
+        status_mib(child.id(), "VmRSS:")?,
+        cpu_seconds(child.id())? - before,
+    );
+    Bench::stop(&mut child)?;
+    Ok(measured)
 }
 
 struct Reload {

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Builds the host and the shipped plugins in release mode and installs them under ROOT, laid out
+# as on the target system: ROOT/usr/bin/calllogger, ROOT/usr/lib/calllogger/plugins/*.so.
+# The Dockerfile's build stage runs exactly this; so does the test suite (host/tests/container.rs).
+# Usage: dist/install-root.sh ROOT   (from the repository's top folder)
+set -eu
+root=${1:?usage: dist/install-root.sh ROOT}
+cargo build --release --locked \
+    -p calllogger -p calllogger-mock-calls -p calllogger-siemens-hipath-serial -p calllogger-beronet
+target=${CARGO_TARGET_DIR:-target}/release
+install -d -m 0755 "$root/usr/bin" "$root/usr/lib/calllogger/plugins"
+install -m 0755 "$target/calllogger" "$root/usr/bin/calllogger"
+for plugin in mock_calls siemens_hipath_serial beronet; do
+    # Not group- or world-writable: the host refuses plugins anyone else could change.
+    install -m 0644 "$target/libcalllogger_$plugin.so" "$root/usr/lib/calllogger/plugins/"
+done
