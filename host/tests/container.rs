@@ -116,12 +116,9 @@ fn the_dockerfile_steps_build_a_tree_that_runs() {
 
     // The runtime stage: its environment (paths under the scratch root), entry point and
     // command, with TOKEN and PLUGIN as a user sets them.
-    let under_root = |value: &str| {
-        if value.starts_with('/') {
-            root.path().join(&value[1..]).display().to_string()
-        } else {
-            value.to_owned()
-        }
+    let under_root = |value: &str| match value.strip_prefix('/') {
+        Some(inside) => root.path().join(inside).display().to_string(),
+        None => value.to_owned(),
     };
     let env = runtime_env(&steps);
     for key in [
