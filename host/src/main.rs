@@ -154,12 +154,17 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     config::load(file, SettingsLayer::from_env(env), flags)
 }
 
-fn scan_plugins(config: &Config, copy_dir: &std::path::Path) -> anyhow::Result<Registry> {
+fn scan_plugins(
+    config: &Config,
+    copy_dir: &std::path::Path,
+    hashing: loader::Hashing,
+) -> anyhow::Result<Registry> {
     loader::scan(
         &config.plugin_dir,
         copy_dir,
         &config.plugin_policy,
         &Registry::default(),
+        hashing,
     )
     .with_context(|| {
         "set settings.plugin_dir, $CALLLOGGER_PLUGIN_DIR or --plugin-dir to the folder holding the plugin libraries"
@@ -192,7 +197,7 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
             copy_dir.display()
         );
     }
-    let registry = scan_plugins(&config, &copy_dir)?;
+    let registry = scan_plugins(&config, &copy_dir, loader::Hashing::WhenNeeded)?;
     for refusal in &registry.refused {
         tracing::warn!(file = %refusal.file.display(), "plugin library refused: {}", refusal.reason);
     }
@@ -383,7 +388,7 @@ fn stdout() -> std::io::Result<std::io::Stdout> {
 fn list_plugins(cli: &Cli) -> anyhow::Result<ExitCode> {
     let config = load_config(cli)?;
     let copies = tempfile::tempdir().context("creating a temporary folder")?;
-    let registry = scan_plugins(&config, copies.path())?;
+    let registry = scan_plugins(&config, copies.path(), loader::Hashing::Always)?;
     print!("{}", plugin_table(&registry));
     Ok(ExitCode::SUCCESS)
 }
@@ -427,7 +432,7 @@ fn plugin_table(registry: &Registry) -> String {
         for library in &registry.libraries {
             out.push_str(&format!(
                 "  {}  {}\n",
-                library.sha256,
+                library.sha256.as_deref().unwrap_or("-"),
                 library.file.display()
             ));
         }
@@ -457,7 +462,7 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     println!("plugin folder: {}", config.plugin_dir.display());
     let copies = tempfile::tempdir().context("creating a temporary folder")?;
-    let registry = scan_plugins(&config, copies.path())?;
+    let registry = scan_plugins(&config, copies.path(), loader::Hashing::WhenNeeded)?;
     let mut problems: Vec<String> = registry
         .refused
         .iter()

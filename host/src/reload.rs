@@ -170,6 +170,7 @@ impl Plugins {
             &self.copy_dir,
             policy,
             &self.registry,
+            loader::Hashing::WhenNeeded,
         )
     }
 
@@ -191,6 +192,9 @@ impl Plugins {
         }
         self.supervisor.start(plan.start, self.config.timeouts);
         self.note_waiting(&plan.waiting);
+        let configured = &self.config.instances;
+        self.telemetry
+            .retain_instances(|name| configured.iter().any(|i| i.name == name));
         let old = std::mem::replace(&mut self.registry, registry);
         for library in old.libraries {
             if !self

@@ -329,6 +329,20 @@ impl Telemetry {
         });
     }
 
+    /// Forgets the instances `keep` says no to (dropped from the config while waiting).
+    pub fn retain_instances(&self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = self
+            .instances
+            .lock()
+            .keys()
+            .filter(|name| !keep(name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.instance_removed(&name);
+        }
+    }
+
     /// One POST's outcome: its HTTP status, or `None` (no response); `error` when it failed.
     pub fn delivery_attempt(&self, status: Option<u16>, error: Option<String>) {
         let label = StatusLabel {
@@ -416,11 +430,13 @@ impl Telemetry {
         let mut problems: Vec<String> = instances
             .iter()
             .filter(|i| i.state != InstanceState::Running)
-            .map(|i| match &i.last_error {
-                Some(e) if i.state == InstanceState::Retrying => {
-                    format!("instance {} is not running: {e}", i.name)
-                }
-                _ => format!("instance {} is not running ({:?})", i.name, i.state),
+            .map(|i| match (&i.state, &i.last_error) {
+                (InstanceState::WaitingForLibrary, _) => format!(
+                    "instance {} is waiting for a plugin library that exports class {}",
+                    i.name, i.class
+                ),
+                (_, Some(e)) => format!("instance {} is not running: {e}", i.name),
+                (_, None) => format!("instance {} is not running", i.name),
             })
             .collect();
         if let Some(since) = sender.failing_since {

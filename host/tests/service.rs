@@ -76,7 +76,7 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
     let install = Install::new(
         &[TEST_PLUGINS],
         &format!(
-            "settings: {{plugins: [Echo, Flaky], frontend: '{}', token: t, metrics_addr: '127.0.0.1:0', {FAST}}}\n\
+            "settings: {{plugins: [Echo, Flaky, Nope], frontend: '{}', token: t, metrics_addr: '127.0.0.1:0', {FAST}}}\n\
              Echo: {{label: m, interval: 0.02}}\nFlaky: {{mode: error}}\n",
             frontend.url
         ),
@@ -125,6 +125,10 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
         problems.contains("instance Flaky is not running"),
         "{problems}"
     );
+    assert!(
+        problems.contains("instance Nope is waiting for a plugin library that exports class Nope"),
+        "{problems}"
+    );
     let echo = health["instances"]
         .as_array()
         .unwrap()
@@ -138,7 +142,7 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
         "Flaky's errors are listed"
     );
 
-    // Without Flaky, healthy; then the frontend fails: unhealthy once it has failed for
+    // Without Flaky and Nope, healthy; then the frontend fails: unhealthy once it has failed for
     // max_timeout; healthy again once it accepts.
     install.write_config(&format!(
         "settings: {{plugins: [Echo], frontend: '{}', token: t, metrics_addr: '127.0.0.1:0', {FAST}}}\n\
@@ -146,7 +150,7 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
         frontend.url
     ));
     host.signal(Signal::SIGHUP);
-    wait_until("healthy without Flaky", || {
+    wait_until("healthy without Flaky and Nope", || {
         get(&format!("{url}/health")).0 == 200
     });
     frontend.answer(|_, _| status(503));

@@ -20,6 +20,7 @@ pub const SHIPPED_PLUGINS: &[(&str, &str)] = &[
         "calllogger-siemens-hipath-serial",
         "calllogger_siemens_hipath_serial",
     ),
+    ("calllogger-beronet", "calllogger_beronet"),
 ];
 
 fn main() -> Result<()> {

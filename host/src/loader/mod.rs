@@ -9,8 +9,8 @@
 //! - A truncated library crashes `dlopen` itself: so the copy's ELF structure is checked first.
 //!
 //! Before any of that, [`trust`] decides whether the file may be loaded at all. Rescanning the
-//! folder reuses every library whose file still has the same sha256, so only new and changed
-//! files are loaded again (a loaded library is never unloaded).
+//! folder reuses every library whose file is untouched, or rewritten with the same sha256, so
+//! only new and changed files are loaded again (a loaded library is never unloaded).
 
 #[cfg(all(unix, not(target_vendor = "apple")))]
 mod elf;
@@ -36,8 +36,8 @@ pub struct Library {
     pub sdk_version: String,
     /// The classes it exports.
     pub classes: Vec<ClassInfo>,
-    /// The sha256 of the file's bytes when it was loaded.
-    pub sha256: String,
+    /// The sha256 of the file's bytes when it was loaded, if it was computed (see [`Hashing`]).
+    pub sha256: Option<String>,
     /// Its size in bytes (what it keeps mapped once retired).
     pub size: u64,
     /// The file's identity and change times when it was read.
@@ -146,15 +146,29 @@ impl Registry {
     }
 }
 
+/// When a library's sha256 is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashing {
+    /// Always (for `calllogger plugins`, which lists the hashes).
+    Always,
+    /// When pins are set, or when rescanning (to tell a rewrite with the same bytes from a new
+    /// version): not at start-up, where hashing every library costs ~1 ms per MB.
+    WhenNeeded,
+}
+
 /// Loads every shared library in `dir` that `policy` trusts, copying each into `copy_dir`
-/// first. A library whose file is unchanged since `previous` (same path and sha256) is reused;
-/// a changed file that is refused leaves `previous`'s library in place, with the refusal noted.
+/// first. A library whose file is unchanged since `previous` (untouched, or the same sha256)
+/// is reused; a changed file that is refused leaves `previous`'s library in place, with the
+/// refusal noted.
 pub fn scan(
     dir: &Path,
     copy_dir: &Path,
     policy: &trust::Policy,
     previous: &Registry,
+    hashing: Hashing,
 ) -> Result<Registry, LoaderError> {
+    let hash =
+        hashing == Hashing::Always || !policy.pins.is_empty() || !previous.libraries.is_empty();
     let folder = std::fs::metadata(dir).map_err(|source| LoaderError::ReadDir {
         dir: dir.to_owned(),
         source,
@@ -184,10 +198,13 @@ pub fn scan(
                 return Ok(same.clone());
             }
             let data = read_all(handle, &fingerprint)?;
-            let sha256 = trust::sha256_hex(&data);
-            let pin = trust::check_pin(policy, &file_name(&file), &sha256)?;
+            let sha256 = hash.then(|| trust::sha256_hex(&data));
+            let pin = match &sha256 {
+                Some(sha256) => trust::check_pin(policy, &file_name(&file), sha256)?,
+                None => trust::Pin::Unpinned,
+            };
             match earlier {
-                Some(same) if same.sha256 == sha256 => Ok(same.clone()),
+                Some(same) if same.sha256.is_some() && same.sha256 == sha256 => Ok(same.clone()),
                 _ => load(&file, &data, sha256, &pin, fingerprint, copy_dir).map(Arc::new),
             }
         });
@@ -337,7 +354,7 @@ fn private_copy_path(file: &Path, copy_dir: &Path) -> PathBuf {
 fn load(
     file: &Path,
     data: &[u8],
-    sha256: String,
+    sha256: Option<String>,
     pin: &trust::Pin,
     fingerprint: Fingerprint,
     copy_dir: &Path,
