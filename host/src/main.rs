@@ -254,26 +254,7 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
     };
     let shutdown_timeout = Duration::from_secs_f64(config.shutdown_timeout);
     let plugin_dir = config.plugin_dir.clone();
-    // The optional listener for /health, /metrics and the status page.
-    let listener = match config.metrics_addr {
-        Some(addr) => {
-            let sources = status::Sources {
-                telemetry: telemetry.clone(),
-                spool: spool.clone(),
-                stuck_after: Duration::from_secs_f64(
-                    config.timeouts.max_timeout.max(config.request_timeout),
-                ),
-            };
-            let listener = status::start(&addr.to_string(), sources)
-                .with_context(|| format!("listening on settings.metrics_addr {addr}"))?;
-            tracing::info!(
-                "status page, /health and /metrics on http://{}/",
-                listener.addr
-            );
-            Some(listener)
-        }
-        None => None,
-    };
+    let listener = start_listener(&config, &telemetry, &spool)?;
     let mut plugins = Plugins::start(
         config,
         registry,
@@ -356,6 +337,31 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         Shutdown::Failed(_) => ExitCode::FAILURE,
         Shutdown::Signal(_) => ExitCode::SUCCESS,
     })
+}
+
+/// The optional listener for /health, /metrics and the status page.
+fn start_listener(
+    config: &Config,
+    telemetry: &Arc<Telemetry>,
+    spool: &Arc<Spool>,
+) -> anyhow::Result<Option<status::Listener>> {
+    let Some(addr) = config.metrics_addr else {
+        return Ok(None);
+    };
+    let sources = status::Sources {
+        telemetry: telemetry.clone(),
+        spool: spool.clone(),
+        stuck_after: Duration::from_secs_f64(
+            config.timeouts.max_timeout.max(config.request_timeout),
+        ),
+    };
+    let listener = status::start(&addr.to_string(), sources)
+        .with_context(|| format!("listening on settings.metrics_addr {addr}"))?;
+    tracing::info!(
+        "status page, /health and /metrics on http://{}/",
+        listener.addr
+    );
+    Ok(Some(listener))
 }
 
 fn sender_settings(config: &Config) -> SenderSettings {
