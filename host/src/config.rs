@@ -9,6 +9,8 @@ use serde_yaml::Value;
 
 use calllogger_plugin_sdk::ffi::TimeoutSettings;
 
+use calllogger_plugin_sdk::Secret;
+
 use crate::loader::trust::Policy;
 use crate::spool::Fsync;
 
@@ -61,37 +63,6 @@ pub struct SettingsLayer {
     pub metrics_addr: Option<String>,
 }
 
-/// A setting that must never be shown: its `Debug` is `"<redacted>"`, and a value of the wrong
-/// type is reported without echoing it (a number is taken as its digits).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match Value::deserialize(deserializer)? {
-            Value::String(s) => Ok(Self(s)),
-            Value::Number(n) => Ok(Self(n.to_string())),
-            Value::Null => Ok(Self::default()),
-            _ => Err(serde::de::Error::custom(
-                "settings.token must be a string (its value is not shown: it is a secret)",
-            )),
-        }
-    }
-}
-
 /// One config file: `settings:` plus a section per plugin class or instance.
 #[derive(Deserialize, Default)]
 struct Layer {
@@ -139,7 +110,7 @@ impl SettingsLayer {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Self {
         let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         Self {
-            token: var("TOKEN").map(Secret),
+            token: var("TOKEN").map(Secret::from),
             plugins: var("PLUGIN").map(|list| {
                 list.split(',')
                     .map(|p| p.trim().to_owned())
@@ -287,13 +258,15 @@ fn finish(
         message,
     };
     let missing = |key: &str| invalid(format!("settings.{key} is not set"));
+    // A week: longer is a typo, and would overflow the host's timers.
+    const LONGEST: f64 = 7.0 * 24.0 * 3600.0;
     let seconds = |key: &str, value: Option<f64>| -> Result<f64, ConfigError> {
         let v = value.ok_or_else(|| missing(key))?;
-        if v.is_finite() && v >= 0.0 {
+        if (0.0..=LONGEST).contains(&v) {
             Ok(v)
         } else {
             Err(invalid(format!(
-                "settings.{key} must be a number of seconds ≥ 0, not {v}"
+                "settings.{key} must be a number of seconds from 0 to {LONGEST} (a week), not {v}"
             )))
         }
     };
@@ -495,7 +468,10 @@ mod tests {
         let error = load_text("settings:\n  token: [SECRET-in-a-list]\n", &[])
             .expect_err("a list is not a token")
             .to_string();
-        assert!(error.contains("token"), "{error}");
+        assert!(
+            error.contains("a secret (token, password) must be a string"),
+            "{error}"
+        );
         assert!(!error.contains("SECRET"), "{error}");
     }
 

@@ -197,6 +197,16 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
             copy_dir.display()
         );
     }
+    // Watched from before the first scan, so a library that arrives during start-up is seen.
+    let (events_tx, events) = channel();
+    let _watcher = watch::start(&config.plugin_dir, events_tx.clone())
+        .map_err(|e| {
+            tracing::warn!(
+                "not watching {} for new plugins ({e}); send SIGHUP after changing it",
+                config.plugin_dir.display()
+            )
+        })
+        .ok();
     let registry = scan_plugins(&config, &copy_dir, loader::Hashing::WhenNeeded)?;
     for refusal in &registry.refused {
         tracing::warn!(file = %refusal.file.display(), "plugin library refused: {}", refusal.reason);
@@ -213,7 +223,6 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
     )?);
     let applier_stop = Arc::new(Stop::default());
     let applier = spool.start_applier(applier_stop.clone())?;
-    let (events_tx, events) = channel();
     #[cfg(unix)]
     signals::forward(events_tx.clone()).context("installing signal handlers")?;
 
@@ -253,7 +262,6 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         plugin_state: config.state_dir.join("plugins"),
     };
     let shutdown_timeout = Duration::from_secs_f64(config.shutdown_timeout);
-    let plugin_dir = config.plugin_dir.clone();
     let listener = start_listener(&config, &telemetry, &spool)?;
     let mut plugins = Plugins::start(
         config,
@@ -268,14 +276,6 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
     service::ready(&running);
 
     // 6. Watch: the plugins folder and SIGHUP, until a reason to shut down.
-    let _watcher = watch::start(&plugin_dir, events_tx.clone())
-        .map_err(|e| {
-            tracing::warn!(
-                "not watching {} for new plugins ({e}); send SIGHUP after changing it",
-                plugin_dir.display()
-            )
-        })
-        .ok();
     drop(events_tx);
     let watchdog = service::watchdog_interval();
     let reason = loop {
@@ -496,6 +496,10 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         println!("records go to: {} (token set)", config.frontend);
     } else {
         println!("records go to: the spool and stdout (no frontend and token configured)");
+    }
+    match config.metrics_addr {
+        Some(addr) => println!("status page, /health and /metrics: http://{addr}/"),
+        None => println!("status page, /health and /metrics: off (settings.metrics_addr)"),
     }
     if problems.is_empty() {
         println!("ok");

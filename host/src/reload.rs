@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
-use crate::loader::{self, Library, Registry};
+use crate::loader::{self, Library, Refusal, Registry};
 use crate::plan::{plan, MissingClass, Plan};
 use crate::supervisor::Supervisor;
 use crate::telemetry::{InstanceState, Telemetry};
@@ -97,14 +97,21 @@ impl Plugins {
             }
             self.telemetry.reload(false);
             for library in refused {
+                let reason = format!(
+                    "its instances failed to construct ({})",
+                    plan.errors.join("; ")
+                );
                 tracing::warn!(
                     file = %library.file.display(),
-                    "plugin library refused: its instances failed to construct ({}); the previous version, if any, runs on",
-                    plan.errors.join("; ")
+                    "plugin library refused: {reason}; the previous version, if any, runs on"
                 );
                 let previous = self.registry.library_at(&library.file).cloned();
                 registry.libraries.retain(|l| !Arc::ptr_eq(l, &library));
                 registry.libraries.extend(previous);
+                registry.refused.retain(|r| r.file != library.file);
+                registry
+                    .refused
+                    .push(Refusal::after_loading(&library, reason));
                 self.retire(library);
             }
         }
@@ -156,6 +163,9 @@ impl Plugins {
             plugin_dir: self.config.plugin_dir.clone(),
             ..config
         };
+        if plan.is_empty() {
+            tracing::info!("config reloaded: no instance to start, restart or stop");
+        }
         self.apply(plan, registry);
     }
 

@@ -12,9 +12,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use calllogger_plugin_sdk::ffi::TimeoutSettings;
-use calllogger_plugin_sdk::Timeout;
+use calllogger_plugin_sdk::{Secret, Timeout};
 
-use crate::config::Secret;
 use crate::spool::{Pending, Spool, SpoolError};
 use crate::stop::Stop;
 use crate::telemetry::Telemetry;

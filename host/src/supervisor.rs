@@ -87,7 +87,16 @@ impl Supervisor {
                 Ok(_) => {
                     self.running.insert(name, Running { spec, stop, ended });
                 }
-                Err(e) => tracing::error!(instance = %name, "cannot start a thread: {e}"),
+                Err(e) => {
+                    tracing::error!(instance = %name, "cannot start a thread: {e}");
+                    self.intake.telemetry.instance_state(
+                        &name,
+                        &spec.class,
+                        InstanceState::Retrying,
+                        Some(format!("cannot start a thread: {e}")),
+                        None,
+                    );
+                }
             }
         }
     }
@@ -161,18 +170,24 @@ fn supervise(
                 Err(e) => {
                     let wait = backoff.advance();
                     tracing::error!(instance = %name, "cannot restart: {e}; next try in {:.1} s", wait.as_secs_f64());
-                    telemetry.instance_state(
-                        &name,
-                        &class,
-                        InstanceState::Retrying,
-                        Some(e),
-                        Some(wait),
-                    );
+                    if stop.running() {
+                        telemetry.instance_state(
+                            &name,
+                            &class,
+                            InstanceState::Retrying,
+                            Some(e),
+                            Some(wait),
+                        );
+                    }
                     stop.wait(wait);
                     continue;
                 }
             },
         };
+        if !stop.running() {
+            // Told to stop while it was being built: its replacement may be reporting already.
+            break;
+        }
         tracing::info!(instance = %name, "started");
         telemetry.instance_state(&name, &class, InstanceState::Running, None, None);
         let started = Instant::now();

@@ -119,7 +119,13 @@ impl HourCounter {
     fn last_hour(&self, now: u64) -> u64 {
         let minute = now / 60;
         (0..60)
-            .filter(|&slot| minute - self.minutes[slot].load(Ordering::Relaxed) < 60)
+            // A slot from a later minute (the clock stepped back, or a push raced this read)
+            // is not in this hour.
+            .filter(|&slot| {
+                minute
+                    .checked_sub(self.minutes[slot].load(Ordering::Relaxed))
+                    .is_some_and(|age| age < 60)
+            })
             .map(|slot| self.counts[slot].load(Ordering::Relaxed))
             .sum()
     }
@@ -443,7 +449,7 @@ impl Telemetry {
             if now.saturating_sub(since) >= stuck_after.as_secs() {
                 problems.push(format!(
                     "delivery has failed for {} s: {}",
-                    now - since,
+                    now.saturating_sub(since),
                     sender.last_error.as_deref().unwrap_or("")
                 ));
             }
@@ -562,6 +568,11 @@ mod tests {
         assert_eq!(hour.last_hour(t0 + 60 * 60), 1, "minute t0 is an hour old");
         hour.add(t0 + 60 * 60); // reuses minute t0's slot
         assert_eq!(hour.last_hour(t0 + 60 * 60), 2);
+        assert_eq!(
+            hour.last_hour(t0 - 60),
+            0,
+            "a clock stepped back counts nothing newer"
+        );
     }
 
     #[test]

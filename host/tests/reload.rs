@@ -83,6 +83,13 @@ fn hot_add_replace_and_remove_while_records_flow_lose_nothing() {
     install.replace_library_by_rename(INCOMPATIBLE, FILE);
     host.wait_for_log("incompatible plugin interface", 1, WAIT);
     host.wait_for_log("the previous version runs on", 2, WAIT);
+    // Rescans do not load the refused file again (each load would stay mapped for good).
+    let before = private_copies_mapped(host.child.id());
+    for n in 1..=2 {
+        host.signal(Signal::SIGHUP);
+        host.wait_for_log("config reloaded: no instance to start", n, WAIT);
+    }
+    assert_eq!(private_copies_mapped(host.child.id()), before);
     let reached = line(records.last().unwrap());
     collect(&mut records, &host, &|r| line(r) >= reached + 50);
     let after_refusal: Vec<&Value> = records
@@ -178,6 +185,17 @@ fn sighup_restarts_only_the_changed_instance_and_keeps_running_on_a_broken_confi
     let log = host.terminate();
     assert_eq!(log.matches("reloading:").count(), 1, "{log}");
     assert!(!log.contains("b3"), "{log}");
+}
+
+/// How many private library copies (`state/libs/…`) the host has mapped.
+fn private_copies_mapped(pid: u32) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let copies: std::collections::BTreeSet<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|path| path.contains("/state/libs/"))
+        .collect();
+    copies.len()
 }
 
 /// Reads the host's resident set from /proc, in KiB.

@@ -116,6 +116,29 @@ fn pinned_libraries_load_and_unpinned_or_changed_ones_are_refused() {
     let (ok, report, _) = install.run_cli(&["check"]);
     assert!(ok, "{report}");
 
+    // Pins that leave out a running library, applied by SIGHUP: it stops.
+    install.write_config(&format!(
+        "settings: {{plugins: [Echo], trusted_plugins: {{Echo: {echo_hash}}}}}\nEcho: {{label: sec, interval: 0.02}}\n"
+    ));
+    let mut host = install.start();
+    host.records_until(WAIT, |_| true);
+    install.write_config(&format!(
+        "settings: {{plugins: [Echo], trusted_plugins: {{MockCalls: {mock_hash}}}}}\nEcho: {{label: sec, interval: 0.02}}\n"
+    ));
+    host.signal(nix::sys::signal::Signal::SIGHUP);
+    host.wait_for_log("reloading: stop Echo", 1, WAIT);
+    host.wait_for_log(
+        &format!("pins neither its file name nor its sha256 {echo_hash}"),
+        1,
+        WAIT,
+    );
+    while host.next_record(Duration::from_millis(300)).is_some() {}
+    assert!(
+        host.next_record(Duration::from_secs(1)).is_none(),
+        "the unpinned library still runs"
+    );
+    host.terminate();
+
     // A wrong pin for the file: refused, and the message gives the hash to pin.
     let wrong = "0".repeat(64);
     install.write_config(&format!(
@@ -172,6 +195,9 @@ fn the_token_appears_in_no_log_output_or_error() {
     ));
     let (ok, report, err) = install.run_cli(&["check"]);
     assert!(!ok);
-    assert!(err.contains("settings.token must be a string"), "{err}");
+    assert!(
+        err.contains("a secret (token, password) must be a string"),
+        "{err}"
+    );
     assert!(!report.contains(TOKEN) && !err.contains(TOKEN), "{err}");
 }

@@ -63,6 +63,7 @@ mod context;
 pub mod ffi;
 mod plugin;
 mod record;
+mod secret;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod testing;
@@ -71,6 +72,7 @@ mod timeout;
 pub use context::Context;
 pub use plugin::{parse_settings, Error, NoSettings, Plugin};
 pub use record::{Answered, CallType, Record, Timestamp};
+pub use secret::Secret;
 pub use timeout::Timeout;
 
 /// The FFI-safe standard types [`Record`]'s fields are made of (`ROption`, `RString`, …).
@@ -101,7 +103,7 @@ pub mod prelude {
     pub use crate::ffi::LogLevel;
     pub use crate::{
         export_plugins, settings, Answered, CallType, Context, Error, NoSettings, Plugin, Record,
-        Timeout, Timestamp,
+        Secret, Timeout, Timestamp,
     };
 }
 

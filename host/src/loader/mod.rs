@@ -59,6 +59,38 @@ impl Library {
 pub struct Refusal {
     pub file: PathBuf,
     pub reason: String,
+    /// Set when the file was refused after it was mapped: it is not loaded again (each load
+    /// stays mapped) until it changes.
+    loaded: Option<Fingerprint>,
+}
+
+impl Refusal {
+    /// `library`, loaded from `file`, refused for `reason` (its instances did not construct).
+    pub fn after_loading(library: &Library, reason: String) -> Self {
+        Self {
+            file: library.file.clone(),
+            reason,
+            loaded: Some(library.fingerprint.clone()),
+        }
+    }
+}
+
+/// Why one file was not (re)loaded, and whether the version loaded before may run on.
+struct Refused {
+    reason: String,
+    /// False when the bytes already running fail a trust check (the policy changed).
+    keep_previous: bool,
+    loaded: Option<Fingerprint>,
+}
+
+impl Refused {
+    fn new(reason: String) -> Self {
+        Self {
+            reason,
+            keep_previous: true,
+            loaded: None,
+        }
+    }
 }
 
 /// Why a configured class cannot be instantiated.
@@ -179,10 +211,15 @@ pub fn scan(
         dir: dir.to_owned(),
         source,
     })?;
-    create_private_dir(copy_dir).map_err(|source| LoaderError::CopyDir {
-        dir: copy_dir.to_owned(),
-        source,
-    })?;
+    let copies = create_private_dir(copy_dir)
+        .and_then(|()| std::fs::metadata(copy_dir))
+        .map_err(|source| LoaderError::CopyDir {
+            dir: copy_dir.to_owned(),
+            source,
+        })?;
+    // The copies are what gets loaded: their folder needs the same protection.
+    trust::check_permissions(policy, "private copy folder", copy_dir, &copies)
+        .map_err(LoaderError::Untrusted)?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -191,37 +228,88 @@ pub fn scan(
     files.sort();
     let mut registry = Registry::default();
     for file in files {
-        let outcome = open_trusted(&file, policy).and_then(|(handle, fingerprint)| {
-            let earlier = previous.library_at(&file);
-            // Untouched since it was loaded (a write or chmod changes the ctime): reuse it.
-            if let Some(same) = earlier.filter(|l| l.fingerprint == fingerprint) {
-                return Ok(same.clone());
-            }
-            let data = read_all(handle, &fingerprint)?;
-            let sha256 = hash.then(|| trust::sha256_hex(&data));
-            let pin = match &sha256 {
-                Some(sha256) => trust::check_pin(policy, &file_name(&file), sha256)?,
-                None => trust::Pin::Unpinned,
-            };
-            match earlier {
-                Some(same) if same.sha256.is_some() && same.sha256 == sha256 => Ok(same.clone()),
-                _ => load(&file, &data, sha256, &pin, fingerprint, copy_dir).map(Arc::new),
-            }
-        });
-        match outcome {
+        let earlier = previous.library_at(&file);
+        let refused_before = previous.refused.iter().find(|r| r.file == file);
+        match scan_one(&file, policy, earlier, refused_before, hash, copy_dir) {
             Ok(library) => {
                 tracing::debug!(file = %file.display(), sdk = %library.sdk_version, classes = library.classes.len(), "plugin library ready");
                 registry.libraries.push(library);
             }
-            Err(reason) => {
-                if let Some(kept) = previous.library_at(&file) {
-                    registry.libraries.push(kept.clone());
+            Err(refused) => {
+                if refused.keep_previous {
+                    registry.libraries.extend(earlier.cloned());
                 }
-                registry.refused.push(Refusal { file, reason });
+                registry.refused.push(Refusal {
+                    file,
+                    reason: refused.reason,
+                    loaded: refused.loaded,
+                });
             }
         }
     }
     Ok(registry)
+}
+
+/// Checks and loads one file, or reuses `earlier` (its library from the previous scan).
+fn scan_one(
+    file: &Path,
+    policy: &trust::Policy,
+    earlier: Option<&Arc<Library>>,
+    refused_before: Option<&Refusal>,
+    hash: bool,
+    copy_dir: &Path,
+) -> Result<Arc<Library>, Refused> {
+    let cannot_read = |e: std::io::Error| Refused::new(format!("cannot read: {e}"));
+    let handle = std::fs::File::open(file).map_err(cannot_read)?;
+    let meta = handle.metadata().map_err(cannot_read)?;
+    let fingerprint = Fingerprint::of(&meta);
+    // Untouched since it was loaded (a write or chmod changes the ctime): the same bytes.
+    let untouched = earlier.filter(|l| l.fingerprint == fingerprint);
+    // New bytes that fail a check leave the old version running; the running bytes failing a
+    // check (the policy changed on SIGHUP) stop.
+    let refuse = |reason: String| Refused {
+        keep_previous: untouched.is_none(),
+        ..Refused::new(reason)
+    };
+    // The checks run on the open handle: the file checked is the file read.
+    trust::check_permissions(policy, "plugin library", file, &meta).map_err(refuse)?;
+    if let Some(same) = untouched {
+        if policy.pins.is_empty() {
+            return Ok(same.clone());
+        }
+        if let Some(sha256) = &same.sha256 {
+            let pin = trust::check_pin(policy, &file_name(file), sha256).map_err(refuse)?;
+            trust::check_classes(&pin, same.classes.iter().map(|c| c.name.as_str()))
+                .map_err(refuse)?;
+            return Ok(same.clone());
+        }
+    }
+    if let Some(before) = refused_before.filter(|r| r.loaded.as_ref() == Some(&fingerprint)) {
+        return Err(Refused {
+            loaded: before.loaded.clone(),
+            ..Refused::new(before.reason.clone())
+        });
+    }
+    let data = read_all(handle, &fingerprint).map_err(Refused::new)?;
+    let sha256 = hash.then(|| trust::sha256_hex(&data));
+    let pin = match &sha256 {
+        Some(sha256) => trust::check_pin(policy, &file_name(file), sha256).map_err(refuse)?,
+        None => trust::Pin::Unpinned,
+    };
+    let reusable = untouched.or(earlier.filter(|l| l.sha256.is_some() && l.sha256 == sha256));
+    if let Some(same) = reusable {
+        trust::check_classes(&pin, same.classes.iter().map(|c| c.name.as_str())).map_err(refuse)?;
+        return Ok(same.clone());
+    }
+    let library =
+        load(file, &data, sha256, fingerprint.clone(), copy_dir).map_err(|reason| Refused {
+            loaded: Some(fingerprint),
+            ..Refused::new(reason)
+        })?;
+    // A class pin is checked once the classes are known; a retry after a SIGHUP is allowed.
+    trust::check_classes(&pin, library.classes.iter().map(|c| c.name.as_str()))
+        .map_err(Refused::new)?;
+    Ok(Arc::new(library))
 }
 
 /// Whether a folder entry's name is a plugin library's: the platform's library extension, and
@@ -264,18 +352,6 @@ impl Fingerprint {
             changed_ns,
         }
     }
-}
-
-/// Opens a library and checks its permissions on the open handle, so the file checked is the
-/// file read.
-fn open_trusted(
-    file: &Path,
-    policy: &trust::Policy,
-) -> Result<(std::fs::File, Fingerprint), String> {
-    let handle = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
-    let meta = handle.metadata().map_err(|e| format!("cannot read: {e}"))?;
-    trust::check_permissions(policy, "plugin library", file, &meta)?;
-    Ok((handle, Fingerprint::of(&meta)))
 }
 
 fn read_all(mut handle: std::fs::File, fingerprint: &Fingerprint) -> Result<Vec<u8>, String> {
@@ -335,6 +411,16 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// Writes a fresh owner-only file; fails if anything (a file, a symlink) is at `path` already.
+fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(data)
+}
+
 /// A name no other copy in this or any other process has used.
 fn private_copy_path(file: &Path, copy_dir: &Path) -> PathBuf {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -355,14 +441,13 @@ fn load(
     file: &Path,
     data: &[u8],
     sha256: Option<String>,
-    pin: &trust::Pin,
     fingerprint: Fingerprint,
     copy_dir: &Path,
 ) -> Result<Library, String> {
     #[cfg(all(unix, not(target_vendor = "apple")))]
     elf::check(data)?;
     let copy = private_copy_path(file, copy_dir);
-    std::fs::write(&copy, data).map_err(|e| format!("cannot copy to {}: {e}", copy.display()))?;
+    write_new(&copy, data).map_err(|e| format!("cannot copy to {}: {e}", copy.display()))?;
     let header = lib_header_from_path(&copy);
     // The library stays mapped after this; its private copy is no longer needed on disk.
     let _ = std::fs::remove_file(&copy);
@@ -378,7 +463,6 @@ fn load(
     if classes.is_empty() {
         return Err("exports no plugin classes".into());
     }
-    trust::check_classes(pin, classes.iter().map(|c| c.name.as_str()))?;
     Ok(Library {
         file: file.to_owned(),
         sdk_version,

@@ -10,11 +10,14 @@
 //! | 6 | incoming: the caller's number |
 //! | 8, 9, 10 | start, end, answer: `yy/mm/dd-HH:MM:SS` in the gateway's local time; answer `-` = not answered |
 //!
-//! A SIP display name may itself contain a comma, so only the fields above are trusted, and
-//! they are validated; a line that does not fit is an error, never a half-parsed record.
+//! A SIP display name (fields 4 to 7) may itself contain a comma, which shifts the fields after
+//! it: the times are found as the first two time fields from field 8 on, and the incoming
+//! number two fields before them. Every field used is validated; a line that does not fit is
+//! an error, never a half-parsed record.
 
 use calllogger_plugin_sdk::jiff::civil::DateTime;
 use calllogger_plugin_sdk::jiff::tz::TimeZone;
+use calllogger_plugin_sdk::jiff::Zoned;
 use calllogger_plugin_sdk::{Answered, CallType, Record, Timestamp};
 
 /// Why a line is not a call record.
@@ -57,16 +60,23 @@ pub fn parse(line: &str, tz: &TimeZone) -> Result<Record, CdrError> {
     if !outgoing && !fields[2].starts_with("SIP") {
         return Err(field_error(2, "source", fields[2], "ISDN:… or SIP:…"));
     }
-    let start = time(fields[8], 8, "start", tz)?;
-    let end = time(fields[9], 9, "end", tz)?;
-    let answer = match fields[10] {
+    // Start and end are the first two consecutive times from field 8 on (8 and 9 unless a
+    // display name held a comma).
+    let at = (8..fields.len() - 2)
+        .find(|&i| shaped_like_time(fields[i]) && shaped_like_time(fields[i + 1]))
+        .unwrap_or(8);
+    let start = local(fields[at], at, "start", tz, None)?;
+    let end = local(fields[at + 1], at + 1, "end", tz, Some(&start))?;
+    let answer = match fields[at + 2] {
         "-" => None,
-        text => Some(time(text, 10, "answer", tz)?),
+        text => Some(local(text, at + 2, "answer", tz, Some(&start))?),
     };
-    let seconds = |from: i64, to: i64| u32::try_from(to - from).ok();
     let too_early = || CdrError::EndsBeforeStart {
-        start: fields[8].into(),
-        end: fields[9].into(),
+        start: fields[at].into(),
+        end: fields[at + 1].into(),
+    };
+    let seconds = |from: &Zoned, to: &Zoned| {
+        u32::try_from(to.timestamp().as_second() - from.timestamp().as_second()).ok()
     };
     let mut record = Record::new(if outgoing {
         CallType::OUTGOING
@@ -75,40 +85,37 @@ pub fn parse(line: &str, tz: &TimeZone) -> Result<Record, CdrError> {
     })
     .date(Timestamp::from(&start))
     .raw(line.trim_end());
-    let (start, end) = (start.timestamp().as_second(), end.timestamp().as_second());
-    record = match answer {
+    record = match &answer {
         Some(answer) => {
-            let answer = answer.timestamp().as_second();
-            if answer < start || end < answer {
+            if end < *answer {
                 return Err(field_error(
-                    10,
+                    at + 2,
                     "answer",
-                    fields[10],
+                    fields[at + 2],
                     "a time between start and end",
                 ));
             }
             record
-                .ring(seconds(start, answer).ok_or_else(too_early)?)
-                .duration(seconds(answer, end).ok_or_else(too_early)?)
+                .ring(seconds(&start, answer).ok_or_else(too_early)?)
+                .duration(seconds(answer, &end).ok_or_else(too_early)?)
                 .answered(Answered::Yes)
         }
         None => record
-            .ring(seconds(start, end).ok_or_else(too_early)?)
+            .ring(seconds(&start, &end).ok_or_else(too_early)?)
             .answered(Answered::No),
     };
-    let number = if outgoing { fields[5] } else { fields[6] };
-    let number = number.trim();
+    let (index, name) = if outgoing {
+        (5, "number")
+    } else {
+        (at - 2, "number")
+    };
+    let number = fields[index].trim();
     if !number.is_empty() {
         if !number
             .bytes()
             .all(|b| b.is_ascii_digit() || b"*#+".contains(&b))
         {
-            return Err(field_error(
-                if outgoing { 5 } else { 6 },
-                "number",
-                number,
-                "a phone number",
-            ));
+            return Err(field_error(index, name, number, "a phone number"));
         }
         record = record.number(number);
     }
@@ -121,16 +128,21 @@ pub fn parse(line: &str, tz: &TimeZone) -> Result<Record, CdrError> {
     Ok(record)
 }
 
-/// `yy/mm/dd-HH:MM:SS`, local time in `tz` (a time a DST change skips or repeats is resolved
-/// as jiff's "compatible" strategy does).
-fn time(
-    text: &str,
-    field: usize,
-    name: &'static str,
-    tz: &TimeZone,
-) -> Result<calllogger_plugin_sdk::jiff::Zoned, CdrError> {
-    let bad = || field_error(field, name, text, "a time yy/mm/dd-HH:MM:SS");
-    let (date, clock) = text.split_once('-').ok_or_else(bad)?;
+/// Whether `text` has the shape `dd/dd/dd-dd:dd:dd` (valid or not: that is checked later,
+/// with an error naming the field).
+fn shaped_like_time(text: &str) -> bool {
+    text.len() == 17
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            2 | 5 => b == b'/',
+            8 => b == b'-',
+            11 | 14 => b == b':',
+            _ => b.is_ascii_digit(),
+        })
+}
+
+/// `yy/mm/dd-HH:MM:SS` as a civil time, if it is one.
+fn civil(text: &str) -> Option<DateTime> {
+    let (date, clock) = text.split_once('-')?;
     let numbers = |s: &str, sep: char| -> Option<[i16; 3]> {
         let mut parts = s.split(sep).map(|p| {
             (p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()))
@@ -140,9 +152,9 @@ fn time(
         let out = [parts.next()??, parts.next()??, parts.next()??];
         parts.next().is_none().then_some(out)
     };
-    let [yy, mo, dd] = numbers(date, '/').ok_or_else(bad)?;
-    let [hh, mi, ss] = numbers(clock, ':').ok_or_else(bad)?;
-    let civil = DateTime::new(
+    let [yy, mo, dd] = numbers(date, '/')?;
+    let [hh, mi, ss] = numbers(clock, ':')?;
+    DateTime::new(
         2000 + yy,
         mo as i8,
         dd as i8,
@@ -151,8 +163,27 @@ fn time(
         ss as i8,
         0,
     )
-    .map_err(|_| bad())?;
-    tz.to_ambiguous_zoned(civil).compatible().map_err(|_| bad())
+    .ok()
+}
+
+/// A time of the call in the gateway's zone. `after`: the call's start; a local time that the
+/// end of summer time repeats is then read as the occurrence nearest after it (a call from
+/// 02:59:50 to the second 02:00:10 lasts 20 s), a skipped one forward by the gap.
+fn local(
+    text: &str,
+    field: usize,
+    name: &'static str,
+    tz: &TimeZone,
+    after: Option<&Zoned>,
+) -> Result<Zoned, CdrError> {
+    let bad = || field_error(field, name, text, "a time yy/mm/dd-HH:MM:SS");
+    let ambiguous = tz.to_ambiguous_zoned(civil(text).ok_or_else(bad)?);
+    let Some(start) = after else {
+        return ambiguous.compatible().map_err(|_| bad());
+    };
+    let earlier = ambiguous.clone().earlier().map_err(|_| bad())?;
+    let later = ambiguous.later().map_err(|_| bad())?;
+    Ok(if earlier >= *start { earlier } else { later })
 }
 
 #[cfg(test)]
@@ -164,21 +195,45 @@ mod tests {
     }
 
     const OUT: &str = "CDR,18,ISDN:1:1,SIP,100,013231111,100 <sip:1@x>,<sip:2@x>,23/07/21-22:39:38,23/07/21-22:40:10,23/07/21-22:39:53,23/07/21-22:40:10,ISDN,EVENT_DISCONNECT:16,-,-";
+    const IN: &str = "CDR,19,SIP:197.141.21.5,ISDN:1:1,021203407 <sip:02642102@195.191.28.110>, <sip:02642102@197.141.21.5>,0212038407,02642102,23/07/21-22:44:55,23/07/21-22:45:06,23/07/21-22:44:58,23/07/21-22:45:06,ISDN,EVENT_DISCONNECT:16,-,-";
+
+    fn text(v: &calllogger_plugin_sdk::ROption<calllogger_plugin_sdk::RString>) -> String {
+        v.as_ref().map_or(String::new(), |s| s.to_string())
+    }
 
     #[test]
     fn an_answered_outgoing_call() {
         let r = parse(OUT, &utc()).unwrap();
         assert_eq!(r.call_type, CallType::OUTGOING);
-        assert_eq!(
-            r.number.as_ref().map(|s| s.as_str()).into_option(),
-            Some("013231111")
-        );
-        assert_eq!(
-            r.ext.as_ref().map(|s| s.as_str()).into_option(),
-            Some("100")
-        );
+        assert_eq!(text(&r.number), "013231111");
+        assert_eq!(text(&r.ext), "100");
         assert_eq!(r.ring.into_option(), Some(15));
         assert_eq!(r.duration.into_option(), Some(17));
+    }
+
+    #[test]
+    fn a_comma_in_a_display_name_shifts_nothing_that_is_read() {
+        let shifted = IN.replace("021203407 <sip", "Doe, J 021203407 <sip");
+        let r = parse(&shifted, &utc()).unwrap();
+        assert_eq!(r.call_type, CallType::RECEIVED);
+        assert_eq!(text(&r.number), "0212038407");
+        assert_eq!(r.ring.into_option(), Some(3));
+        assert_eq!(r.duration.into_option(), Some(8));
+    }
+
+    #[test]
+    fn a_call_across_the_end_of_summer_time_lasts_what_it_lasted() {
+        // Berlin, 2023-10-29: 02:00–03:00 happens twice.
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let line = OUT
+            .replace("23/07/21-22:39:38", "23/10/29-02:59:50")
+            .replace(
+                ",23/07/21-22:40:10,23/07/21-22:39:53,",
+                ",23/10/29-02:00:10,23/10/29-02:59:55,",
+            );
+        let r = parse(&line, &tz).unwrap();
+        assert_eq!(r.ring.into_option(), Some(5));
+        assert_eq!(r.duration.into_option(), Some(15));
     }
 
     #[test]

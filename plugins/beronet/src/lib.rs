@@ -37,8 +37,8 @@ pub struct Settings {
     address: String,
     /// API user name.
     username: String,
-    /// API password.
-    password: String,
+    /// API password (never shown, not even in a settings error).
+    password: Secret,
     /// Seconds between polls.
     #[serde(default = "default_poll")]
     poll_seconds: f64,
@@ -109,7 +109,17 @@ impl Plugin for BeroNet {
         } else {
             format!("http://{base}{CDR_PATH}")
         };
-        let credentials = format!("{}:{}", settings.username, settings.password);
+        if url.split("://").nth(1).is_some_and(|rest| {
+            rest.split('/')
+                .next()
+                .is_some_and(|host| host.contains('@'))
+        }) {
+            return Err(
+                "address must not carry a login (user@host): give username and password instead"
+                    .into(),
+            );
+        }
+        let credentials = format!("{}:{}", settings.username, settings.password.expose());
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs_f64(settings.request_timeout)))
             .http_status_as_error(false)
@@ -175,11 +185,13 @@ impl BeroNet {
             code @ (401 | 403) => return Err(PollError::Unauthorized(code)),
             code => return Err(PollError::Status(code)),
         }
-        let body = response
+        let bytes = response
             .body_mut()
             .with_config()
             .limit(64 * 1024 * 1024)
-            .read_to_string()?;
+            .read_to_vec()?;
+        // Caller names may come in another encoding than UTF-8: keep the line, mark the bytes.
+        let body = String::from_utf8_lossy(&bytes);
         let mut pushed = 0;
         for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
             if seen.contains(line) {

@@ -18,7 +18,7 @@ const AUTH: &str = "Basic YWRtaW46c2VjcmV0";
 /// A gateway on 127.0.0.1 serving `body` (changeable) to requests with the right login.
 struct Gateway {
     address: String,
-    body: Arc<Mutex<String>>,
+    body: Arc<Mutex<Vec<u8>>>,
     delay: Arc<Mutex<Duration>>,
     requests: Arc<Mutex<Vec<String>>>,
     server: Arc<tiny_http::Server>,
@@ -29,7 +29,7 @@ impl Gateway {
     fn start(body: &str) -> Self {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let address = server.server_addr().to_ip().unwrap().to_string();
-        let body = Arc::new(Mutex::new(body.to_owned()));
+        let body = Arc::new(Mutex::new(body.as_bytes().to_vec()));
         let delay = Arc::new(Mutex::new(Duration::ZERO));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let thread = {
@@ -48,7 +48,7 @@ impl Gateway {
                         .iter()
                         .any(|h| h.field.equiv("Authorization") && h.value.as_str() == AUTH);
                     let response = if authorized {
-                        tiny_http::Response::from_string(body.lock().unwrap().clone())
+                        tiny_http::Response::from_data(body.lock().unwrap().clone())
                     } else {
                         tiny_http::Response::from_string("login required").with_status_code(401)
                     };
@@ -141,7 +141,7 @@ fn polls_push_each_call_once_across_polls_and_restarts() {
         .body
         .lock()
         .unwrap()
-        .push_str(&format!("{new_call}\n"));
+        .extend_from_slice(format!("{new_call}\n").as_bytes());
     let again = TestHost::with_state_dir(state.path());
     run_until(gateway.plugin("secret", ""), &again, |h| {
         !h.records().is_empty()
@@ -229,4 +229,28 @@ fn a_malformed_line_is_counted_and_logged_once_and_the_rest_goes_through() {
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("field 8 (start)"), "{warnings:?}");
+}
+
+#[test]
+fn a_caller_name_in_latin_1_does_not_stop_the_poll() {
+    let incoming = SAMPLES.lines().nth(1).unwrap();
+    let text = format!(
+        "{SAMPLES}{}\n",
+        incoming
+            .replace("CDR,19,", "CDR,21,")
+            .replace("0212038407,", "0219999999,")
+            .replace("021203407 <sip", "M\u{fc}ller <sip")
+    );
+    // As a gateway may send a display name: ISO 8859-1, one byte per character.
+    let latin1: Vec<u8> = text
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap())
+        .collect();
+    let gateway = Gateway::start("");
+    *gateway.body.lock().unwrap() = latin1;
+    let host = TestHost::new();
+    run_until(gateway.plugin("secret", ""), &host, |h| {
+        h.records().len() == 6
+    });
+    assert!(numbers(&host.records()).contains(&"0219999999".to_owned()));
 }
