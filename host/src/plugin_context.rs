@@ -11,7 +11,7 @@ use abi_stable::{
     std_types::{RArc, RStr, RString},
 };
 use calllogger_plugin_sdk::ffi::{HostApi, HostApi_TO, HostHandle, LogLevel, TimeoutSettings};
-use calllogger_plugin_sdk::Record;
+use calllogger_plugin_sdk::{Record, Timeout};
 
 use crate::json;
 use crate::output::RecordSender;
@@ -80,13 +80,25 @@ impl HostApi for InstanceContext {
         self.stop.wait(timeout)
     }
 
-    /// Gives the record its id and makes it durable before returning.
+    /// Gives the record its id and makes it durable before returning. While the spool cannot
+    /// store it (a full disk, an I/O error), the push is held and retried with the instance's
+    /// decayed timeout, so the plugin stops reading and its source keeps what follows.
     fn push(&self, record: Record) {
         let id = json::new_id();
         let body = json::to_json(&id, &record);
-        if let Err(e) = self.intake.spool.append(&id, record.call_type.0, &body) {
-            // Not durable: at least the log keeps it.
-            tracing::error!(instance = %self.name, "cannot store a record: {e}; the record: {body}");
+        let mut retry: Option<Timeout> = None;
+        while let Err(e) = self.intake.spool.append(&id, record.call_type.0, &body) {
+            self.intake.telemetry.push_stalled();
+            let wait = retry
+                .get_or_insert_with(|| Timeout::new(self.timeouts))
+                .advance();
+            if !self.stop.running() {
+                // The host is stopping and cannot store it: the log is the last place left.
+                tracing::error!(instance = %self.name, "cannot store a record while stopping: {e}; the record: {body}");
+                return;
+            }
+            tracing::error!(instance = %self.name, "cannot store a record: {e}; the push is held and retried in {:.1} s (nothing is dropped)", wait.as_secs_f64());
+            self.stop.wait(wait);
         }
         self.pushed.add();
         if let Some(echo) = &self.intake.echo {

@@ -104,14 +104,19 @@ fn text(code: u16, content_type: &str, body: String) -> Response<std::io::Cursor
 }
 
 fn spool_figures(spool: &Spool) -> SpoolFigures {
+    let trouble = spool.trouble();
     match spool.counts() {
         Ok(counts) => SpoolFigures {
             pending: counts.pending + counts.unapplied,
             dead: counts.dead,
+            trouble,
         },
         Err(e) => {
             tracing::warn!("status: cannot count the spool: {e}");
-            SpoolFigures::default()
+            SpoolFigures {
+                trouble,
+                ..SpoolFigures::default()
+            }
         }
     }
 }

@@ -153,6 +153,7 @@ pub struct Telemetry {
     rejected: Family<RejectLabels, Counter>,
     spool_pending: Gauge,
     spool_dead: Gauge,
+    push_stalls: Counter,
     delivery_attempts: Family<StatusLabel, Counter>,
     retry_wait: Gauge<f64, AtomicU64>,
     restarts: Family<InstanceLabel, Counter>,
@@ -180,6 +181,7 @@ impl Telemetry {
             rejected: Family::default(),
             spool_pending: Gauge::default(),
             spool_dead: Gauge::default(),
+            push_stalls: Counter::default(),
             delivery_attempts: Family::default(),
             retry_wait: Gauge::default(),
             restarts: Family::default(),
@@ -213,6 +215,11 @@ impl Telemetry {
             "spool_dead_letters",
             "Records the frontend refused, kept aside",
             t.spool_dead.clone(),
+        );
+        registry.register(
+            "push_stalls",
+            "Pushes held because the spool journal could not be written (each retry counts)",
+            t.push_stalls.clone(),
         );
         registry.register(
             "delivery_attempts",
@@ -407,6 +414,11 @@ impl Telemetry {
         });
     }
 
+    /// A push was held: the spool could not store its record.
+    pub fn push_stalled(&self) {
+        self.push_stalls.inc();
+    }
+
     /// The Prometheus text exposition, with the spool figures read now.
     pub fn encode(&self, spool: SpoolFigures) -> String {
         self.spool_pending.set(spool.pending as i64);
@@ -445,6 +457,7 @@ impl Telemetry {
                 (_, None) => format!("instance {} is not running", i.name),
             })
             .collect();
+        problems.extend(spool.trouble.iter().map(|t| format!("spool: {t}")));
         if let Some(since) = sender.failing_since {
             if now.saturating_sub(since) >= stuck_after.as_secs() {
                 problems.push(format!(
@@ -469,11 +482,13 @@ impl Telemetry {
     }
 }
 
-/// The spool's counts, read when asked for.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+/// The spool's counts and troubles, read when asked for.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct SpoolFigures {
     pub pending: u64,
     pub dead: u64,
+    /// What keeps the spool from taking or storing records now (see `Spool::trouble`).
+    pub trouble: Vec<String>,
 }
 
 /// The host's state, as `/health` serves it.
@@ -584,15 +599,18 @@ mod tests {
         counter.add();
         t.rejected("Echo@a", "parse");
         t.delivery_attempt(Some(201), None);
+        t.push_stalled();
         let text = t.encode(SpoolFigures {
             pending: 7,
             dead: 1,
+            trouble: Vec::new(),
         });
         for line in [
             "calllogger_records_pushed_total{class=\"Echo\"} 2",
             "calllogger_rejected_lines_total{instance=\"Echo@a\",stage=\"parse\"} 1",
             "calllogger_spool_pending_records 7",
             "calllogger_delivery_attempts_total{status=\"201\"} 1",
+            "calllogger_push_stalls_total 1",
             "calllogger_instance_up{instance=\"Echo@a\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
@@ -624,5 +642,21 @@ mod tests {
         assert!(t
             .encode(SpoolFigures::default())
             .contains("calllogger_plugin_restarts_total{instance=\"Echo@a\"} 1"));
+    }
+
+    #[test]
+    fn a_spool_in_trouble_is_unhealthy() {
+        let t = Telemetry::new();
+        let spool = SpoolFigures {
+            trouble: vec!["cannot write to the spool journal: No space left on device".into()],
+            ..SpoolFigures::default()
+        };
+        let health = t.health(spool, Duration::from_secs(60));
+        assert!(!health.healthy);
+        assert!(
+            health.problems[0].contains("No space left"),
+            "{:?}",
+            health.problems
+        );
     }
 }
