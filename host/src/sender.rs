@@ -4,8 +4,11 @@
 //! object, or a batch as an array while a backlog is being worked off. 2xx: delivered. 401, 402,
 //! 403: the token is not accepted; the host keeps every record and exits non-zero. Another 4xx:
 //! the frontend refuses that record; it goes to the dead letters (in a refused batch, each
-//! record is tried alone to find the culprit). 429: wait `Retry-After`. Anything else
-//! (connection errors, timeouts, 404, 408, 5xx): retry after the decayed timeout.
+//! record is tried alone to find the culprit, so a 413 for a batch delivers it one by one).
+//! Anything else (3xx, connection errors, timeouts, 404, 408, 429, 5xx): retry after the
+//! decayed timeout, or after `Retry-After` when the frontend asks for longer, at most
+//! `max_timeout`. Redirects are never followed: the token and the records go only to
+//! `settings.frontend`, and a 3xx is logged with where it pointed.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -40,6 +43,10 @@ pub struct SenderSettings {
 /// The path records are posted to, below the frontend's base URL.
 pub const CDR_PATH: &str = "api/v1/monitor/cdr/";
 
+/// The shortest wait between two attempts, whatever the settings and the frontend say, so that
+/// no failure can make the sender spin.
+const MIN_RETRY_WAIT: Duration = Duration::from_millis(100);
+
 /// Why the sender gave up.
 #[derive(Debug, thiserror::Error)]
 pub enum SenderError {
@@ -56,12 +63,40 @@ pub enum SenderError {
     TokenCharacters,
 }
 
+/// Why one attempt failed in a way that keeps the records for a retry.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The request did not get an answer (see [`describe`]).
+    #[error("{0}")]
+    Request(String),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error(
+        "HTTP {status}, a redirect to {location}, which is not followed{}",
+        moved_hint(*.status, .location)
+    )]
+    Redirect { status: u16, location: String },
+}
+
+/// For a permanent redirect (301, 308): what to set `settings.frontend` to.
+fn moved_hint(status: u16, location: &str) -> String {
+    if !matches!(status, 301 | 308) {
+        return String::new();
+    }
+    let base = location
+        .strip_suffix(CDR_PATH)
+        .map(|base| base.trim_end_matches('/'))
+        .filter(|base| !base.is_empty())
+        .unwrap_or("the new base URL");
+    format!("; the frontend moved: set settings.frontend to {base}")
+}
+
 /// What one POST came to.
 #[derive(Debug)]
 enum Outcome {
     Delivered,
-    /// Try again later; `Some` when the frontend said when.
-    Retry(String, Option<Duration>),
+    /// Try again later; `Some` when the frontend said when (`Retry-After`).
+    Retry(Failure, Option<Duration>),
     Unauthorized(u16),
     Refused(u16, String),
 }
@@ -108,6 +143,7 @@ impl Sender {
         let client = reqwest::blocking::Client::builder()
             .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
             .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.request_timeout)
             .build()?;
         let url = format!("{}/{CDR_PATH}", settings.frontend.trim_end_matches('/'));
@@ -175,7 +211,7 @@ impl Sender {
                 Err(SenderError::Unauthorized(status, self.url.clone()))
             }
             Outcome::Retry(why, told) => {
-                let wait = told.unwrap_or_else(|| self.backoff.advance());
+                let wait = self.retry_wait(told);
                 tracing::warn!(
                     "delivery failed ({why}); retrying in {:.1} s",
                     wait.as_secs_f64()
@@ -211,6 +247,23 @@ impl Sender {
         }
     }
 
+    /// How long to wait before the next attempt: the decayed timeout (which advances), or
+    /// longer when the frontend asked for that, but never more than `max_timeout`.
+    fn retry_wait(&mut self, told: Option<Duration>) -> Duration {
+        let decayed = self.backoff.advance();
+        let cap = Duration::try_from_secs_f64(self.backoff.max_timeout).unwrap_or(Duration::MAX);
+        let wait = retry_wait(told, decayed, cap);
+        if let Some(told) = told.filter(|told| *told > wait) {
+            tracing::warn!(
+                "the frontend asked to wait {} s (Retry-After), longer than settings.max_timeout: \
+                 waiting {:.1} s",
+                told.as_secs(),
+                wait.as_secs_f64()
+            );
+        }
+        wait
+    }
+
     fn post(&self, batch: &[Pending]) -> Outcome {
         let body = match batch {
             [one] => one.body.clone(),
@@ -234,28 +287,51 @@ impl Sender {
             Err(e) => {
                 let why = describe(&e);
                 self.telemetry.delivery_attempt(None, Some(why.clone()));
-                return Outcome::Retry(why, None);
+                return Outcome::Retry(Failure::Request(why), None);
             }
         };
         let status = response.status().as_u16();
-        let failed = (!(200..300).contains(&status)).then(|| format!("HTTP {status}"));
-        self.telemetry.delivery_attempt(Some(status), failed);
-        match status {
-            200..=299 => Outcome::Delivered,
-            401..=403 => Outcome::Unauthorized(status),
-            429 => {
-                let told = response
-                    .headers()
-                    .get("Retry-After")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(retry_after);
-                Outcome::Retry("HTTP 429 Too Many Requests".into(), told)
-            }
-            404 | 408 => Outcome::Retry(format!("HTTP {status}"), None),
-            400..=499 => Outcome::Refused(status, response.text().unwrap_or_default()),
-            _ => Outcome::Retry(format!("HTTP {status}"), None),
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let told = header(reqwest::header::RETRY_AFTER).and_then(|v| retry_after(&v));
+        let failure = match status {
+            200..=299 => None,
+            300..=399 => Some(Failure::Redirect {
+                status,
+                location: header(reqwest::header::LOCATION)
+                    .map(|l| match response.url().join(&l) {
+                        Ok(url) => url.to_string(),
+                        Err(_) => l,
+                    })
+                    .map(|l| l.chars().take(200).collect())
+                    .unwrap_or_else(|| "nowhere (no Location)".into()),
+            }),
+            _ => Some(Failure::Status(status)),
+        };
+        self.telemetry
+            .delivery_attempt(Some(status), failure.as_ref().map(Failure::to_string));
+        match (status, failure) {
+            (_, None) => Outcome::Delivered,
+            (401..=403, _) => Outcome::Unauthorized(status),
+            (404 | 408 | 429, Some(failure)) => Outcome::Retry(failure, told),
+            (400..=499, _) => Outcome::Refused(status, response.text().unwrap_or_default()),
+            (_, Some(failure)) => Outcome::Retry(failure, told),
         }
     }
+}
+
+/// The wait before a retry: `max(told, decayed)`, at most `cap`, at least [`MIN_RETRY_WAIT`].
+/// A `Retry-After` of 0 or a past date keeps the backoff; one of days is cut to `cap`.
+fn retry_wait(told: Option<Duration>, decayed: Duration, cap: Duration) -> Duration {
+    told.unwrap_or_default()
+        .max(decayed)
+        .min(cap)
+        .max(MIN_RETRY_WAIT)
 }
 
 /// A request error without the URL's query or anything secret: the kind and the cause.
@@ -313,5 +389,52 @@ mod tests {
             "{header}: {wait:?}"
         );
         assert_eq!(retry_after("soon"), None);
+    }
+
+    #[test]
+    fn a_retry_waits_at_least_the_backoff_and_at_most_the_cap() {
+        let (s, ms) = (Duration::from_secs, Duration::from_millis);
+        let cap = s(5);
+        assert_eq!(retry_wait(None, s(2), cap), s(2));
+        assert_eq!(
+            retry_wait(Some(s(0)), s(2), cap),
+            s(2),
+            "0 keeps the backoff"
+        );
+        assert_eq!(retry_wait(Some(s(3)), s(2), cap), s(3), "longer if asked");
+        assert_eq!(retry_wait(Some(s(999_999)), s(2), cap), cap, "capped");
+        assert_eq!(
+            retry_wait(Some(Duration::MAX), s(2), Duration::MAX),
+            Duration::MAX,
+            "no overflow"
+        );
+        assert_eq!(
+            retry_wait(Some(s(0)), s(0), s(0)),
+            MIN_RETRY_WAIT,
+            "never spins"
+        );
+        assert_eq!(retry_wait(None, ms(150), cap), ms(150));
+    }
+
+    #[test]
+    fn a_redirect_says_where_it_pointed_and_a_permanent_one_what_to_set() {
+        let redirect = |status, location: &str| {
+            Failure::Redirect {
+                status,
+                location: location.into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            redirect(301, "https://new.example/crm/api/v1/monitor/cdr/"),
+            "HTTP 301, a redirect to https://new.example/crm/api/v1/monitor/cdr/, which is not \
+             followed; the frontend moved: set settings.frontend to https://new.example/crm"
+        );
+        assert!(redirect(308, "https://new.example/login")
+            .ends_with("set settings.frontend to the new base URL"));
+        assert_eq!(
+            redirect(302, "https://sso.example/login"),
+            "HTTP 302, a redirect to https://sso.example/login, which is not followed"
+        );
     }
 }

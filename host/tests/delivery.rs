@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::frontend::{created, status, Frontend, Received};
+use common::frontend::{created, status, Answer, Frontend, Received};
 use common::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -27,6 +27,50 @@ fn lines_of(records: &[Value], label: &str) -> Vec<u64> {
         .filter(|r| r["number"] == label)
         .map(|r| r["line"].as_u64().unwrap())
         .collect()
+}
+
+/// Records of Echo instance `label` (which pushed lines `1..=pushed`), counted by id.
+#[derive(Debug, PartialEq)]
+struct Tally {
+    /// Distinct ids the frontend stored (answered 2xx).
+    delivered: usize,
+    /// Copies stored beyond the first, per id.
+    duplicated: usize,
+    /// Lines pushed but never stored.
+    lost: Vec<u64>,
+}
+
+fn tally(frontend: &Frontend, label: &str, pushed: u64) -> Tally {
+    let records: Vec<Value> = frontend
+        .delivered()
+        .into_iter()
+        .filter(|r| r["number"] == label)
+        .collect();
+    let ids: BTreeSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let lines: BTreeSet<u64> = records
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), lines.len(), "one id per pushed record");
+    Tally {
+        delivered: ids.len(),
+        duplicated: records.len() - ids.len(),
+        lost: (1..=pushed).filter(|l| !lines.contains(l)).collect(),
+    }
+}
+
+/// Waits until every line `1..=pushed` of Echo instance `label` was stored at least once.
+fn wait_delivered(frontend: &Frontend, label: &str, pushed: u64, timeout: Duration) {
+    frontend.wait_until(timeout, &format!("{pushed} `{label}` records"), |r| {
+        r.iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .flat_map(Received::records)
+            .filter(|x| x["number"] == label)
+            .map(|x| x["line"].as_u64().unwrap())
+            .collect::<BTreeSet<_>>()
+            .len() as u64
+            >= pushed
+    });
 }
 
 fn spool_status(install: &Install) -> String {
@@ -400,4 +444,284 @@ fn a_full_spool_evicts_ringing_records_first_then_the_oldest() {
     let evicted: Vec<&str> = log.lines().filter(|l| l.contains("evicted")).collect();
     assert!(!evicted.is_empty(), "{log}");
     assert!(evicted[0].contains("INCOMING"), "{}", evicted[0]);
+}
+
+#[test]
+fn redirects_are_never_followed_and_every_record_waits_for_the_frontend() {
+    const CODES: [u16; 5] = [301, 302, 303, 307, 308];
+    let elsewhere = Frontend::start(|_, _| created());
+    let frontend = Frontend::start(|_, _| status(503));
+    let (moved, other) = (format!("{}/moved", frontend.url), elsewhere.url.clone());
+    // Each code twice, to this origin and to another one that would take anything; then 201.
+    let script = (moved.clone(), other.clone());
+    frontend.answer(move |_, n| match CODES.get(n / 2) {
+        Some(&code) => {
+            let base = if n % 2 == 0 { &script.0 } else { &script.1 };
+            let location = format!("{base}/api/v1/monitor/cdr/");
+            (code, vec![("Location", location)], String::new())
+        }
+        None => created(),
+    });
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        &config(
+            &frontend,
+            "t",
+            "timeout: 0.1, decay: 1.5, max_timeout: 0.5, plugins: [Echo]",
+            "Echo: {label: e, count: 40, interval: 0}",
+        ),
+    );
+    let mut host = install.start();
+    wait_delivered(&frontend, "e", 40, Duration::from_secs(40));
+    wait_pending(&install, 0);
+    let log = host.terminate();
+    assert_eq!(
+        tally(&frontend, "e", 40),
+        Tally {
+            delivered: 40,
+            duplicated: 0,
+            lost: vec![]
+        }
+    );
+    let received = frontend.received();
+    assert!(
+        received
+            .iter()
+            .all(|r| r.method == "POST" && r.path == "/api/v1/monitor/cdr/"),
+        "no redirect followed: {:?}",
+        received
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        received
+            .iter()
+            .map(|r| r.status)
+            .take(10)
+            .collect::<Vec<_>>(),
+        CODES.iter().flat_map(|&c| [c, c]).collect::<Vec<_>>()
+    );
+    assert!(
+        elsewhere.received().is_empty(),
+        "the other origin got nothing"
+    );
+    for (n, code) in CODES.iter().flat_map(|&c| [c, c]).enumerate() {
+        let base = if n % 2 == 0 { &moved } else { &other };
+        let line =
+            format!("HTTP {code}, a redirect to {base}/api/v1/monitor/cdr/, which is not followed");
+        assert!(log.contains(&line), "{line}:\n{log}");
+        let hint = format!("{line}; the frontend moved: set settings.frontend to {base})");
+        assert_eq!(log.contains(&hint), matches!(code, 301 | 308), "{hint}");
+    }
+    assert_eq!(log.matches("which is not followed").count(), 10, "{log}");
+}
+
+/// Answers `codes` in turn, each with the `Retry-After` values in turn.
+fn hostile(
+    codes: &'static [u16],
+    values: [&'static str; 2],
+) -> impl FnMut(&Received, usize) -> common::frontend::Reply {
+    move |_, n| {
+        let code = codes[n / 2 % codes.len()];
+        (
+            code,
+            vec![("Retry-After", values[n % 2].into())],
+            "slow down".into(),
+        )
+    }
+}
+
+#[test]
+fn a_retry_after_of_days_or_years_is_cut_to_max_timeout() {
+    let frontend = Frontend::start(hostile(
+        &[429, 503],
+        ["999999", "Thu, 01 Jan 2099 00:00:00 GMT"],
+    ));
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        &config(
+            &frontend,
+            "t",
+            "timeout: 0.2, decay: 2, max_timeout: 1, plugins: [Echo]",
+            "Echo: {label: e, count: 30, interval: 0}",
+        ),
+    );
+    let mut host = install.start();
+    frontend.wait_until(
+        Duration::from_secs(30),
+        "each hostile answer retried",
+        |r| r.len() >= 5,
+    );
+    frontend.answer(|_, _| created());
+    wait_delivered(&frontend, "e", 30, Duration::from_secs(30));
+    wait_pending(&install, 0);
+    let log = host.terminate();
+    assert_eq!(
+        tally(&frontend, "e", 30),
+        Tally {
+            delivered: 30,
+            duplicated: 0,
+            lost: vec![]
+        }
+    );
+    // What each capped wait was asked for, in seconds.
+    let asked: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("settings.max_timeout: waiting 1.0 s"))
+        .filter_map(|l| {
+            l.split("asked to wait ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(asked.contains(&999_999), "{log}");
+    assert!(
+        asked.iter().any(|s| *s > 70 * 365 * 86_400),
+        "the 2099 date: {log}"
+    );
+}
+
+#[test]
+fn a_retry_after_of_zero_or_the_past_keeps_the_backoff() {
+    let frontend = Frontend::start(hostile(&[429], ["0", "Wed, 21 Oct 2015 07:28:00 GMT"]));
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        &config(
+            &frontend,
+            "t",
+            "timeout: 0.2, decay: 2, max_timeout: 1, plugins: [Echo]",
+            "Echo: {label: e, count: 30, interval: 0}",
+        ),
+    );
+    let mut host = install.start();
+    frontend.wait_until(Duration::from_secs(20), "a first attempt", |r| {
+        !r.is_empty()
+    });
+    let first = frontend.received()[0].at;
+    let window = Duration::from_secs(3);
+    std::thread::sleep(
+        (first + window + Duration::from_millis(200)).saturating_duration_since(Instant::now()),
+    );
+    let in_window = frontend
+        .received()
+        .iter()
+        .filter(|r| r.at <= first + window)
+        .count();
+    // Waits of 0.2, 0.4, 0.8, 1, 1 … s allow 5 attempts in 3 s; a lost backoff makes thousands.
+    assert!(in_window <= 12, "{in_window} requests in {window:?}");
+    frontend.answer(|_, _| created());
+    wait_delivered(&frontend, "e", 30, Duration::from_secs(30));
+    wait_pending(&install, 0);
+    let log = host.terminate();
+    assert_eq!(
+        tally(&frontend, "e", 30),
+        Tally {
+            delivered: 30,
+            duplicated: 0,
+            lost: vec![]
+        }
+    );
+    let failed = frontend
+        .received()
+        .iter()
+        .filter(|r| r.status != 201)
+        .count();
+    assert_eq!(
+        log.matches("delivery failed").count(),
+        failed,
+        "one warning per failed attempt"
+    );
+}
+
+#[test]
+fn a_hanging_or_trickling_frontend_times_out_and_every_record_arrives() {
+    // 45 bytes, 0.1 s apart: 4.5 s for a response, against a request_timeout of 1 s.
+    let trickle = || Answer::Trickle(created(), Duration::from_millis(100));
+    let frontend = Frontend::start_with(move |_, n| match n {
+        0 | 2 => Answer::Hang,
+        1 | 3 => trickle(),
+        _ => Answer::Reply(created()),
+    });
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        &config(
+            &frontend,
+            "t",
+            "timeout: 0.2, decay: 2, max_timeout: 1, request_timeout: 1, plugins: [Echo]",
+            "Echo: {label: e, count: 10, interval: 0}",
+        ),
+    );
+    let mut host = install.start();
+    wait_delivered(&frontend, "e", 10, Duration::from_secs(40));
+    wait_pending(&install, 0);
+    let log = host.terminate();
+    let received = frontend.received();
+    let trickled: usize = received[1].records().len() + received[3].records().len();
+    assert_eq!(
+        tally(&frontend, "e", 10),
+        Tally {
+            delivered: 10,
+            // The trickled answers were stored but timed out: those records were sent again.
+            duplicated: trickled,
+            lost: vec![]
+        }
+    );
+    assert_eq!((received[0].status, received[2].status), (0, 0), "two hung");
+    assert_eq!(
+        log.matches("delivery failed (timed out").count(),
+        4,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_batch_too_large_for_the_frontend_is_sent_one_by_one() {
+    // Down first, so that a backlog builds and goes out in batches.
+    let frontend = Frontend::start(|_, _| status(503));
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        &config(
+            &frontend,
+            "t",
+            &format!("{FAST}, plugins: [Echo]"),
+            "Echo: {label: e, count: 30, interval: 0}",
+        ),
+    );
+    let mut host = install.start();
+    wait_pending(&install, 30);
+    frontend.answer(|r, _| {
+        if r.records().len() > 1 {
+            status(413)
+        } else {
+            created()
+        }
+    });
+    wait_delivered(&frontend, "e", 30, Duration::from_secs(30));
+    wait_pending(&install, 0);
+    let log = host.terminate();
+    assert_eq!(
+        tally(&frontend, "e", 30),
+        Tally {
+            delivered: 30,
+            duplicated: 0,
+            lost: vec![]
+        }
+    );
+    assert_eq!(
+        lines_of(&frontend.delivered(), "e"),
+        (1..=30).collect::<Vec<_>>()
+    );
+    assert!(
+        frontend
+            .received()
+            .iter()
+            .any(|r| r.body.is_array() && r.status == 413),
+        "the batch was refused first"
+    );
+    assert!(log.contains("HTTP 413): sending them one by one"), "{log}");
+    assert!(spool_status(&install).contains("dead letters: 0"));
 }

@@ -1,5 +1,7 @@
 //! A real HTTP frontend on 127.0.0.1 for the delivery tests, answering as a script says.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ pub struct Received {
     pub user_agent: String,
     pub content_type: String,
     pub body: Value,
-    /// What the frontend answered.
+    /// What the frontend answered (0: nothing, it hung).
     pub status: u16,
 }
 
@@ -33,9 +35,23 @@ impl Received {
 /// What to answer: status, extra headers, body.
 pub type Reply = (u16, Vec<(&'static str, String)>, String);
 
-type Script = Box<dyn FnMut(&Received, usize) -> Reply + Send>;
+/// How to answer one request.
+pub enum Answer {
+    /// At once.
+    Reply(Reply),
+    /// Never: the connection stays open, silent, until the client gives up.
+    Hang,
+    /// The whole response (status line included) one byte at a time, `Duration` apart. The
+    /// request counts as stored with the reply's status, as by a server that stored the
+    /// records before answering slowly.
+    Trickle(Reply, Duration),
+}
 
-/// The frontend: every request is recorded; replies come from the script.
+type Script = Box<dyn FnMut(&Received, usize) -> Answer + Send>;
+
+/// The frontend: every request is recorded; answers come from the script. A plain HTTP/1.1
+/// server on a `TcpListener` (one thread per connection, keep-alive), so that it can also
+/// hang and trickle.
 pub struct Frontend {
     pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
@@ -46,9 +62,15 @@ pub struct Frontend {
 
 impl Frontend {
     /// Starts answering every request with `script(request, index)`.
-    pub fn start(script: impl FnMut(&Received, usize) -> Reply + Send + 'static) -> Self {
-        let server = tiny_http::Server::http("127.0.0.1:0").expect("a loopback port");
-        let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+    pub fn start(mut script: impl FnMut(&Received, usize) -> Reply + Send + 'static) -> Self {
+        Self::start_with(move |r, n| Answer::Reply(script(r, n)))
+    }
+
+    /// Starts answering every request as `script(request, index)` says.
+    pub fn start_with(script: impl FnMut(&Received, usize) -> Answer + Send + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
         let script: Arc<Mutex<Script>> = Arc::new(Mutex::new(Box::new(script)));
         let stop = Arc::new(AtomicBool::new(false));
@@ -56,47 +78,13 @@ impl Frontend {
             let (received, script, stop) = (received.clone(), script.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok(Some(mut request)) = server.recv_timeout(Duration::from_millis(50))
-                    else {
-                        continue;
-                    };
-                    let header = |name: &str| {
-                        request
-                            .headers()
-                            .iter()
-                            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-                            .map(|h| h.value.to_string())
-                            .unwrap_or_default()
-                    };
-                    let (authorization, user_agent, content_type) = (
-                        header("Authorization"),
-                        header("User-Agent"),
-                        header("Content-Type"),
-                    );
-                    let mut text = String::new();
-                    std::io::Read::read_to_string(request.as_reader(), &mut text).unwrap();
-                    let got = Received {
-                        at: Instant::now(),
-                        method: request.method().to_string(),
-                        path: request.url().to_owned(),
-                        authorization,
-                        user_agent,
-                        content_type,
-                        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-                        status: 0,
-                    };
-                    let index = received.lock().unwrap().len();
-                    let (status, headers, body) = (script.lock().unwrap())(&got, index);
-                    received.lock().unwrap().push(Received { status, ..got });
-                    let mut response =
-                        tiny_http::Response::from_string(body).with_status_code(status);
-                    for (name, value) in headers {
-                        response.add_header(
-                            tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-                                .unwrap(),
-                        );
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let (received, script) = (received.clone(), script.clone());
+                            std::thread::spawn(move || serve(stream, &received, &script));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
-                    let _ = request.respond(response);
                 }
             })
         };
@@ -110,7 +98,12 @@ impl Frontend {
     }
 
     /// Replaces the script.
-    pub fn answer(&self, script: impl FnMut(&Received, usize) -> Reply + Send + 'static) {
+    pub fn answer(&self, mut script: impl FnMut(&Received, usize) -> Reply + Send + 'static) {
+        self.answer_with(move |r, n| Answer::Reply(script(r, n)));
+    }
+
+    /// Replaces the script with one that may also hang or trickle.
+    pub fn answer_with(&self, script: impl FnMut(&Received, usize) -> Answer + Send + 'static) {
         *self.script.lock().unwrap() = Box::new(script);
     }
 
@@ -149,6 +142,92 @@ impl Drop for Frontend {
             let _ = thread.join();
         }
     }
+}
+
+/// Answers the requests on one connection until the client closes it.
+fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, script: &Mutex<Script>) {
+    stream.set_nonblocking(false).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    while let Some(got) = read_request(&mut reader) {
+        let index = received.lock().unwrap().len();
+        let answer = (script.lock().unwrap())(&got, index);
+        let (reply, gap) = match answer {
+            Answer::Reply(reply) => (reply, None),
+            Answer::Trickle(reply, gap) => (reply, Some(gap)),
+            Answer::Hang => {
+                received.lock().unwrap().push(got);
+                // Silent until the client hangs up (or sends anything).
+                let _ = reader.read(&mut [0; 1]);
+                return;
+            }
+        };
+        let (status, headers, body) = reply;
+        received.lock().unwrap().push(Received { status, ..got });
+        let mut response = format!(
+            "HTTP/1.1 {status} Answer\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            response.push_str(&format!("{name}: {value}\r\n"));
+        }
+        response.push_str("\r\n");
+        response.push_str(&body);
+        let sent = match gap {
+            None => writer.write_all(response.as_bytes()),
+            Some(gap) => response.bytes().try_for_each(|byte| {
+                std::thread::sleep(gap);
+                writer.write_all(&[byte])
+            }),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+/// One HTTP/1.1 request (request line, headers, a `Content-Length` body); `None` at the end of
+/// the connection.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        header("transfer-encoding").is_empty(),
+        "the test frontend reads Content-Length bodies only"
+    );
+    let mut body = vec![0; header("content-length").parse().unwrap_or(0)];
+    reader.read_exact(&mut body).ok()?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    Some(Received {
+        at: Instant::now(),
+        method,
+        path,
+        authorization: header("authorization"),
+        user_agent: header("user-agent"),
+        content_type: header("content-type"),
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        status: 0,
+    })
 }
 
 /// A 201 with no headers.
