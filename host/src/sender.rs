@@ -131,6 +131,9 @@ struct Sender {
     authorization: reqwest::header::HeaderValue,
     telemetry: Arc<Telemetry>,
     backoff: Timeout,
+    /// Records the frontend accepted that the spool could not remove yet: removed before
+    /// anything else is sent, never sent again.
+    unremoved: Vec<i64>,
 }
 
 impl Sender {
@@ -161,37 +164,62 @@ impl Sender {
             authorization,
             telemetry,
             backoff,
+            unremoved: Vec::new(),
         })
     }
 
+    /// Delivers until stopped. A spool that cannot be read or changed (a full disk) is waited
+    /// out with the decayed timeout; only a refused token ends the sender.
     fn run(&mut self) -> Result<(), SenderError> {
         tracing::info!("delivering records to {}", self.url);
+        let mut spool_retry = Timeout::new(self.settings.timeouts);
         while self.stop.running() {
-            let pending = self.spool.pending_estimate()?;
-            if pending == 0 {
-                self.spool.wait_for_append(Duration::from_secs(1));
-                continue;
-            }
-            let backlog = pending > self.settings.backlog_trigger;
-            let mut batch =
-                self.spool
-                    .oldest(if backlog { self.settings.batch_size } else { 1 })?;
-            if backlog && self.settings.drop_stale_incoming {
-                let (stale, rest): (Vec<Pending>, Vec<Pending>) =
-                    batch.into_iter().partition(|p| p.call_type == 0);
-                if !stale.is_empty() {
-                    self.spool
-                        .remove(&stale.iter().map(|p| p.seq).collect::<Vec<_>>())?;
-                    tracing::info!(
-                        "backlog of {pending} records: dropped {} stale INCOMING (ringing) records",
-                        stale.len()
+            match self.step() {
+                Ok(()) => spool_retry.reset(),
+                Err(SenderError::Spool(e)) => {
+                    let wait = spool_retry.advance();
+                    tracing::error!(
+                        "delivery paused: {e}; retrying in {:.1} s (every record stays in the spool)",
+                        wait.as_secs_f64()
                     );
+                    self.stop.wait(wait);
                 }
-                batch = rest;
+                Err(fatal) => return Err(fatal),
             }
-            if !batch.is_empty() {
-                self.deliver(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// One round: finish what was delivered, then send the oldest record or a batch.
+    fn step(&mut self) -> Result<(), SenderError> {
+        if !self.unremoved.is_empty() {
+            self.spool.remove(&self.unremoved)?;
+            self.unremoved.clear();
+        }
+        let pending = self.spool.pending();
+        if pending == 0 {
+            self.spool.wait_for_append(Duration::from_secs(1));
+            return Ok(());
+        }
+        let backlog = pending > self.settings.backlog_trigger;
+        let mut batch = self
+            .spool
+            .oldest(if backlog { self.settings.batch_size } else { 1 })?;
+        if backlog && self.settings.drop_stale_incoming {
+            let (stale, rest): (Vec<Pending>, Vec<Pending>) =
+                batch.into_iter().partition(|p| p.call_type == 0);
+            if !stale.is_empty() {
+                self.spool
+                    .remove(&stale.iter().map(|p| p.seq).collect::<Vec<_>>())?;
+                tracing::info!(
+                    "backlog of {pending} records: dropped {} stale INCOMING (ringing) records",
+                    stale.len()
+                );
             }
+            batch = rest;
+        }
+        if !batch.is_empty() {
+            self.deliver(&batch)?;
         }
         Ok(())
     }
@@ -202,9 +230,12 @@ impl Sender {
         match self.post(batch) {
             Outcome::Delivered => {
                 self.backoff.reset();
-                self.spool
-                    .remove(&batch.iter().map(|p| p.seq).collect::<Vec<_>>())?;
                 tracing::debug!("delivered {} record(s)", batch.len());
+                let seqs: Vec<i64> = batch.iter().map(|p| p.seq).collect();
+                if let Err(e) = self.spool.remove(&seqs) {
+                    self.unremoved = seqs;
+                    return Err(e.into());
+                }
                 Ok(true)
             }
             Outcome::Unauthorized(status) => {

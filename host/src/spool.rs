@@ -353,9 +353,7 @@ impl Spool {
         loop {
             let mut db = self.db();
             let applied = self.apply_batch(journal, &mut db)?;
-            if applied.is_none() {
-                self.maintain(journal, &mut db)?;
-            }
+            self.maintain(journal, &mut db)?;
             MutexGuard::unlock_fair(db);
             let Some(applied) = applied else {
                 return Ok(total);
@@ -446,8 +444,8 @@ impl Spool {
         Ok(applied)
     }
 
-    /// With the journal applied: notices a journal file that was removed, cut short or
-    /// replaced, and starts a new generation when one is due.
+    /// After a batch: notices a journal file that was removed, cut short or replaced, and
+    /// starts a new generation (carrying the lines not yet applied) when one is due.
     fn maintain(&self, journal: &Journal, db: &mut Db) -> Result<(), SpoolError> {
         if db.recovering.is_some() {
             return Ok(());
@@ -795,8 +793,8 @@ impl Spool {
     }
 
     /// How many records are pending in the queue (kept as they come and go).
-    pub fn pending_estimate(&self) -> Result<u64, SpoolError> {
-        Ok(self.pending.load(Ordering::Relaxed))
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// Blocks until records reach the queue or `timeout` passes.

@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 pub mod frontend;
+pub mod http;
+pub mod mounts;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
