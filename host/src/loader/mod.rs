@@ -12,9 +12,9 @@
 //!
 //! Before any of that, [`trust`] decides whether the file may be loaded at all, and only a
 //! regular file is opened (a FIFO would block the scan forever, a device could react to being
-//! opened). Rescanning the
-//! folder reuses every library whose file is untouched, or rewritten with the same sha256, so
-//! only new and changed files are loaded again (a loaded library is never unloaded).
+//! opened). Rescanning the folder reuses every library whose file is untouched, or rewritten
+//! with the same sha256, so only new and changed files are loaded again (a loaded library is
+//! never unloaded).
 
 #[cfg(all(unix, not(target_vendor = "apple")))]
 mod elf;
@@ -189,9 +189,9 @@ pub enum Hashing {
 }
 
 /// Loads every shared library in `dir` that `policy` trusts, each from a private copy (in
-/// `copy_dir` where no memory file can be made). A library whose file is unchanged since `previous` (untouched, or the same sha256)
-/// is reused; a changed file that is refused leaves `previous`'s library in place, with the
-/// refusal noted.
+/// `copy_dir` where no memory file can be made). A library whose file is unchanged since
+/// `previous` (untouched, or the same sha256) is reused; a changed file that is refused leaves
+/// `previous`'s library in place, with the refusal noted.
 pub fn scan(
     dir: &Path,
     copy_dir: &Path,
