@@ -188,6 +188,9 @@ fn prepare(
 fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
     // 1. Config: defaults < file < environment < flags.
     let config = load_config(cli)?;
+    // What is in the state folder is delivered with the token: owner-only, like the plugins.
+    loader::state_dir::prepare(&config.plugin_policy, &config.state_dir)?;
+    loader::state_dir::log_free_space(&config.state_dir);
     // 2. Loader: every trusted library in the plugins folder, from private copies.
     let copy_dir = config.state_dir.join("libs");
     let stale = loader::clean_stale_copies(&copy_dir);
@@ -475,6 +478,9 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         .map(|r| format!("plugin library {} refused: {}", r.file.display(), r.reason))
         .collect();
     problems.extend(registry.conflicts().iter().map(ToString::to_string));
+    if let Err(e) = loader::state_dir::check(&config.plugin_policy, &config.state_dir) {
+        problems.push(e.to_string());
+    }
     match prepare(&config, &registry, MissingClass::IsError) {
         Ok(plan) => {
             for instance in plan.start {

@@ -2,7 +2,10 @@
 
 mod common;
 
-use std::time::Duration;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -22,7 +25,13 @@ fn two_plugin_libraries_load_side_by_side_and_a_class_from_each_runs() {
         }
         seen == (true, true)
     });
-    host.terminate();
+    let log = host.terminate();
+    // Start-up says how much room the spool has.
+    let state = install.dir.path().join("state");
+    assert!(
+        log.contains(&format!("state folder {}: ", state.display())) && log.contains(" MiB free"),
+        "{log}"
+    );
 }
 
 /// A real shared library that is not a plugin: the Rust standard library of the toolchain.
@@ -198,4 +207,228 @@ fn an_unknown_class_is_an_error_listing_the_available_ones() {
         Duration::from_secs(10),
     );
     host.terminate();
+}
+
+/// A tmpfs mounted over a folder for the length of a test: unmounted on drop, even on panic.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` at `dir`, owner-only (as the host wants its state folder).
+    fn mount(dir: &Path, bytes: u64) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let output = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(Self(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount").arg(&self.0).status();
+        if !unmounted.is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
+        }
+    }
+}
+
+/// Bytes an unprivileged writer can still store under `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    let stats = nix::sys::statvfs::statvfs(dir).unwrap();
+    stats.blocks_available() * stats.fragment_size()
+}
+
+/// Private library copies live in memory, not in `state_dir`: with too little room left there
+/// for a copy of any library, the plugins still load, deliver and hot-reload.
+#[test]
+fn a_state_dir_too_full_for_a_library_copy_still_loads_and_reloads_plugins() {
+    const FILE: &str = "libfixtures.so";
+    let install = Install::new(
+        &[],
+        "settings: {plugins: [Echo]}\nEcho: {label: full, interval: 0.1}\n",
+    );
+    install.add_library(TEST_PLUGINS, FILE);
+    let library_size = [TEST_PLUGINS, TEST_PLUGINS_V2]
+        .iter()
+        .map(|stem| std::fs::metadata(library(stem)).unwrap().len())
+        .min()
+        .unwrap();
+    let state = install.dir.path().join("state");
+    let _tmpfs = match Tmpfs::mount(&state, library_size + 8 * 1024 * 1024) {
+        Ok(tmpfs) => tmpfs,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true, but no tmpfs for the state folder: {e}")
+        }
+        Err(e) => {
+            // Not through the test harness's capture: this must show even though it returns.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** NOT RUN: a_state_dir_too_full_for_a_library_copy_still_loads_and_reloads_plugins \
+                 needs a tmpfs (run as root): {e} ***\n"
+            );
+            return;
+        }
+    };
+    // Leave room for the spool, but less than one library copy would take.
+    let room = library_size * 3 / 4;
+    let filler = vec![0u8; 1024 * 1024];
+    let mut fill = std::fs::File::create(state.join("filler")).unwrap();
+    while free_bytes(&state) > room + filler.len() as u64 {
+        fill.write_all(&filler).unwrap();
+    }
+    let rest = (free_bytes(&state) - room) as usize;
+    fill.write_all(&filler[..rest]).unwrap();
+    fill.sync_all().unwrap();
+    drop(fill);
+    let free = free_bytes(&state);
+    assert!(
+        free < library_size,
+        "{free} bytes free, a copy would still fit"
+    );
+
+    let mut host = install.start();
+    let version = |r: &serde_json::Value| r["ext"].as_str().unwrap_or_default().to_owned();
+    let mut records: Vec<_> = host
+        .records_until(Duration::from_secs(20), |r| r["line"].as_u64() >= Some(3))
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    // Replaced by rename: the new code runs (a reused /proc/self/fd/N path would load the old).
+    install.replace_library_by_rename(TEST_PLUGINS_V2, FILE);
+    records.extend(
+        host.records_until(Duration::from_secs(20), |r| {
+            version(r) == "0.2.0" && r["line"].as_u64() >= Some(3)
+        })
+        .into_iter()
+        .map(|r| r.1),
+    );
+    let log = host.terminate();
+    records.extend(host.remaining_records());
+    assert!(
+        log.contains(&format!("state folder {}: only ", state.display())),
+        "start-up warns that the state folder is nearly full:\n{log}"
+    );
+    assert!(!log.contains("cannot copy"), "{log}");
+    // Every record of each run, in order, none lost: its `line` counts from 1 per run.
+    let mut runs = Vec::new();
+    for record in &records {
+        let line = record["line"].as_u64().unwrap();
+        if line == 1 {
+            runs.push((version(record), 0));
+        }
+        let run = runs
+            .last_mut()
+            .expect("the first record of a run has line 1");
+        assert_eq!(line, run.1 + 1, "a record lost before {record}");
+        run.1 = line;
+        assert_eq!(record["number"], "full");
+    }
+    let versions: Vec<&str> = runs.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(versions, ["0.1.0", "0.2.0"], "{log}");
+}
+
+/// Runs a one-shot command, killing it (and failing) if it has not finished within `timeout`.
+fn run_within(install: &Install, args: &[&str], timeout: Duration) -> (bool, String, String) {
+    let mut child = install
+        .command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let Some(status) = status else {
+        panic!("calllogger {args:?} did not finish within {timeout:?}:\n{stdout}{stderr}");
+    };
+    (status.success(), stdout, stderr)
+}
+
+#[test]
+fn a_fifo_a_socket_or_a_device_in_the_plugins_folder_is_skipped_unopened() {
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Echo]}\nEcho: {label: fifo, interval: 0.05}\n",
+    );
+    let plugins = install.plugins();
+    nix::unistd::mkfifo(
+        &plugins.join("libx.so"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(plugins.join("libsocket.so")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", plugins.join("libnull.so")).unwrap();
+    let skipped = [
+        ("libx.so", "a FIFO"),
+        ("libsocket.so", "a socket"),
+        ("libnull.so", "a device"),
+    ];
+    let timeout = Duration::from_secs(20);
+    let (ok, table, _) = run_within(&install, &["plugins"], timeout);
+    assert!(
+        ok && table.lines().any(|l| l.starts_with("Echo ")),
+        "{table}"
+    );
+    let (ok, report, _) = run_within(&install, &["check"], timeout);
+    assert!(!ok, "check reports the skipped files:\n{report}");
+    for output in [&table, &report] {
+        for (file, kind) in skipped {
+            let line = output
+                .lines()
+                .find(|l| l.contains(&format!("/{file}")))
+                .unwrap_or_else(|| panic!("{file} is not named in:\n{output}"));
+            assert!(
+                line.contains(&format!(
+                    "skipped without opening it: {kind}, not a regular file"
+                )),
+                "{line}"
+            );
+        }
+    }
+
+    let mut host = install.start();
+    host.records_until(Duration::from_secs(20), |r| r["number"] == "fifo");
+    let log = host.terminate();
+    for (file, _) in skipped {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(file) && l.contains("skipped without opening it")),
+            "{log}"
+        );
+    }
 }

@@ -85,6 +85,7 @@ fn hot_add_replace_and_remove_while_records_flow_lose_nothing() {
     host.wait_for_log("the previous version runs on", 2, WAIT);
     // Rescans do not load the refused file again (each load would stay mapped for good).
     let before = private_copies_mapped(host.child.id());
+    assert!(before >= 2, "the copies loaded so far are mapped: {before}");
     for n in 1..=2 {
         host.signal(Signal::SIGHUP);
         host.wait_for_log("config reloaded: no instance to start", n, WAIT);
@@ -187,13 +188,19 @@ fn sighup_restarts_only_the_changed_instance_and_keeps_running_on_a_broken_confi
     assert!(!log.contains("b3"), "{log}");
 }
 
-/// How many private library copies (`state/libs/…`) the host has mapped.
+/// How many private library copies (memory files, or files in `state/libs/`) the host has
+/// mapped, told apart by device and inode (memory files of one library share a name).
 fn private_copies_mapped(pid: u32) -> usize {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let copies: std::collections::BTreeSet<&str> = maps
+    let copies: std::collections::BTreeSet<(&str, &str)> = maps
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|path| path.contains("/state/libs/"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| {
+            f.get(5).is_some_and(|path| {
+                path.starts_with("/memfd:calllogger:") || path.contains("/state/libs/")
+            })
+        })
+        .map(|f| (f[3], f[4]))
         .collect();
     copies.len()
 }

@@ -1,19 +1,24 @@
 //! Loader: finds plugin libraries in a folder, loads a private copy of each, and builds the
 //! registry of the classes they export.
 //!
-//! Three pitfalls shape this code (see the project's FACTS.md):
+//! Three pitfalls shape this code:
 //! - `dlopen` of a path already loaded returns the old library, and overwriting a mapped file
-//!   can crash the process: so every library is loaded from a fresh private copy.
+//!   can crash the process: so every library is loaded from a fresh private copy. On Linux the
+//!   copy is a sealed memory file, so it takes no space from `state_dir` (where the spool
+//!   lives); elsewhere, or if that fails, a file in `state_dir/libs`.
 //! - abi_stable's `RootModule::load_from_*` caches one module per type and would hand back the
 //!   first library for every file: so each header is read with `lib_header_from_path`.
 //! - A truncated library crashes `dlopen` itself: so the copy's ELF structure is checked first.
 //!
-//! Before any of that, [`trust`] decides whether the file may be loaded at all. Rescanning the
-//! folder reuses every library whose file is untouched, or rewritten with the same sha256, so
-//! only new and changed files are loaded again (a loaded library is never unloaded).
+//! Before any of that, [`trust`] decides whether the file may be loaded at all, and only a
+//! regular file is opened (a FIFO would block the scan forever, a device could react to being
+//! opened). Rescanning the folder reuses every library whose file is untouched, or rewritten
+//! with the same sha256, so only new and changed files are loaded again (a loaded library is
+//! never unloaded).
 
 #[cfg(all(unix, not(target_vendor = "apple")))]
 mod elf;
+pub mod state_dir;
 pub mod trust;
 
 use std::collections::BTreeMap;
@@ -113,11 +118,6 @@ pub enum LoaderError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot create the folder for private library copies {dir}: {source}")]
-    CopyDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
     #[error("{0}")]
     Untrusted(String),
 }
@@ -188,10 +188,10 @@ pub enum Hashing {
     WhenNeeded,
 }
 
-/// Loads every shared library in `dir` that `policy` trusts, copying each into `copy_dir`
-/// first. A library whose file is unchanged since `previous` (untouched, or the same sha256)
-/// is reused; a changed file that is refused leaves `previous`'s library in place, with the
-/// refusal noted.
+/// Loads every shared library in `dir` that `policy` trusts, each from a private copy (in
+/// `copy_dir` where no memory file can be made). A library whose file is unchanged since
+/// `previous` (untouched, or the same sha256) is reused; a changed file that is refused leaves
+/// `previous`'s library in place, with the refusal noted.
 pub fn scan(
     dir: &Path,
     copy_dir: &Path,
@@ -211,15 +211,6 @@ pub fn scan(
         dir: dir.to_owned(),
         source,
     })?;
-    let copies = create_private_dir(copy_dir)
-        .and_then(|()| std::fs::metadata(copy_dir))
-        .map_err(|source| LoaderError::CopyDir {
-            dir: copy_dir.to_owned(),
-            source,
-        })?;
-    // The copies are what gets loaded: their folder needs the same protection.
-    trust::check_permissions(policy, "private copy folder", copy_dir, &copies)
-        .map_err(LoaderError::Untrusted)?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -260,8 +251,12 @@ fn scan_one(
     copy_dir: &Path,
 ) -> Result<Arc<Library>, Refused> {
     let cannot_read = |e: std::io::Error| Refused::new(format!("cannot read: {e}"));
-    let handle = std::fs::File::open(file).map_err(cannot_read)?;
+    // Only a regular file is opened; the open cannot block, and the check is repeated on the
+    // opened handle in case the name was swapped in between.
+    regular_file(&std::fs::metadata(file).map_err(cannot_read)?).map_err(Refused::new)?;
+    let handle = open_nonblocking(file).map_err(cannot_read)?;
     let meta = handle.metadata().map_err(cannot_read)?;
+    regular_file(&meta).map_err(Refused::new)?;
     let fingerprint = Fingerprint::of(&meta);
     // Untouched since it was loaded (a write or chmod changes the ctime): the same bytes.
     let untouched = earlier.filter(|l| l.fingerprint == fingerprint);
@@ -302,9 +297,11 @@ fn scan_one(
         return Ok(same.clone());
     }
     let library =
-        load(file, &data, sha256, fingerprint.clone(), copy_dir).map_err(|reason| Refused {
-            loaded: Some(fingerprint),
-            ..Refused::new(reason)
+        load(file, &data, sha256, fingerprint.clone(), copy_dir, policy).map_err(|reason| {
+            Refused {
+                loaded: Some(fingerprint),
+                ..Refused::new(reason)
+            }
         })?;
     // A class pin is checked once the classes are known; a retry after a SIGHUP is allowed.
     trust::check_classes(&pin, library.classes.iter().map(|c| c.name.as_str()))
@@ -403,12 +400,48 @@ fn process_alive(pid: i32) -> bool {
     pid == std::process::id() as i32
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` (and any missing parent) readable and writable by the owner alone.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)
+}
+
+/// Refuses anything but a regular file (after symlinks): a FIFO, a socket, a device, a folder.
+fn regular_file(meta: &std::fs::Metadata) -> Result<(), String> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    use std::os::unix::fs::FileTypeExt as _;
+    let kind = meta.file_type();
+    let what = match () {
+        () if kind.is_dir() => "a folder",
+        #[cfg(unix)]
+        () if kind.is_fifo() => "a FIFO",
+        #[cfg(unix)]
+        () if kind.is_socket() => "a socket",
+        #[cfg(unix)]
+        () if kind.is_char_device() || kind.is_block_device() => "a device",
+        () => "something else",
+    };
+    Err(format!(
+        "skipped without opening it: {what}, not a regular file"
+    ))
+}
+
+/// Opens `file` for reading without blocking (a FIFO swapped in after the check opens at once).
+fn open_nonblocking(file: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        nix::fcntl::OFlag::O_NONBLOCK.bits(),
+    );
+    options.open(file)
 }
 
 /// Writes a fresh owner-only file; fails if anything (a file, a symlink) is at `path` already.
@@ -435,6 +468,109 @@ fn private_copy_path(file: &Path, copy_dir: &Path) -> PathBuf {
     ))
 }
 
+/// The private copy of a library's checked bytes that `dlopen` maps.
+struct PrivateCopy {
+    /// What `dlopen` is given.
+    path: PathBuf,
+    /// The sealed memory file behind `path` (`/proc/self/fd/N`); `None` for a file copy.
+    #[cfg(target_os = "linux")]
+    memory: Option<std::os::fd::OwnedFd>,
+}
+
+impl PrivateCopy {
+    /// Copies `data`, the bytes of `file`, into a memory file, or else into `copy_dir`.
+    fn new(
+        file: &Path,
+        data: &[u8],
+        copy_dir: &Path,
+        policy: &trust::Policy,
+    ) -> Result<Self, String> {
+        #[cfg(target_os = "linux")]
+        match memory_copy(file, data) {
+            Ok((fd, path)) => {
+                return Ok(Self {
+                    path,
+                    memory: Some(fd),
+                })
+            }
+            Err(e) => tracing::warn!(
+                file = %file.display(),
+                "cannot make an in-memory copy ({e}); loading from a copy in {} instead",
+                copy_dir.display()
+            ),
+        }
+        let copies = create_private_dir(copy_dir)
+            .and_then(|()| std::fs::metadata(copy_dir))
+            .map_err(|e| {
+                format!(
+                    "cannot create the folder for private library copies {}: {e}",
+                    copy_dir.display()
+                )
+            })?;
+        // The copies are what gets loaded: their folder needs the same protection.
+        trust::check_permissions(policy, "private copy folder", copy_dir, &copies)?;
+        let path = private_copy_path(file, copy_dir);
+        write_new(&path, data).map_err(|e| format!("cannot copy to {}: {e}", path.display()))?;
+        Ok(Self {
+            path,
+            #[cfg(target_os = "linux")]
+            memory: None,
+        })
+    }
+
+    /// Called once `dlopen` has mapped (or refused) the copy.
+    fn loaded(self) {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = self.memory {
+            // Never closed: glibc's `dlopen` looks a path up among the loaded objects by its
+            // name first, so were `/proc/self/fd/N` reused for a later library it would hand
+            // back this one. Libraries are never unloaded (and one that failed may stay loaded
+            // too), so keeping every memory file open keeps every name unique; the memory is
+            // the mapping's own.
+            std::mem::forget(fd);
+            return;
+        }
+        // The library stays mapped after this; a file copy is no longer needed on disk.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `data` in a new memory file (`memfd_create`), sealed against any change so the bytes the
+/// checks saw are the bytes `dlopen` maps; returns it with the path to load it by.
+#[cfg(target_os = "linux")]
+fn memory_copy(file: &Path, data: &[u8]) -> std::io::Result<(std::os::fd::OwnedFd, PathBuf)> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+
+    // Shown in /proc/PID/maps as `/memfd:calllogger:<file name> (deleted)`; at most 249 bytes.
+    let mut name = format!("calllogger:{}", file_name(file));
+    while name.len() > 200 {
+        name.pop();
+    }
+    let fd = memfd_create(
+        name.as_str(),
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let mut memory = std::fs::File::from(fd);
+    memory.write_all(data)?;
+    fcntl(
+        &memory,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", memory.as_raw_fd()));
+    // Without /proc (some sandboxes) there is no path to load it by.
+    std::fs::metadata(&path)?;
+    Ok((memory.into(), path))
+}
+
 /// Loads one library from a private copy of `data`, the bytes of `file`; the error is the
 /// reason it was refused.
 fn load(
@@ -443,19 +579,19 @@ fn load(
     sha256: Option<String>,
     fingerprint: Fingerprint,
     copy_dir: &Path,
+    policy: &trust::Policy,
 ) -> Result<Library, String> {
     #[cfg(all(unix, not(target_vendor = "apple")))]
     elf::check(data)?;
-    let copy = private_copy_path(file, copy_dir);
-    write_new(&copy, data).map_err(|e| format!("cannot copy to {}: {e}", copy.display()))?;
-    let header = lib_header_from_path(&copy);
-    // The library stays mapped after this; its private copy is no longer needed on disk.
-    let _ = std::fs::remove_file(&copy);
-    let header = header.map_err(|e| describe(&e, &copy, file))?;
+    let copy = PrivateCopy::new(file, data, copy_dir, policy)?;
+    let header = lib_header_from_path(&copy.path);
+    let loaded_from = copy.path.clone();
+    copy.loaded();
+    let header = header.map_err(|e| describe(&e, &loaded_from, file))?;
     let sdk_version = header.version_strings().version.to_string();
     let module = header
         .init_root_module::<PluginModuleRef>()
-        .map_err(|e| describe(&e, &copy, file))?;
+        .map_err(|e| describe(&e, &loaded_from, file))?;
     if module.panic_strategy() == PanicStrategy::Abort {
         return Err("built with panic = \"abort\": its first panic would kill the host; rebuild it with panic = \"unwind\"".into());
     }

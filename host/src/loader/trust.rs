@@ -32,6 +32,48 @@ pub fn check_permissions(
     path: &Path,
     meta: &Metadata,
 ) -> Result<(), String> {
+    check_owner_and_mode(
+        policy,
+        what,
+        path,
+        meta,
+        "they could run code as this service",
+        "root",
+    )
+}
+
+/// Checks the owner and mode of `state_dir` or of a spool file in it (`what` says which): what
+/// it holds is delivered with the token.
+pub fn check_record_permissions(
+    policy: &Policy,
+    what: &str,
+    path: &Path,
+    meta: &Metadata,
+) -> Result<(), String> {
+    #[cfg(unix)]
+    let owner = nix::unistd::geteuid().as_raw().to_string();
+    #[cfg(not(unix))]
+    let owner = String::new();
+    check_owner_and_mode(
+        policy,
+        what,
+        path,
+        meta,
+        "they could forge or remove the records delivered with this service's token",
+        &owner,
+    )
+}
+
+/// Refuses `path` if it is writable by group or others (`risk` says what they could do then),
+/// or owned by neither root nor this process's user (the fix gives it to `owner`).
+fn check_owner_and_mode(
+    policy: &Policy,
+    what: &str,
+    path: &Path,
+    meta: &Metadata,
+    risk: &str,
+    owner: &str,
+) -> Result<(), String> {
     if !policy.strict_permissions {
         return Ok(());
     }
@@ -39,6 +81,8 @@ pub fn check_permissions(
     {
         use std::os::unix::fs::MetadataExt;
         let shown = path.display();
+        let off = "settings.strict_plugin_permissions: false turns this check off, for \
+                   development only";
         let writable = match meta.mode() & 0o022 {
             0 => None,
             0o020 => Some("its group"),
@@ -47,9 +91,8 @@ pub fn check_permissions(
         };
         if let Some(who) = writable {
             return Err(format!(
-                "{what} {shown} is writable by {who} (mode {:o}), so they could run code as this \
-                 service; fix it with `chmod go-w {shown}` (settings.strict_plugin_permissions: \
-                 false turns this check off, for development only)",
+                "{what} {shown} is writable by {who} (mode {:o}), so {risk}; fix it with \
+                 `chmod go-w {shown}` ({off})",
                 meta.mode() & 0o7777
             ));
         }
@@ -57,14 +100,13 @@ pub fn check_permissions(
         if meta.uid() != 0 && meta.uid() != me {
             return Err(format!(
                 "{what} {shown} is owned by uid {}, neither root nor this service's user (uid \
-                 {me}); fix it with `chown root {shown}` (settings.strict_plugin_permissions: \
-                 false turns this check off, for development only)",
+                 {me}), so {risk}; fix it with `chown {owner} {shown}` ({off})",
                 meta.uid()
             ));
         }
     }
     #[cfg(not(unix))]
-    let _ = (what, path, meta);
+    let _ = (what, path, meta, risk, owner);
     Ok(())
 }
 
