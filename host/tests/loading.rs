@@ -3,8 +3,8 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -209,44 +209,6 @@ fn an_unknown_class_is_an_error_listing_the_available_ones() {
     host.terminate();
 }
 
-/// A tmpfs mounted over a folder for the length of a test: unmounted on drop, even on panic.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `bytes` at `dir`, owner-only (as the host wants its state folder).
-    fn mount(dir: &Path, bytes: u64) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let output = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={bytes},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "mount failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(Self(dir.to_owned()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount").arg(&self.0).status();
-        if !unmounted.is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
-        }
-    }
-}
-
 /// Bytes an unprivileged writer can still store under `dir`.
 fn free_bytes(dir: &Path) -> u64 {
     let stats = nix::sys::statvfs::statvfs(dir).unwrap();
@@ -269,21 +231,8 @@ fn a_state_dir_too_full_for_a_library_copy_still_loads_and_reloads_plugins() {
         .min()
         .unwrap();
     let state = install.dir.path().join("state");
-    let _tmpfs = match Tmpfs::mount(&state, library_size + 8 * 1024 * 1024) {
-        Ok(tmpfs) => tmpfs,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true, but no tmpfs for the state folder: {e}")
-        }
-        Err(e) => {
-            // Not through the test harness's capture: this must show even though it returns.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** NOT RUN: a_state_dir_too_full_for_a_library_copy_still_loads_and_reloads_plugins \
-                 needs a tmpfs (run as root): {e} ***\n"
-            );
-            return;
-        }
-    };
+    let _tmpfs =
+        common::mounts::Tmpfs::mount(&state, &(library_size + 8 * 1024 * 1024).to_string());
     // Leave room for the spool, but less than one library copy would take.
     let room = library_size * 3 / 4;
     let filler = vec![0u8; 1024 * 1024];

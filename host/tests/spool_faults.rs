@@ -171,7 +171,7 @@ fn a_journal_removed_cut_short_or_replaced_while_running_loses_nothing() {
     );
     let journal = state(&install).join("spool.journal");
     let mut host = install.start();
-    let mut step = |after: usize, fault: &dyn Fn()| {
+    let step = |after: usize, fault: &dyn Fn()| {
         frontend.wait_until(WAIT, "records before the fault", |_| {
             tally(&frontend, "live", 400).delivered >= after
         });
