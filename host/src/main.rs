@@ -542,7 +542,14 @@ fn spool_command(cli: &Cli, action: Option<SpoolAction>) -> anyhow::Result<ExitC
         None => {
             let counts = spool.counts()?;
             println!("spool: {}", spool.path().display());
-            println!("pending: {}", counts.pending);
+            // What a crash left in the journal is pending too: the host applies it at start.
+            println!("pending: {}", counts.pending + counts.unapplied);
+            if counts.unapplied > 0 {
+                println!(
+                    "  of which in the journal, not yet in the queue: {}",
+                    counts.unapplied
+                );
+            }
             println!("dead letters: {}", counts.dead);
             match counts.oldest_pending {
                 Some(pushed) => {

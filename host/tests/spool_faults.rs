@@ -398,3 +398,42 @@ fn a_flood_with_the_frontend_down_stays_bounded_and_stops_promptly() {
     let delivered: Vec<Value> = frontend.delivered();
     assert!(delivered.iter().all(|r| r["id"].is_string()));
 }
+
+#[test]
+fn what_a_crash_left_in_the_journal_is_counted_and_delivered() {
+    let frontend = Frontend::start(|_, _| status(503));
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        &config(&frontend, "plugins: [Echo]", &echo("left", 10, 0.01)),
+    );
+    let mut host = install.start();
+    frontend.wait_until(WAIT, "every record tried", |_| {
+        install.run_cli(&["spool"]).1.contains("pending: 10\n")
+    });
+    host.terminate();
+    // A line pushed just before a crash: in the journal, not yet in the queue.
+    let line = "2\t0\tleft-11\t{\"id\":\"left-11\",\"number\":\"left\",\"line\":11}\n";
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(state(&install).join("spool.journal"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+        .unwrap();
+    let (ok, out, err) = install.run_cli(&["spool"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("pending: 11\n"), "{out}");
+    assert!(out.contains("not yet in the queue: 1\n"), "{out}");
+    frontend.answer(|_, _| created());
+    install.write_config(&config(&frontend, "plugins: []", ""));
+    let mut host = install.start();
+    wait_delivered(&frontend, &host, "left", 11);
+    let log = host.terminate();
+    assert!(log.contains("recovered 1 records"), "{log}");
+    assert_eq!(
+        tally(&frontend, "left", 11),
+        Tally {
+            delivered: 11,
+            duplicated: 0,
+            lost: vec![]
+        }
+    );
+}
