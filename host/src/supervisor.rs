@@ -193,6 +193,7 @@ fn supervise(
         let started = Instant::now();
         let result = instance.run(context.handle()).into_result();
         drop(instance);
+        context.log_held_repeats();
         if !stop.running() {
             if let Err(e) = result {
                 tracing::warn!(instance = %name, "failed while stopping: {e}");

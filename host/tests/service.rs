@@ -531,3 +531,52 @@ fn requests_for_another_host_are_refused_and_nothing_is_sniffed() {
     }
     host.terminate();
 }
+
+#[test]
+fn a_plugin_message_cannot_forge_a_log_line_or_send_escapes() {
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Chatty]}\n\
+         Chatty: {message: \"first\\nERROR calllogger: forged line \\e[31mred\"}\n",
+    );
+    let mut host = install.start();
+    host.wait_for_log("chatty done", 1, WAIT);
+    let log = host.terminate();
+    assert!(
+        log.contains("first\\nERROR calllogger: forged line \\u{1b}[31mred"),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("ERROR calllogger: forged")),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+}
+
+#[test]
+fn a_message_repeated_in_a_tight_loop_is_logged_a_few_times_and_summed_up() {
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Chatty]}\nChatty: {message: the same again, seconds: 1.5}\n",
+    );
+    let mut host = install.start();
+    host.wait_for_log("chatty done", 1, Duration::from_secs(60));
+    let log = host.terminate();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the same again"))
+        .collect();
+    assert!(
+        lines.len() <= 20,
+        "{} lines of the repeated message",
+        lines.len()
+    );
+    // What was held back is counted: far more copies than were shown.
+    let held: u64 = lines
+        .iter()
+        .filter_map(|l| l.split("… (repeated ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(held > 100, "{held} copies held back:\n{}", lines.join("\n"));
+}
