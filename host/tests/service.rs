@@ -580,3 +580,41 @@ fn a_message_repeated_in_a_tight_loop_is_logged_a_few_times_and_summed_up() {
         .sum();
     assert!(held > 100, "{held} copies held back:\n{}", lines.join("\n"));
 }
+
+#[test]
+fn a_crash_in_plugin_code_is_reported_at_the_next_start_with_its_instance() {
+    use std::os::unix::process::ExitStatusExt;
+    for (how, signal) in [("segfault", Signal::SIGSEGV), ("abort", Signal::SIGABRT)] {
+        let install = Install::new(
+            &[TEST_PLUGINS],
+            &format!("settings: {{plugins: ['Crash@{how}']}}\n'Crash@{how}': {{how: {how}}}\n"),
+        );
+        let mut host = install.start();
+        let (status, _) = host.wait_exit(WAIT);
+        assert_eq!(
+            status.signal(),
+            Some(signal as i32),
+            "{status}; log:\n{}",
+            host.log()
+        );
+
+        install.write_config("settings: {plugins: [Echo]}\nEcho: {label: after}\n");
+        let mut host = install.start();
+        let library = install.plugins().join(format!("lib{TEST_PLUGINS}.so"));
+        host.wait_for_log(
+            &format!(
+                "the previous run died on {signal} while instance Crash@{how} (class Crash, library {}) was running plugin code",
+                library.display()
+            ),
+            1,
+            WAIT,
+        );
+        host.terminate();
+
+        // Reported once: the marker was cleared.
+        let mut host = install.start();
+        host.wait_for_log("running Echo", 1, WAIT);
+        let log = host.terminate();
+        assert!(!log.contains("previous run died"), "{log}");
+    }
+}
