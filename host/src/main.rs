@@ -11,6 +11,7 @@
 //! instances that starts, restarts and stops.
 
 mod config;
+mod crash;
 mod journal;
 mod json;
 mod loader;
@@ -224,6 +225,9 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         config.spool_max_records,
         spool::Role::Owner,
     )?);
+    if let Err(e) = crash::arm(&config.state_dir) {
+        tracing::warn!("{e}: a crash of this run will not be reported at the next start");
+    }
     let applier_stop = Arc::new(Stop::default());
     let applier = spool.start_applier(applier_stop.clone())?;
     #[cfg(unix)]

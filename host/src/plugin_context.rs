@@ -1,10 +1,11 @@
 //! The host's side of a plugin's [`Context`](calllogger_plugin_sdk::Context): what one
 //! instance's `running()`, `wait()`, `push()` and logging do.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -12,6 +13,7 @@ use abi_stable::{
 };
 use calllogger_plugin_sdk::ffi::{HostApi, HostApi_TO, HostHandle, LogLevel, TimeoutSettings};
 use calllogger_plugin_sdk::{Record, Timeout};
+use parking_lot::Mutex;
 
 use crate::json;
 use crate::output::RecordSender;
@@ -39,6 +41,7 @@ pub struct InstanceContext {
     timeouts: TimeoutSettings,
     pushed: PushCounter,
     echo_lost_reported: Arc<AtomicBool>,
+    repeats: Arc<Mutex<Repeats>>,
 }
 
 impl InstanceContext {
@@ -57,6 +60,26 @@ impl InstanceContext {
             intake,
             timeouts,
             echo_lost_reported: Arc::default(),
+            repeats: Arc::default(),
+        }
+    }
+
+    /// Logs how often the last message was held back, if it was (see [`Repeats`]): called
+    /// when a run ends, so a burst is summed up even if the instance logs nothing more.
+    pub fn log_held_repeats(&self) {
+        if let Some(held) = self.repeats.lock().take_held() {
+            self.emit(held.level, &held.summary());
+        }
+    }
+
+    fn emit(&self, level: LogLevel, message: &str) {
+        let name = &*self.name;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "plugin", instance = %name, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "plugin", instance = %name, "{message}"),
+            LogLevel::Info => tracing::info!(target: "plugin", instance = %name, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "plugin", instance = %name, "{message}"),
+            LogLevel::Error => tracing::error!(target: "plugin", instance = %name, "{message}"),
         }
     }
 
@@ -108,14 +131,16 @@ impl HostApi for InstanceContext {
         }
     }
 
+    /// Logs the message with its control characters escaped, at most [`REPEATS_SHOWN`] times
+    /// a second when it repeats.
     fn log(&self, level: LogLevel, message: RStr<'_>) {
-        let (name, message) = (&*self.name, message.as_str());
-        match level {
-            LogLevel::Trace => tracing::trace!(target: "plugin", instance = %name, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "plugin", instance = %name, "{message}"),
-            LogLevel::Info => tracing::info!(target: "plugin", instance = %name, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "plugin", instance = %name, "{message}"),
-            LogLevel::Error => tracing::error!(target: "plugin", instance = %name, "{message}"),
+        let message = escape_controls(message.as_str());
+        let (held, show) = self.repeats.lock().admit(level, &message, Instant::now());
+        if let Some(held) = held {
+            self.emit(held.level, &held.summary());
+        }
+        if show {
+            self.emit(level, &message);
         }
     }
 
@@ -138,5 +163,136 @@ impl HostApi for InstanceContext {
             tracing::error!(instance = %self.name, "cannot create its state folder {}: {e}", dir.display());
         }
         dir.to_string_lossy().into_owned().into()
+    }
+}
+
+/// `message` with its control characters (C0, DEL and C1: newlines, tabs, ESC, …) escaped as
+/// Rust writes them (`\n`, `\u{1b}`), so a plugin cannot forge log lines or send terminal
+/// sequences.
+fn escape_controls(message: &str) -> Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return Cow::Borrowed(message);
+    }
+    let mut escaped = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// How many copies of one message an instance may log in [`REPEAT_WINDOW`]; further copies
+/// are counted and summed up in one line.
+const REPEATS_SHOWN: u32 = 5;
+const REPEAT_WINDOW: Duration = Duration::from_secs(1);
+
+/// An instance's last log message, and how often it repeated in the current window.
+#[derive(Default)]
+struct Repeats {
+    last: Option<(LogLevel, String)>,
+    since: Option<Instant>,
+    shown: u32,
+    held: u64,
+}
+
+/// Copies of a message that were not logged.
+struct Held {
+    level: LogLevel,
+    message: String,
+    count: u64,
+}
+
+impl Held {
+    fn summary(&self) -> String {
+        format!("{} … (repeated {} more times)", self.message, self.count)
+    }
+}
+
+impl Repeats {
+    /// Whether to log `message` now; first, what to sum up of the copies held back before it.
+    fn admit(&mut self, level: LogLevel, message: &str, now: Instant) -> (Option<Held>, bool) {
+        let same = self
+            .last
+            .as_ref()
+            .is_some_and(|(l, m)| *l == level && m == message);
+        let in_window = self
+            .since
+            .is_some_and(|since| now.duration_since(since) < REPEAT_WINDOW);
+        if same && in_window {
+            if self.shown < REPEATS_SHOWN {
+                self.shown += 1;
+                return (None, true);
+            }
+            self.held += 1;
+            return (None, false);
+        }
+        let held = self.take_held();
+        if !same {
+            self.last = Some((level, message.to_owned()));
+        }
+        self.since = Some(now);
+        self.shown = 1;
+        (held, true)
+    }
+
+    /// The copies held back so far, if any (and forgets them).
+    fn take_held(&mut self) -> Option<Held> {
+        let count = std::mem::take(&mut self.held);
+        let (level, message) = self.last.as_ref()?;
+        (count > 0).then(|| Held {
+            level: *level,
+            message: message.clone(),
+            count,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(escape_controls("plain – ü"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_controls("a\nb\r\tc\u{1b}[31md\u{7f}\u{9b}e"),
+            "a\\nb\\r\\tc\\u{1b}[31md\\u{7f}\\u{9b}e"
+        );
+    }
+
+    #[test]
+    fn a_repeated_message_is_shown_five_times_a_second_then_summed_up() {
+        let mut repeats = Repeats::default();
+        let t0 = Instant::now();
+        let shown = (0..100)
+            .filter(|i| {
+                let (held, show) =
+                    repeats.admit(LogLevel::Warn, "same", t0 + Duration::from_millis(*i));
+                assert!(held.is_none());
+                show
+            })
+            .count();
+        assert_eq!(shown, 5);
+        // A different message ends the run: the held copies are summed up first.
+        let (held, show) = repeats.admit(LogLevel::Warn, "other", t0 + Duration::from_millis(200));
+        let held = held.unwrap();
+        assert!(show);
+        assert_eq!((held.count, held.message.as_str()), (95, "same"));
+        assert_eq!(held.summary(), "same … (repeated 95 more times)");
+        // The same text at another level is another message; after a second, it shows again.
+        assert!(
+            repeats
+                .admit(LogLevel::Error, "other", t0 + Duration::from_millis(300))
+                .1
+        );
+        assert!(
+            repeats
+                .admit(LogLevel::Error, "other", t0 + Duration::from_millis(1400))
+                .1
+        );
+        assert!(repeats.take_held().is_none());
     }
 }

@@ -2,25 +2,52 @@
 //! else 503), `/metrics` (Prometheus text) and `/`, a self-contained status page that reads
 //! `/health` every 5 seconds.
 //!
-//! A small blocking server (tiny_http) on one thread: scrapes and page loads are rare, and
-//! nothing here should compete with the record path.
+//! Scrapes and page loads are rare, and nothing here should compete with the record path, so
+//! the threads are bounded whatever the clients do: one thread polls every connection until
+//! its request head has arrived (an idle connection costs a file descriptor, no thread; it is
+//! closed after [`HEAD_TIMEOUT`], or when [`MAX_WAITING`] others are waiting), then hands it to
+//! one of [`WORKERS`] threads through a queue of [`QUEUE`] (a connection that finds the queue
+//! full is closed). Every answer closes its connection.
+//!
+//! Requests naming another host (`Host: evil.example`) are refused with 421, so a web page
+//! cannot reach the listener through a DNS name rebound to this machine.
 
-use std::net::SocketAddr;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Method, Response, Server};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use parking_lot::Mutex;
 
 use crate::spool::Spool;
 use crate::telemetry::{SpoolFigures, Telemetry};
 
 const PAGE: &str = include_str!("status/page.html");
 
+/// Threads answering requests.
+const WORKERS: usize = 4;
+/// Requests read and waiting for a worker.
+const QUEUE: usize = 32;
+/// Connections whose request head is still being read.
+const MAX_WAITING: usize = 256;
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker waits for a client to take its answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest request head read (request line and headers).
+const MAX_HEAD: usize = 8 * 1024;
+
 /// The running listener.
 pub struct Listener {
-    server: Arc<Server>,
-    thread: JoinHandle<()>,
+    /// Written to (or dropped) to stop the polling thread.
+    wake: UnixStream,
+    threads: Vec<JoinHandle<()>>,
     /// The address it listens on (the port is chosen by the OS when it was 0).
     pub addr: SocketAddr,
 }
@@ -35,40 +62,245 @@ pub struct Sources {
 
 /// Listens on `addr` (e.g. `127.0.0.1:9464`).
 pub fn start(addr: &str, sources: Sources) -> std::io::Result<Listener> {
-    let server = Arc::new(Server::http(addr).map_err(std::io::Error::other)?);
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| std::io::Error::other("not an IP listener"))?;
-    let serving = server.clone();
-    let thread = std::thread::Builder::new()
-        .name("status".into())
-        .spawn(move || {
-            for request in serving.incoming_requests() {
-                let response = respond(request.method(), request.url(), &sources);
-                let _ = request.respond(response);
-            }
-        })?;
+    let socket = TcpListener::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    let addr = socket.local_addr()?;
+    let (wake, woken) = UnixStream::pair()?;
+    let (queue, requests) = sync_channel::<Request>(QUEUE);
+    let requests = Arc::new(Mutex::new(requests));
+    let sources = Arc::new(sources);
+    let names = Arc::new(HostNames::of_this_machine());
+    let mut threads = Vec::with_capacity(WORKERS + 1);
+    for n in 0..WORKERS {
+        let (requests, sources, names) = (requests.clone(), sources.clone(), names.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("status-{n}"))
+                .spawn(move || work(&requests, &sources, &names))?,
+        );
+    }
+    threads.push(
+        std::thread::Builder::new()
+            .name("status".into())
+            .spawn(move || accept(&socket, &woken, &queue))?,
+    );
     Ok(Listener {
-        server,
-        thread,
+        wake,
+        threads,
         addr,
     })
 }
 
 impl Listener {
-    /// Stops listening and waits for the request in hand.
+    /// Stops listening and waits for the requests in hand.
     pub fn stop(self) {
-        self.server.unblock();
-        let _ = self.thread.join();
+        // The polling thread ends when its end of the pair becomes readable (or hangs up), and
+        // the workers when it drops the queue.
+        let _ = (&self.wake).write_all(b"x");
+        drop(self.wake);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
     }
 }
 
-fn respond(method: &Method, url: &str, sources: &Sources) -> Response<std::io::Cursor<Vec<u8>>> {
-    let path = url.split('?').next().unwrap_or(url);
-    if !matches!(method, Method::Get | Method::Head) {
-        return text(405, "text/plain; charset=utf-8", "GET only\n".into());
+/// A connection whose request head has arrived.
+struct Request {
+    stream: TcpStream,
+    head: Vec<u8>,
+}
+
+/// A connection still sending its request head.
+struct Waiting {
+    stream: TcpStream,
+    head: Vec<u8>,
+    since: Instant,
+}
+
+/// The polling thread: accepts connections, reads their request heads without blocking, and
+/// queues complete ones for the workers.
+fn accept(socket: &TcpListener, woken: &UnixStream, queue: &SyncSender<Request>) {
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    loop {
+        let timeout = waiting.front().map_or(PollTimeout::NONE, |oldest| {
+            let left = HEAD_TIMEOUT.saturating_sub(oldest.since.elapsed());
+            // Rounded up, so a wake-up never comes before the deadline it is for.
+            PollTimeout::try_from(left + Duration::from_millis(1)).unwrap_or(PollTimeout::MAX)
+        });
+        let (stop, incoming, ready) = {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(waiting.len() + 2);
+            fds.push(PollFd::new(woken.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(socket.as_fd(), PollFlags::POLLIN));
+            fds.extend(
+                waiting
+                    .iter()
+                    .map(|w| PollFd::new(w.stream.as_fd(), PollFlags::POLLIN)),
+            );
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("status listener stopped: cannot poll its connections: {e}");
+                    return;
+                }
+            }
+            let fired = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            let ready: Vec<bool> = fds[2..].iter().map(fired).collect();
+            (fired(&fds[0]), fired(&fds[1]), ready)
+        };
+        if stop {
+            return;
+        }
+        // Read what arrived; the connections done with (queued, closed, too slow) go.
+        let mut kept = VecDeque::with_capacity(waiting.len());
+        for (mut w, ready) in waiting.drain(..).zip(ready) {
+            if ready {
+                match read_head(&mut w) {
+                    HeadState::Partial => {}
+                    HeadState::Complete => {
+                        queued(
+                            queue,
+                            Request {
+                                stream: w.stream,
+                                head: w.head,
+                            },
+                        );
+                        continue;
+                    }
+                    HeadState::Closed => continue,
+                }
+            }
+            if w.since.elapsed() < HEAD_TIMEOUT {
+                kept.push_back(w);
+            }
+        }
+        waiting = kept;
+        if incoming {
+            accept_new(socket, &mut waiting);
+        }
     }
+}
+
+/// Accepts every pending connection; beyond [`MAX_WAITING`], the oldest waiting one is closed.
+fn accept_new(socket: &TcpListener, waiting: &mut VecDeque<Waiting>) {
+    loop {
+        match socket.accept() {
+            Ok((stream, _)) => {
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                if waiting.len() >= MAX_WAITING {
+                    waiting.pop_front();
+                }
+                waiting.push_back(Waiting {
+                    stream,
+                    head: Vec::new(),
+                    since: Instant::now(),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Out of file descriptors, say: make room (or, with none to close, pause so
+                // the still-pending connection does not spin the poll), and try again.
+                tracing::debug!("status listener: cannot accept a connection: {e}");
+                if waiting.pop_front().is_none() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Hands a request to the workers, or closes it when they are all busy and the queue is full.
+fn queued(queue: &SyncSender<Request>, request: Request) {
+    match queue.try_send(request) {
+        Ok(()) => {}
+        Err(TrySendError::Full(request) | TrySendError::Disconnected(request)) => {
+            let _ = request.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+enum HeadState {
+    Partial,
+    /// The blank line ending the head arrived, or the head is too long (answered with 431).
+    Complete,
+    Closed,
+}
+
+fn read_head(waiting: &mut Waiting) -> HeadState {
+    let mut buffer = [0u8; 2048];
+    loop {
+        match waiting.stream.read(&mut buffer) {
+            Ok(0) => return HeadState::Closed,
+            Ok(n) => {
+                waiting.head.extend_from_slice(&buffer[..n]);
+                if waiting.head.windows(4).any(|w| w == b"\r\n\r\n")
+                    || waiting.head.len() > MAX_HEAD
+                {
+                    return HeadState::Complete;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return HeadState::Partial,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return HeadState::Closed,
+        }
+    }
+}
+
+/// A worker: answers queued requests until the queue is dropped.
+fn work(requests: &Mutex<Receiver<Request>>, sources: &Sources, names: &HostNames) {
+    loop {
+        let Ok(Request { stream, head }) = requests.lock().recv() else {
+            return;
+        };
+        let response = respond(&head, sources, names);
+        let mut stream = stream;
+        if stream.set_nonblocking(false).is_ok()
+            && stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_ok()
+        {
+            let _ = stream.write_all(&response);
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// The answer to a request head, status line to body.
+fn respond(head: &[u8], sources: &Sources, names: &HostNames) -> Vec<u8> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if head.len() > MAX_HEAD {
+        return response(431, PLAIN, "request head too long\n".into(), true);
+    }
+    let Some(request) = parse(head) else {
+        return response(400, PLAIN, "bad request\n".into(), true);
+    };
+    let with_body = request.method != "HEAD";
+    if request.method != "GET" && request.method != "HEAD" {
+        return response(405, PLAIN, "GET only\n".into(), true);
+    }
+    match request.host {
+        None if request.version_1_1 => {
+            return response(400, PLAIN, "no Host header\n".into(), with_body);
+        }
+        Some(host) if !names.allows(host) => {
+            return response(
+                421,
+                PLAIN,
+                format!(
+                    "this listener answers to an IP address, localhost or {}, not `{host}`\n",
+                    names
+                        .hostname
+                        .as_deref()
+                        .unwrap_or("the machine's host name")
+                ),
+                with_body,
+            );
+        }
+        _ => {}
+    }
+    let path = request.target.split('?').next().unwrap_or(request.target);
     match path {
         "/health" => {
             let health = sources
@@ -76,31 +308,125 @@ fn respond(method: &Method, url: &str, sources: &Sources) -> Response<std::io::C
                 .health(spool_figures(&sources.spool), sources.stuck_after);
             let code = if health.healthy { 200 } else { 503 };
             let body = serde_json::to_string_pretty(&health).unwrap_or_default();
-            text(code, "application/json", body)
+            response(code, "application/json", body, with_body)
         }
-        "/metrics" => text(
+        "/metrics" => response(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
             sources.telemetry.encode(spool_figures(&sources.spool)),
+            with_body,
         ),
-        "/" | "/index.html" => text(200, "text/html; charset=utf-8", PAGE.into()),
-        _ => text(
+        "/" | "/index.html" => response(200, "text/html; charset=utf-8", PAGE.into(), with_body),
+        _ => response(
             404,
-            "text/plain; charset=utf-8",
+            PLAIN,
             "not found: try /, /health or /metrics\n".into(),
+            with_body,
         ),
     }
 }
 
-fn text(code: u16, content_type: &str, body: String) -> Response<std::io::Cursor<Vec<u8>>> {
-    let mut response = Response::from_string(body).with_status_code(code);
-    if let Ok(header) = Header::from_bytes("Content-Type", content_type) {
-        response.add_header(header);
+/// What the listener reads of a request.
+struct Parsed<'a> {
+    method: &'a str,
+    target: &'a str,
+    version_1_1: bool,
+    host: Option<&'a str>,
+}
+
+/// The request line and the `Host` header; `None` when the head is not HTTP/1.x.
+fn parse(head: &[u8]) -> Option<Parsed<'_>> {
+    let head = std::str::from_utf8(head).ok()?;
+    let mut lines = head.split("\r\n");
+    let mut parts = lines.next()?.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !version.starts_with("HTTP/1.") {
+        return None;
     }
-    if let Ok(header) = Header::from_bytes("Cache-Control", "no-store") {
-        response.add_header(header);
+    let mut host = None;
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                // Two Host headers: which one a proxy looked at is anyone's guess.
+                return None;
+            }
+            host = Some(value.trim());
+        }
     }
-    response
+    Some(Parsed {
+        method,
+        target,
+        version_1_1: version != "HTTP/1.0",
+        host,
+    })
+}
+
+/// The names a request may give in its `Host` header: any IP address (a DNS rebinding attack
+/// needs a name it controls), `localhost`, and this machine's host name. The port is not
+/// checked: a container or a proxy may publish the listener on another one.
+struct HostNames {
+    hostname: Option<String>,
+}
+
+impl HostNames {
+    fn of_this_machine() -> Self {
+        Self {
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|name| name.into_string().ok())
+                .filter(|name| !name.is_empty()),
+        }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        let name = match host.strip_prefix('[') {
+            // `[v6]` or `[v6]:port`
+            Some(rest) => match rest.split_once(']') {
+                Some((v6, port)) if port.is_empty() || port.starts_with(':') => {
+                    return v6.parse::<std::net::Ipv6Addr>().is_ok();
+                }
+                _ => return false,
+            },
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        name.parse::<IpAddr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || self.hostname.as_deref().is_some_and(|own| {
+                name.eq_ignore_ascii_case(own)
+                    || own
+                        .split_once('.')
+                        .is_some_and(|(short, _)| name.eq_ignore_ascii_case(short))
+            })
+    }
+}
+
+/// A whole response; `with_body` false for HEAD (the headers still give the body's length).
+fn response(code: u16, content_type: &str, body: String, with_body: bool) -> Vec<u8> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        421 => "Misdirected Request",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\n\
+         Content-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\
+         Cache-Control: no-store\r\n\
+         X-Content-Type-Options: nosniff\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if with_body {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
 }
 
 fn spool_figures(spool: &Spool) -> SpoolFigures {
@@ -118,5 +444,55 @@ fn spool_figures(spool: &Spool) -> SpoolFigures {
                 ..SpoolFigures::default()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_allowed_are_addresses_localhost_and_the_host_name() {
+        let names = HostNames {
+            hostname: Some("pbx-gw.example.org".into()),
+        };
+        for ok in [
+            "127.0.0.1:9464",
+            "127.0.0.1",
+            "192.0.2.7:8080",
+            "[::1]:9464",
+            "[::1]",
+            "localhost:9464",
+            "LOCALHOST",
+            "pbx-gw.example.org:9464",
+            "pbx-gw",
+        ] {
+            assert!(names.allows(ok), "{ok} refused");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:9464",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:9464",
+            "[::1",
+            "[::1]x",
+            "[evil]:1",
+            "",
+        ] {
+            assert!(!names.allows(refused), "{refused} allowed");
+        }
+    }
+
+    #[test]
+    fn parse_reads_the_request_line_and_one_host() {
+        let p = parse(b"GET /health?x HTTP/1.1\r\nhOsT: a:1\r\nAccept: */*\r\n\r\n").unwrap();
+        assert_eq!(
+            (p.method, p.target, p.version_1_1, p.host),
+            ("GET", "/health?x", true, Some("a:1"))
+        );
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").is_none());
+        assert!(parse(b"GET / SPDY/3\r\n\r\n").is_none());
+        let p = parse(b"HEAD / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(!p.version_1_1 && p.host.is_none());
     }
 }

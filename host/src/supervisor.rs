@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use calllogger_plugin_sdk::ffi::{InstanceBox, TimeoutSettings};
 use calllogger_plugin_sdk::Timeout;
 
+use crate::crash::RunningInstance;
 use crate::loader::Library;
 use crate::plugin_context::{InstanceContext, Intake};
 use crate::stop::Stop;
@@ -158,6 +159,8 @@ fn supervise(
         },
         instance,
     } = prepared;
+    // A crash on this thread from here on is reported as this instance's at the next start.
+    let _running = RunningInstance::enter(&name, &class, &library.file);
     let mut backoff = Timeout::new(timeouts);
     let mut next = Some(instance);
     // A run this long counts as healthy: the next failure starts the backoff over.
@@ -193,6 +196,7 @@ fn supervise(
         let started = Instant::now();
         let result = instance.run(context.handle()).into_result();
         drop(instance);
+        context.log_held_repeats();
         if !stop.running() {
             if let Err(e) = result {
                 tracing::warn!(instance = %name, "failed while stopping: {e}");

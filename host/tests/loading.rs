@@ -197,12 +197,12 @@ fn an_unknown_class_is_an_error_listing_the_available_ones() {
         .find(|l| l.contains("MockCall`"))
         .unwrap_or_else(|| panic!("{report}"));
     assert!(
-        line.contains("available: Echo, Flaky, MockCalls, Stubborn"),
+        line.contains("available: Chatty, Crash, Echo, Flaky, MockCalls, Stubborn"),
         "{line}"
     );
     let mut host = install.start();
     host.wait_for_log(
-        "available: Echo, Flaky, MockCalls, Stubborn; it starts when a library exporting it is added",
+        "available: Chatty, Crash, Echo, Flaky, MockCalls, Stubborn; it starts when a library exporting it is added",
         1,
         Duration::from_secs(10),
     );

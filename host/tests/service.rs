@@ -32,27 +32,33 @@ pub fn listener_url(host: &mut common::Host) -> String {
 
 /// GET `url`: status and body.
 fn get(url: &str) -> (u16, String) {
-    let stream =
-        std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap())
-            .unwrap();
+    let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+    let (code, _, body) = request(url, Some(authority));
+    (code, body)
+}
+
+/// GET `url` with this `Host` header (none if `None`): status, response head and body.
+fn request(url: &str, host: Option<&str>) -> (u16, String, String) {
+    let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
     let path = url
         .trim_start_matches("http://")
         .split_once('/')
         .map_or("/".to_owned(), |(_, p)| format!("/{p}"));
+    let host = host.map_or(String::new(), |h| format!("Host: {h}\r\n"));
     use std::io::Write;
-    let mut stream = stream;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let code = response[9..12].parse().unwrap();
-    let body = response
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    (code, body)
+        .map_or((response.as_str(), ""), |(h, b)| (h, b));
+    (code, head.to_owned(), body.to_owned())
 }
 
 /// A metric's value from the Prometheus text (`name{labels}` exactly as exposed), 0 if absent.
@@ -435,4 +441,180 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         exposure <= 2.0,
         "exposure {exposure} (10 = unprotected):\n{text}"
     );
+}
+
+/// The host's threads, from /proc.
+fn threads(host: &common::Host) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", host.child.id()))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn idle_connections_do_not_pin_threads_and_health_still_answers() {
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Echo], metrics_addr: '127.0.0.1:0'}\nEcho: {label: idle, interval: 0.5}\n",
+    );
+    let mut host = install.start();
+    let url = listener_url(&mut host);
+    assert_eq!(get(&format!("{url}/health")).0, 200);
+    let before = threads(&host);
+    // Half say nothing, half start a request and never finish it.
+    let authority = url.trim_start_matches("http://").to_owned();
+    let idle: Vec<std::net::TcpStream> = (0..500)
+        .map(|n| {
+            let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+            if n % 2 == 1 {
+                use std::io::Write;
+                stream.write_all(b"GET /health HTTP/1.1\r\nHost: ").unwrap();
+            }
+            stream
+        })
+        .collect();
+    // Time for the host to accept them all (and, with a thread per connection, to start
+    // those threads).
+    std::thread::sleep(Duration::from_secs(2));
+    let during = threads(&host);
+    assert!(
+        during <= before + 2,
+        "{before} threads before 500 idle connections, {during} with them"
+    );
+    let (code, body) = get(&format!("{url}/health"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"healthy\": true"), "{body}");
+    drop(idle);
+    host.terminate();
+}
+
+#[test]
+fn requests_for_another_host_are_refused_and_nothing_is_sniffed() {
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Echo], metrics_addr: '127.0.0.1:0'}\nEcho: {label: host, interval: 0.5}\n",
+    );
+    let mut host = install.start();
+    let url = listener_url(&mut host);
+    let port = url.rsplit(':').next().unwrap().to_owned();
+    for name in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let (code, head, body) = request(&format!("{url}/health"), Some(&name));
+        assert_eq!(code, 200, "Host: {name}: {head}\n{body}");
+        assert!(
+            head.contains("\r\nX-Content-Type-Options: nosniff"),
+            "{head}"
+        );
+    }
+    // DNS rebinding: a page from evil.example whose name now resolves to 127.0.0.1.
+    for name in ["evil.example", &format!("evil.example:{port}")] {
+        let (code, head, body) = request(&format!("{url}/health"), Some(name));
+        assert_eq!(code, 421, "Host: {name}: {head}\n{body}");
+        assert!(
+            head.contains("\r\nX-Content-Type-Options: nosniff"),
+            "{head}"
+        );
+        assert!(!body.contains("instances"), "{body}");
+        assert!(body.contains(&format!("not `{name}`")), "{body}");
+    }
+    let (code, _, _) = request(&format!("{url}/metrics"), None);
+    assert_eq!(code, 400, "HTTP/1.1 without Host");
+    for path in ["/", "/metrics", "/nope"] {
+        let authority = format!("127.0.0.1:{port}");
+        let (_, head, _) = request(&format!("{url}{path}"), Some(&authority));
+        assert!(
+            head.contains("\r\nX-Content-Type-Options: nosniff"),
+            "{path}: {head}"
+        );
+    }
+    host.terminate();
+}
+
+#[test]
+fn a_plugin_message_cannot_forge_a_log_line_or_send_escapes() {
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Chatty]}\n\
+         Chatty: {message: \"first\\nERROR calllogger: forged line \\e[31mred\"}\n",
+    );
+    let mut host = install.start();
+    host.wait_for_log("chatty done", 1, WAIT);
+    let log = host.terminate();
+    assert!(
+        log.contains("first\\nERROR calllogger: forged line \\u{1b}[31mred"),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("ERROR calllogger: forged")),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+}
+
+#[test]
+fn a_message_repeated_in_a_tight_loop_is_logged_a_few_times_and_summed_up() {
+    let install = Install::new(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Chatty]}\nChatty: {message: the same again, seconds: 1.5}\n",
+    );
+    let mut host = install.start();
+    host.wait_for_log("chatty done", 1, Duration::from_secs(60));
+    let log = host.terminate();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the same again"))
+        .collect();
+    assert!(
+        lines.len() <= 20,
+        "{} lines of the repeated message",
+        lines.len()
+    );
+    // What was held back is counted: far more copies than were shown.
+    let held: u64 = lines
+        .iter()
+        .filter_map(|l| l.split("… (repeated ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(held > 100, "{held} copies held back:\n{}", lines.join("\n"));
+}
+
+#[test]
+fn a_crash_in_plugin_code_is_reported_at_the_next_start_with_its_instance() {
+    use std::os::unix::process::ExitStatusExt;
+    for (how, signal) in [("segfault", Signal::SIGSEGV), ("abort", Signal::SIGABRT)] {
+        let install = Install::new(
+            &[TEST_PLUGINS],
+            &format!("settings: {{plugins: ['Crash@{how}']}}\n'Crash@{how}': {{how: {how}}}\n"),
+        );
+        let mut host = install.start();
+        let (status, _) = host.wait_exit(WAIT);
+        assert_eq!(
+            status.signal(),
+            Some(signal as i32),
+            "{status}; log:\n{}",
+            host.log()
+        );
+
+        install.write_config("settings: {plugins: [Echo]}\nEcho: {label: after}\n");
+        let mut host = install.start();
+        let library = install.plugins().join(format!("lib{TEST_PLUGINS}.so"));
+        host.wait_for_log(
+            &format!(
+                "the previous run died on {signal} while instance Crash@{how} (class Crash, library {}) was running plugin code",
+                library.display()
+            ),
+            1,
+            WAIT,
+        );
+        host.terminate();
+
+        // Reported once: the marker was cleared.
+        let mut host = install.start();
+        host.wait_for_log("running Echo", 1, WAIT);
+        let log = host.terminate();
+        assert!(!log.contains("previous run died"), "{log}");
+    }
 }
