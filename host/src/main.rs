@@ -120,9 +120,26 @@ fn main() -> ExitCode {
         Command::Spool { action } => spool_command(&cli, action),
     };
     result.unwrap_or_else(|e| {
-        tracing::error!("{e:#}");
+        tracing::error!("{}", error_chain(&e));
         ExitCode::FAILURE
     })
+}
+
+/// An error with its causes, `: `-separated, each said once: a cause whose text its error
+/// already ends with (as `{source}` in a message) is not repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Logs go to stderr (stdout carries records), filtered by `RUST_LOG`; the latest warnings
@@ -144,14 +161,29 @@ fn init_logging(default: &str, telemetry: &Arc<Telemetry>) {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let (file, env, flags) = config_layers(cli);
+    config::load(file, env, flags)
+}
+
+/// The config with every problem in its values, for `check` to report them all.
+fn load_config_all(cli: &Cli) -> Result<(Config, Vec<String>), ConfigError> {
+    let (file, env, flags) = config_layers(cli);
+    config::load_all(file, env, flags)
+}
+
+/// The user file, the environment and the flags, as [`config::load`] takes them.
+fn config_layers(cli: &Cli) -> (Option<(PathBuf, bool)>, SettingsLayer, SettingsLayer) {
     let env = |name: &str| std::env::var(name).ok();
-    let file = config::config_path(cli.config.as_deref(), env);
     let flags = SettingsLayer {
         plugin_dir: cli.plugin_dir.clone(),
         state_dir: cli.state_dir.clone(),
         ..SettingsLayer::default()
     };
-    config::load(file, SettingsLayer::from_env(env), flags)
+    (
+        config::config_path(cli.config.as_deref(), env),
+        SettingsLayer::from_env(env),
+        flags,
+    )
 }
 
 fn scan_plugins(
@@ -166,9 +198,34 @@ fn scan_plugins(
         &Registry::default(),
         hashing,
     )
-    .with_context(|| {
-        "set settings.plugin_dir, $CALLLOGGER_PLUGIN_DIR or --plugin-dir to the folder holding the plugin libraries"
+    .map_err(|e| match &e {
+        loader::LoaderError::ReadDir { .. } => anyhow::anyhow!(
+            "{e}; set settings.plugin_dir, $CALLLOGGER_PLUGIN_DIR or --plugin-dir to the folder holding the plugin libraries"
+        ),
+        loader::LoaderError::CopyDir { dir, .. } if dir.starts_with(&config.state_dir) => anyhow::anyhow!(
+            "{e}; it is in settings.state_dir {}: make that a folder this service can write, or set \
+             settings.state_dir, $CALLLOGGER_STATE_DIR or --state-dir to one",
+            config.state_dir.display()
+        ),
+        _ => anyhow::anyhow!("{e}"),
     })
+}
+
+/// Refuses a `state_dir` the host cannot write in; returns what to say about its free space.
+fn inspect_state_dir(config: &Config) -> Result<String, String> {
+    let at = config
+        .origins
+        .get("state_dir")
+        .map_or_else(String::new, |origin| format!("{origin}: "));
+    let space = config::inspect_state_dir(&config.state_dir).map_err(|e| format!("{at}{e}"))?;
+    let created = space.created_in.map_or_else(String::new, |parent| {
+        format!(", to be created in {}", parent.display())
+    });
+    Ok(format!(
+        "{} ({:.1} MiB free{created})",
+        config.state_dir.display(),
+        space.free_bytes as f64 / (1024.0 * 1024.0)
+    ))
 }
 
 /// Builds every configured instance; the errors name the instance, class and key at fault.
@@ -188,6 +245,11 @@ fn prepare(
 fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
     // 1. Config: defaults < file < environment < flags.
     let config = load_config(cli)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let state = inspect_state_dir(&config).map_err(anyhow::Error::msg)?;
+    tracing::info!("state folder (settings.state_dir): {state}");
     // 2. Loader: every trusted library in the plugins folder, from private copies.
     let copy_dir = config.state_dir.join("libs");
     let stale = loader::clean_stale_copies(&copy_dir);
@@ -271,7 +333,7 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         startup,
         telemetry,
     );
-    let running = format!("running {}", plugins.names().join(", "));
+    let running = running_line(&plugins);
     tracing::info!("{running}");
     service::ready(&running);
 
@@ -289,7 +351,7 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
                 tracing::info!("SIGHUP received: reloading the config and the plugins folder");
                 service::reloading();
                 plugins.reload(load_config(cli));
-                service::ready(&format!("running {}", plugins.names().join(", ")));
+                service::ready(&running_line(&plugins));
             }
             Some(Event::PluginsChanged) => plugins.folder_changed(),
         }
@@ -337,6 +399,14 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         Shutdown::Failed(_) => ExitCode::FAILURE,
         Shutdown::Signal(_) => ExitCode::SUCCESS,
     })
+}
+
+/// What runs, for the log and systemd's status line.
+fn running_line(plugins: &Plugins) -> String {
+    match plugins.names() {
+        names if names.is_empty() => "running no plugin instances".to_owned(),
+        names => format!("running {}", names.join(", ")),
+    }
 }
 
 /// The optional listener for /health, /metrics and the status page.
@@ -459,38 +529,52 @@ fn plugin_table(registry: &Registry) -> String {
     out
 }
 
-/// `calllogger check`: everything `run` would do before starting the instances.
+/// `calllogger check`: everything `run` would do before starting the instances, every
+/// problem reported at once.
 fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let config = load_config(cli)?;
+    let (config, mut problems) = match load_config_all(cli) {
+        Ok(loaded) => loaded,
+        Err(e) => return Ok(report(&[], &e.problems())),
+    };
     match &config.file {
         Some(file) => println!("config: {} over the built-in defaults", file.display()),
         None => println!("config: built-in defaults only"),
     }
+    let mut warnings = config.warnings.clone();
+    match inspect_state_dir(&config) {
+        Ok(state) => println!("state folder: {state}"),
+        Err(problem) => problems.push(problem),
+    }
     println!("plugin folder: {}", config.plugin_dir.display());
     let copies = tempfile::tempdir().context("creating a temporary folder")?;
-    let registry = scan_plugins(&config, copies.path(), loader::Hashing::WhenNeeded)?;
-    let mut problems: Vec<String> = registry
-        .refused
-        .iter()
-        .map(|r| format!("plugin library {} refused: {}", r.file.display(), r.reason))
-        .collect();
-    problems.extend(registry.conflicts().iter().map(ToString::to_string));
-    match prepare(&config, &registry, MissingClass::IsError) {
-        Ok(plan) => {
-            for instance in plan.start {
-                println!(
-                    "would run: {} (class {} from {})",
-                    instance.name,
-                    instance.spec.class,
-                    instance.spec.library.file.display()
-                );
+    match scan_plugins(&config, copies.path(), loader::Hashing::WhenNeeded) {
+        Ok(registry) => {
+            problems.extend(
+                registry
+                    .refused
+                    .iter()
+                    .map(|r| format!("plugin library {} refused: {}", r.file.display(), r.reason)),
+            );
+            problems.extend(registry.conflicts().iter().map(ToString::to_string));
+            match prepare(&config, &registry, MissingClass::IsError) {
+                Ok(plan) => {
+                    for instance in plan.start {
+                        println!(
+                            "would run: {} (class {} from {})",
+                            instance.name,
+                            instance.spec.class,
+                            instance.spec.library.file.display()
+                        );
+                    }
+                }
+                Err(errors) => problems.extend(errors),
             }
+            let classes: Vec<&str> = registry.classes().into_keys().collect();
+            warnings.extend(config.unclaimed_sections(&classes).map(|section| {
+                format!("config section `{section}` matches no plugin class and no configured instance")
+            }));
         }
-        Err(errors) => problems.extend(errors),
-    }
-    let classes: Vec<&str> = registry.classes().into_keys().collect();
-    for section in config.unclaimed_sections(&classes) {
-        println!("warning: config section `{section}` matches no plugin class and no configured instance");
+        Err(e) => problems.push(error_chain(&e)),
     }
     if config.delivers() {
         println!("records go to: {} (token set)", config.frontend);
@@ -501,20 +585,27 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         Some(addr) => println!("status page, /health and /metrics: http://{addr}/"),
         None => println!("status page, /health and /metrics: off (settings.metrics_addr)"),
     }
+    Ok(report(&warnings, &problems))
+}
+
+/// The end of `check`'s report: warnings, then every problem, or `ok`.
+fn report(warnings: &[String], problems: &[String]) -> ExitCode {
+    for warning in warnings {
+        println!("warning: {warning}");
+    }
     if problems.is_empty() {
         println!("ok");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for problem in &problems {
-            println!("error: {problem}");
-        }
-        println!(
-            "{} problem{} found",
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" }
-        );
-        Ok(ExitCode::FAILURE)
+        return ExitCode::SUCCESS;
     }
+    for problem in problems {
+        println!("error: {problem}");
+    }
+    println!(
+        "{} problem{} found",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::FAILURE
 }
 
 /// `calllogger spool`: look into the spool of the configured `state_dir`.
