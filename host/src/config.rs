@@ -54,16 +54,6 @@ fn problem_list(problems: &[String]) -> String {
     }
 }
 
-impl ConfigError {
-    /// Each problem on its own, for a report that lists them.
-    pub fn problems(&self) -> Vec<String> {
-        match self {
-            Self::Invalid(problems) => problems.clone(),
-            other => vec![other.to_string()],
-        }
-    }
-}
-
 /// The `settings:` keys of one layer (defaults, file, environment, flags); absent = inherit.
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -404,10 +394,30 @@ const HOUR: f64 = 3600.0;
 
 /// The allowed range of each bounded number: key, lowest, highest, and how to say the range.
 const BOUNDS: [(&str, f64, f64, &str); 7] = [
-    ("timeout", 0.05, WEEK, "seconds, from 0.05 to 604800 (a week)"),
-    ("max_timeout", 0.05, WEEK, "seconds, from 0.05 to 604800 (a week)"),
-    ("request_timeout", 0.1, HOUR, "seconds, from 0.1 to 3600 (an hour)"),
-    ("shutdown_timeout", 0.0, HOUR, "seconds, from 0 to 3600 (an hour)"),
+    (
+        "timeout",
+        0.05,
+        WEEK,
+        "seconds, from 0.05 to 604800 (a week)",
+    ),
+    (
+        "max_timeout",
+        0.05,
+        WEEK,
+        "seconds, from 0.05 to 604800 (a week)",
+    ),
+    (
+        "request_timeout",
+        0.1,
+        HOUR,
+        "seconds, from 0.1 to 3600 (an hour)",
+    ),
+    (
+        "shutdown_timeout",
+        0.0,
+        HOUR,
+        "seconds, from 0 to 3600 (an hour)",
+    ),
     ("decay", 1.0, 100.0, "a factor from 1 to 100"),
     ("batch_size", 1.0, 10_000.0, "records, from 1 to 10000"),
     (
@@ -432,7 +442,8 @@ impl Validation {
     /// Notes a problem with `settings.{key}`, naming where its value came from.
     fn problem(&mut self, key: &str, message: impl std::fmt::Display) {
         let at = self.origin(key).clone();
-        self.problems.push(format!("{at}: settings.{key} {message}"));
+        self.problems
+            .push(format!("{at}: settings.{key} {message}"));
     }
 
     /// The value of a key every layer stack has (the defaults set it).
@@ -504,7 +515,10 @@ fn finish(
             .map_or(name.as_str(), |(class, _)| class)
             .to_owned();
         if class.is_empty() || name.ends_with('@') {
-            v.problem("plugins", format!("`{name}` is not `Class` or `Class@label`"));
+            v.problem(
+                "plugins",
+                format!("`{name}` is not `Class` or `Class@label`"),
+            );
             continue;
         }
         if instances.iter().any(|i: &InstanceConfig| i.name == name) {
@@ -654,7 +668,9 @@ fn check_delivery(v: &mut Validation, frontend: &str, token: &Secret) {
         if let Some(why) = url_problem(frontend) {
             v.problem(
                 "frontend",
-                format!("`{frontend}` {why}; it must be a base URL such as https://monitor.example.com"),
+                format!(
+                    "`{frontend}` {why}; it must be a base URL such as https://monitor.example.com"
+                ),
             );
         }
     }
@@ -763,7 +779,7 @@ pub fn inspect_state_dir(path: &Path) -> Result<StateDirSpace, StateDirError> {
         error: e.into(),
     })?;
     Ok(StateDirSpace {
-        free_bytes: u64::from(stat.blocks_available()) * u64::from(stat.fragment_size()),
+        free_bytes: stat.blocks_available().saturating_mul(stat.fragment_size()),
         created_in: (existing != path).then(|| existing.to_owned()),
     })
 }
@@ -1036,7 +1052,10 @@ mod tests {
                 continue;
             }
             let err = result.unwrap_err().to_string();
-            assert!(err.contains(&format!("config.yml, line {line}: settings.{key} ")), "{text}: {err}");
+            assert!(
+                err.contains(&format!("config.yml, line {line}: settings.{key} ")),
+                "{text}: {err}"
+            );
             assert!(err.contains(range), "{text}: {err}");
         }
     }
@@ -1074,7 +1093,10 @@ mod tests {
             assert!(matches!(err, ConfigError::Empty { .. }), "{text:?}: {err}");
             let err = err.to_string();
             assert!(err.contains("config.yml is empty"), "{err}");
-            assert!(err.contains("delete it to run on the built-in defaults"), "{err}");
+            assert!(
+                err.contains("delete it to run on the built-in defaults"),
+                "{err}"
+            );
         }
     }
 
@@ -1082,12 +1104,16 @@ mod tests {
     fn a_frontend_needs_a_token_and_a_token_a_frontend() {
         let err = load_text("", &[("CALLLOGGER_FRONTEND", "https://f.example")]);
         assert!(matches!(err, Err(ConfigError::Empty { .. })));
-        let err = load_text("settings: {}\n", &[("CALLLOGGER_FRONTEND", "https://f.example")])
-            .unwrap_err()
-            .to_string();
+        let err = load_text(
+            "settings: {}\n",
+            &[("CALLLOGGER_FRONTEND", "https://f.example")],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
-            err.contains("environment variable CALLLOGGER_FRONTEND: settings.frontend is set but no token")
-                && err.contains("TOKEN"),
+            err.contains(
+                "environment variable CALLLOGGER_FRONTEND: settings.frontend is set but no token"
+            ) && err.contains("TOKEN"),
             "{err}"
         );
         let err = load_text("settings: {}\n", &[("TOKEN", "tok-SECRET")])
@@ -1108,10 +1134,21 @@ mod tests {
 
     #[test]
     fn a_frontend_must_be_an_http_base_url() {
-        for bad in ["htp:/x y", "ftp://example.com", "123", "http://", "https://f/?a=1", "http://a b"] {
+        for bad in [
+            "htp:/x y",
+            "ftp://example.com",
+            "123",
+            "http://",
+            "https://f/?a=1",
+            "http://a b",
+        ] {
             assert!(url_problem(bad).is_some(), "{bad} accepted");
         }
-        for good in ["http://localhost:8000", "https://monitor.example.com/", "http://[::1]:9/x"] {
+        for good in [
+            "http://localhost:8000",
+            "https://monitor.example.com/",
+            "http://[::1]:9/x",
+        ] {
             assert_eq!(url_problem(good), None, "{good}");
         }
     }
@@ -1128,7 +1165,11 @@ mod tests {
             "{:?}",
             config.warnings
         );
-        let config = load_text("settings: {plugins: [Echo]}\n", &[("CALLLOGGER_METRICS_ADDR", "127.0.0.1:1")]).unwrap();
+        let config = load_text(
+            "settings: {plugins: [Echo]}\n",
+            &[("CALLLOGGER_METRICS_ADDR", "127.0.0.1:1")],
+        )
+        .unwrap();
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     }
 
@@ -1154,8 +1195,13 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         let err = inspect_state_dir(&file).unwrap_err().to_string();
         assert!(err.contains("is a file, not a folder"), "{err}");
-        let err = inspect_state_dir(&file.join("sub")).unwrap_err().to_string();
-        assert!(err.contains("cannot be created") && err.contains("file is not a folder"), "{err}");
+        let err = inspect_state_dir(&file.join("sub"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot be created") && err.contains("file is not a folder"),
+            "{err}"
+        );
     }
 
     #[test]

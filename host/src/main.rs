@@ -532,10 +532,7 @@ fn plugin_table(registry: &Registry) -> String {
 /// `calllogger check`: everything `run` would do before starting the instances, every
 /// problem reported at once.
 fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let (config, mut problems) = match load_config_all(cli) {
-        Ok(loaded) => loaded,
-        Err(e) => return Ok(report(&[], &e.problems())),
-    };
+    let (config, mut problems) = load_config_all(cli)?;
     match &config.file {
         Some(file) => println!("config: {} over the built-in defaults", file.display()),
         None => println!("config: built-in defaults only"),
@@ -571,7 +568,9 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
             let classes: Vec<&str> = registry.classes().into_keys().collect();
             warnings.extend(config.unclaimed_sections(&classes).map(|section| {
-                format!("config section `{section}` matches no plugin class and no configured instance")
+                format!(
+                    "config section `{section}` matches no plugin class and no configured instance"
+                )
             }));
         }
         Err(e) => problems.push(error_chain(&e)),

@@ -172,7 +172,8 @@ fn more_records(host: &Host, n: usize) {
 fn an_empty_config_file_is_refused_at_start_up_and_on_sighup() {
     let install = Install::new(&[MOCK_CALLS], "");
     let file = install.config_path().display().to_string();
-    let errors = check_error(&install);
+    let (ok, _, errors) = install.run_cli(&["check"]);
+    assert!(!ok, "check refuses it");
     assert!(
         errors.contains(&format!("config file {file} is empty"))
             && errors.contains("delete it to run on the built-in defaults"),
@@ -180,7 +181,11 @@ fn an_empty_config_file_is_refused_at_start_up_and_on_sighup() {
     );
     let mut host = install.start();
     assert!(!host.wait_exit(WAIT).0.success(), "run refuses it too");
-    assert!(host.log().contains(&format!("config file {file} is empty")), "{}", host.log());
+    assert!(
+        host.log().contains(&format!("config file {file} is empty")),
+        "{}",
+        host.log()
+    );
 
     install.write_config("settings: {plugins: [MockCalls]}\nMockCalls: {sleep: 0.05}\n");
     let mut host = install.start();
@@ -218,7 +223,10 @@ fn refused_by_check_and_run(install: &Install, needles: &[&str]) -> String {
     assert!(!status.success(), "run refuses it:\n{}", host.log());
     let log = host.log();
     for needle in needles {
-        assert!(errors.contains(needle), "check: `{needle}` missing:\n{errors}");
+        assert!(
+            errors.contains(needle),
+            "check: `{needle}` missing:\n{errors}"
+        );
         assert!(log.contains(needle), "run: `{needle}` missing:\n{log}");
     }
     log
@@ -235,17 +243,33 @@ fn timeouts_out_of_range_are_refused_naming_the_file_key_line_and_range() {
         &install,
         &[
             &format!("config file {file}, line 3: settings.timeout must be seconds, from 0.05 to"),
-            &format!("config file {file}, line 4: settings.max_timeout must be seconds, from 0.05 to"),
-            &format!("config file {file}, line 5: settings.request_timeout must be seconds, from 0.1 to"),
+            &format!(
+                "config file {file}, line 4: settings.max_timeout must be seconds, from 0.05 to"
+            ),
+            &format!(
+                "config file {file}, line 5: settings.request_timeout must be seconds, from 0.1 to"
+            ),
         ],
     );
     for (setting, needle) in [
-        ("decay: 0.5", "settings.decay must be a factor from 1 to 100, not 0.5"),
-        ("batch_size: 0", "settings.batch_size must be records, from 1 to 10000, not 0"),
-        ("timeout: 5, max_timeout: 1", "settings.max_timeout (1) must be at least settings.timeout (5)"),
+        (
+            "decay: 0.5",
+            "settings.decay must be a factor from 1 to 100, not 0.5",
+        ),
+        (
+            "batch_size: 0",
+            "settings.batch_size must be records, from 1 to 10000, not 0",
+        ),
+        (
+            "timeout: 5, max_timeout: 1",
+            "settings.max_timeout (1) must be at least settings.timeout (5)",
+        ),
     ] {
         install.write_config(&format!("settings: {{plugins: [MockCalls], {setting}}}\n"));
-        refused_by_check_and_run(&install, &[&format!("config file {file}, line 1: {needle}")]);
+        refused_by_check_and_run(
+            &install,
+            &[&format!("config file {file}, line 1: {needle}")],
+        );
     }
     // The smallest values the tests use stay valid.
     install.write_config(
@@ -277,7 +301,10 @@ fn a_frontend_without_a_token_or_a_token_without_a_frontend_is_an_error() {
         );
         (report, host.log())
     };
-    let (report, log) = run(&[("CALLLOGGER_FRONTEND", "http://127.0.0.1:9/"), ("TOKEN", "")]);
+    let (report, log) = run(&[
+        ("CALLLOGGER_FRONTEND", "http://127.0.0.1:9/"),
+        ("TOKEN", ""),
+    ]);
     for text in [&report, &log] {
         assert!(
             text.contains("environment variable CALLLOGGER_FRONTEND: settings.frontend is set but no token is: set the TOKEN environment variable or settings.token"),
@@ -318,21 +345,37 @@ fn check_and_run_validate_the_frontend_token_and_state_dir_reporting_every_probl
         assert!(report.contains(&needle), "`{needle}` missing:\n{report}");
     }
     assert!(!report.contains(SECRET), "{report}");
-    let log = refused_by_check_and_run(&install, &["settings.frontend `htp:/x y`", "settings.token contains a control character"]);
+    let log = refused_by_check_and_run(
+        &install,
+        &[
+            "settings.frontend `htp:/x y`",
+            "settings.token contains a control character",
+        ],
+    );
     assert!(!log.contains(SECRET), "{log}");
     // The URL alone, then the folder alone: `run` refuses each at start-up.
     for (frontend, needle) in [
-        ("ftp://monitor.example.com", "has the scheme `ftp`, not http or https"),
+        (
+            "ftp://monitor.example.com",
+            "has the scheme `ftp`, not http or https",
+        ),
         ("123", "is not a URL"),
     ] {
         install.write_config(&format!(
             "settings: {{plugins: [MockCalls], frontend: '{frontend}', token: t}}\n"
         ));
-        refused_by_check_and_run(&install, &[&format!("settings.frontend `{frontend}` {needle}")]);
+        refused_by_check_and_run(
+            &install,
+            &[&format!("settings.frontend `{frontend}` {needle}")],
+        );
     }
     install.write_config("settings: {plugins: [MockCalls]}\n");
-    let log = refused_by_check_and_run(&install, &["settings.state_dir", "is a file, not a folder"]);
-    assert!(!log.contains("plugin_dir"), "not blamed on the plugins folder:\n{log}");
+    let log =
+        refused_by_check_and_run(&install, &["settings.state_dir", "is a file, not a folder"]);
+    assert!(
+        !log.contains("plugin_dir"),
+        "not blamed on the plugins folder:\n{log}"
+    );
     // A good folder: check says how much space it has left.
     std::fs::remove_file(&state).unwrap();
     let (ok, report, _) = install.run_cli(&["check"]);
@@ -352,7 +395,11 @@ fn a_config_error_is_printed_once() {
     let log = host.log();
     assert_eq!(log.matches("at line").count(), 1, "{log}");
     let (_, report, err) = install.run_cli(&["check"]);
-    assert_eq!(report.matches("at line").count() + err.matches("at line").count(), 1, "{report}{err}");
+    assert_eq!(
+        report.matches("at line").count() + err.matches("at line").count(),
+        1,
+        "{report}{err}"
+    );
     std::fs::remove_file(install.config_path()).unwrap();
     let mut host = install.start();
     assert!(!host.wait_exit(WAIT).0.success());

@@ -53,8 +53,14 @@ fn the_demo_streams_mock_calls_records_to_stdout() {
     for line in [first, second] {
         let record: serde_json::Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("not a JSON record ({e}): {line}"));
-        assert!(record["id"].is_string() && record["call_type"].is_i64(), "{record}");
+        assert!(
+            record["id"].is_string() && record["call_type"].is_i64(),
+            "{record}"
+        );
     }
     assert!(log.contains("running MockCalls"), "{log}");
-    assert!(status.success(), "SIGTERM stops the demo cleanly: {status}\n{log}");
+    assert!(
+        status.success(),
+        "SIGTERM stops the demo cleanly: {status}\n{log}"
+    );
 }
