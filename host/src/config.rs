@@ -107,7 +107,7 @@ fn env_var(key: &str) -> &'static str {
 }
 
 /// Where a setting's value came from, for messages.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Source {
     Defaults,
     /// The user file, and the line the key is written on when it could be found.

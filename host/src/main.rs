@@ -584,27 +584,23 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         Some(addr) => println!("status page, /health and /metrics: http://{addr}/"),
         None => println!("status page, /health and /metrics: off (settings.metrics_addr)"),
     }
-    Ok(report(&warnings, &problems))
-}
-
-/// The end of `check`'s report: warnings, then every problem, or `ok`.
-fn report(warnings: &[String], problems: &[String]) -> ExitCode {
-    for warning in warnings {
+    for warning in &warnings {
         println!("warning: {warning}");
     }
     if problems.is_empty() {
         println!("ok");
-        return ExitCode::SUCCESS;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for problem in &problems {
+            println!("error: {problem}");
+        }
+        println!(
+            "{} problem{} found",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        Ok(ExitCode::FAILURE)
     }
-    for problem in problems {
-        println!("error: {problem}");
-    }
-    println!(
-        "{} problem{} found",
-        problems.len(),
-        if problems.len() == 1 { "" } else { "s" }
-    );
-    ExitCode::FAILURE
 }
 
 /// `calllogger spool`: look into the spool of the configured `state_dir`.

@@ -203,6 +203,18 @@ fn an_empty_config_file_is_refused_at_start_up_and_on_sighup() {
         2,
         "each refusal names the file:\n{log}"
     );
+    // Unreadable: a folder where the file was.
+    std::fs::remove_file(install.config_path()).unwrap();
+    std::fs::create_dir(install.config_path()).unwrap();
+    host.signal(Signal::SIGHUP);
+    host.wait_for_log("new config refused, the running one stays", 3, WAIT);
+    more_records(&host, 3);
+    let log = host.log();
+    assert!(
+        log.contains(&format!("cannot read config file {file}")),
+        "{log}"
+    );
+    std::fs::remove_dir(install.config_path()).unwrap();
     assert!(
         !log.contains("reloading:"),
         "the running instance was neither restarted nor stopped:\n{log}"
