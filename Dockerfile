@@ -2,7 +2,7 @@
 # with the host, the shipped plugins and nothing else. See README, "Container".
 #
 #   docker build -t calllogger .
-#   docker run -e TOKEN=… -e CALLLOGGER_FRONTEND=https://monitor.example.com \
+#   docker run -e TOKEN=… -e CALLLOGGER_FRONTEND=https://monitor.example.com -e PLUGIN=SiemensHipathSerial \
 #     -v calllogger-plugins:/usr/lib/calllogger/plugins -v calllogger-state:/var/lib/calllogger \
 #     --device /dev/ttyUSB0 --group-add dialout calllogger
 

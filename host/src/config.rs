@@ -20,21 +20,38 @@ pub const DEFAULTS: &str = include_str!("../../defaults.yml");
 /// Where a service installation keeps its config when nothing else is named.
 pub const SYSTEM_CONFIG: &str = "/etc/calllogger/config.yml";
 
-/// A configuration problem, naming the file and key at fault.
+/// A configuration problem, naming the file (or variable, or flag), key and line at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("config file {origin}: {source}")]
+    #[error(
+        "config file {path} is empty (nothing but blanks or comments): write the settings into it, \
+         or delete it to run on the built-in defaults"
+    )]
+    Empty { path: PathBuf },
+    #[error("config file {origin}: {error}")]
     Syntax {
         origin: String,
-        source: serde_yaml::Error,
+        error: serde_yaml::Error,
     },
-    #[error("{origin}: {message}")]
-    Invalid { origin: String, message: String },
+    /// Every problem found in the settings.
+    #[error("{}", problem_list(.0))]
+    Invalid(Vec<String>),
+}
+
+fn problem_list(problems: &[String]) -> String {
+    match problems {
+        [one] => one.clone(),
+        many => format!(
+            "{} problems in the configuration:\n  {}",
+            many.len(),
+            many.join("\n  ")
+        ),
+    }
 }
 
 /// The `settings:` keys of one layer (defaults, file, environment, flags); absent = inherit.
@@ -72,11 +89,62 @@ struct Layer {
     sections: BTreeMap<String, Value>,
 }
 
+/// The settings the environment overrides, and the variable for each.
+const ENVIRONMENT: [(&str, &str); 6] = [
+    ("token", "TOKEN"),
+    ("plugins", "PLUGIN"),
+    ("plugin_dir", "CALLLOGGER_PLUGIN_DIR"),
+    ("state_dir", "CALLLOGGER_STATE_DIR"),
+    ("frontend", "CALLLOGGER_FRONTEND"),
+    ("metrics_addr", "CALLLOGGER_METRICS_ADDR"),
+];
+
+fn env_var(key: &str) -> &'static str {
+    ENVIRONMENT
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or("", |(_, var)| var)
+}
+
+/// Where a setting's value came from, for messages.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Defaults,
+    /// The user file, and the line the key is written on when it could be found.
+    File {
+        path: PathBuf,
+        line: Option<usize>,
+    },
+    /// The environment variable of a key.
+    Env(&'static str),
+    /// The command-line flag of a key.
+    Flag(&'static str),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Defaults => f.write_str("defaults.yml (built in)"),
+            Self::File {
+                path,
+                line: Some(line),
+            } => write!(f, "config file {}, line {line}", path.display()),
+            Self::File { path, line: None } => write!(f, "config file {}", path.display()),
+            Self::Env(key) => write!(f, "environment variable {}", env_var(key)),
+            Self::Flag(key) => write!(f, "flag --{}", key.replace('_', "-")),
+        }
+    }
+}
+
 impl SettingsLayer {
-    /// Takes every key `over` sets.
-    fn merge(&mut self, over: SettingsLayer) {
+    /// Takes every key `over` sets; returns those keys.
+    fn merge(&mut self, over: SettingsLayer) -> Vec<&'static str> {
+        let mut taken = Vec::new();
         macro_rules! take {
-            ($($field:ident),+) => { $( if over.$field.is_some() { self.$field = over.$field; } )+ };
+            ($($field:ident),+) => { $( if over.$field.is_some() {
+                self.$field = over.$field;
+                taken.push(stringify!($field));
+            } )+ };
         }
         take!(
             timeout,
@@ -100,30 +168,63 @@ impl SettingsLayer {
         // `plugin` (one) and `plugins` (a list) are two spellings of one setting.
         if let Some(one) = over.plugin {
             self.plugins = Some(vec![one]);
+            taken.push("plugins");
         }
         if over.plugins.is_some() {
             self.plugins = over.plugins;
+            taken.push("plugins");
         }
+        taken
     }
 
     /// The overrides containers set through the environment.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Self {
-        let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let var = |key: &str| env(env_var(key)).filter(|v| !v.trim().is_empty());
         Self {
-            token: var("TOKEN").map(Secret::from),
-            plugins: var("PLUGIN").map(|list| {
+            token: var("token").map(Secret::from),
+            plugins: var("plugins").map(|list| {
                 list.split(',')
                     .map(|p| p.trim().to_owned())
                     .filter(|p| !p.is_empty())
                     .collect()
             }),
-            plugin_dir: var("CALLLOGGER_PLUGIN_DIR").map(PathBuf::from),
-            state_dir: var("CALLLOGGER_STATE_DIR").map(PathBuf::from),
-            frontend: var("CALLLOGGER_FRONTEND"),
-            metrics_addr: var("CALLLOGGER_METRICS_ADDR"),
+            plugin_dir: var("plugin_dir").map(PathBuf::from),
+            state_dir: var("state_dir").map(PathBuf::from),
+            frontend: var("frontend"),
+            metrics_addr: var("metrics_addr"),
             ..Self::default()
         }
     }
+}
+
+/// The line (from 1) on which `key` is written under the top-level `settings:` of a YAML
+/// text, in block or flow style.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let mut in_settings = false;
+    for (index, line) in text.lines().enumerate() {
+        let code = line.split(" #").next().unwrap_or_default();
+        if !code.trim().is_empty() && !code.starts_with([' ', '\t', '#', '}', ']', ',']) {
+            let name = code.trim_start_matches(['"', '\'']);
+            in_settings = name.starts_with("settings")
+                && name["settings".len()..]
+                    .trim_start_matches(['"', '\''])
+                    .trim_start()
+                    .starts_with(':');
+        }
+        if !in_settings {
+            continue;
+        }
+        let found = code.match_indices(key).any(|(at, _)| {
+            let before = code[..at].chars().next_back();
+            let after = code[at + key.len()..].trim_start_matches(['"', '\'']);
+            before.is_none_or(|c| matches!(c, ' ' | '\t' | '{' | ',' | '"' | '\''))
+                && after.trim_start().starts_with(':')
+        });
+        if found {
+            return Some(index + 1);
+        }
+    }
+    None
 }
 
 /// One plugin instance to run.
@@ -161,6 +262,10 @@ pub struct Config {
     pub instances: Vec<InstanceConfig>,
     /// Every plugin section by name, to point out sections no class claims.
     pub sections: BTreeMap<String, Value>,
+    /// Where each setting that is not a default came from.
+    pub origins: BTreeMap<&'static str, Source>,
+    /// Settings that are allowed but probably not meant, for the log and `check`.
+    pub warnings: Vec<String>,
 }
 
 /// Where the user config comes from, in order: `--config`, `$CALLLOGGER_CONFIG`, the system file.
@@ -180,52 +285,90 @@ pub fn config_path(
 
 /// Loads defaults, the user file (if any), then `env` and `flags` over them.
 ///
-/// `file` is `(path, required)`: a required file that is missing is an error.
+/// `file` is `(path, required)`: a required file that is missing is an error. An empty file is
+/// always an error: it is more likely half-written than meant.
 pub fn load(
     file: Option<(PathBuf, bool)>,
     env: SettingsLayer,
     flags: SettingsLayer,
 ) -> Result<Config, ConfigError> {
-    let mut layer = parse_layer("defaults.yml (built in)", DEFAULTS)?;
+    match load_all(file, env, flags)? {
+        (config, problems) if problems.is_empty() => Ok(config),
+        (_, problems) => Err(ConfigError::Invalid(problems)),
+    }
+}
+
+/// As [`load`], but a config whose values are wrong is returned with every problem found;
+/// only a file that cannot be read or parsed is an error.
+pub fn load_all(
+    file: Option<(PathBuf, bool)>,
+    env: SettingsLayer,
+    flags: SettingsLayer,
+) -> Result<(Config, Vec<String>), ConfigError> {
+    let mut layer = parse_layer(&Source::Defaults, DEFAULTS)?;
     let mut settings = layer.settings.take().unwrap_or_default();
     let mut sections = layer.sections;
+    let mut origins = BTreeMap::new();
     let mut used_file = None;
     if let Some((path, required)) = file {
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let user = parse_layer(&path.display().to_string(), &text)?;
-                settings.merge(user.settings.unwrap_or_default());
+                if serde_yaml::from_str::<Value>(&text).is_ok_and(|v| v.is_null()) {
+                    return Err(ConfigError::Empty { path });
+                }
+                let origin = Source::File {
+                    path: path.clone(),
+                    line: None,
+                };
+                let user = parse_layer(&origin, &text)?;
+                for key in settings.merge(user.settings.unwrap_or_default()) {
+                    let line = line_of(&text, key)
+                        .or_else(|| (key == "plugins").then(|| line_of(&text, "plugin"))?);
+                    let path = path.clone();
+                    origins.insert(key, Source::File { path, line });
+                }
                 for (name, value) in user.sections {
                     merge_value(sections.entry(name).or_insert(Value::Null), value);
                 }
                 used_file = Some(path);
             }
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(ConfigError::Read { path, source }),
+            Err(error) => return Err(ConfigError::Read { path, error }),
         }
     }
-    settings.merge(env);
-    settings.merge(flags);
-    finish(settings, sections, used_file)
+    for key in settings.merge(env) {
+        origins.insert(key, Source::Env(key));
+    }
+    for key in settings.merge(flags) {
+        origins.insert(key, Source::Flag(key));
+    }
+    Ok(finish(settings, sections, used_file, origins))
 }
 
-fn parse_layer(origin: &str, text: &str) -> Result<Layer, ConfigError> {
-    if text.trim().is_empty() {
-        return Ok(Layer::default());
-    }
-    let layer: Layer = serde_yaml::from_str(text).map_err(|source| ConfigError::Syntax {
-        origin: origin.to_owned(),
-        source,
+fn parse_layer(origin: &Source, text: &str) -> Result<Layer, ConfigError> {
+    let shown = match origin {
+        Source::File { path, .. } => path.display().to_string(),
+        other => other.to_string(),
+    };
+    let layer: Layer = serde_yaml::from_str(text).map_err(|error| ConfigError::Syntax {
+        origin: shown,
+        error,
     })?;
     if layer
         .settings
         .as_ref()
         .is_some_and(|s| s.plugin.is_some() && s.plugins.is_some())
     {
-        return Err(ConfigError::Invalid {
-            origin: origin.to_owned(),
-            message: "settings: give either `plugin` or `plugins`, not both".into(),
-        });
+        let at = match origin {
+            Source::File { path, .. } => Source::File {
+                path: path.clone(),
+                line: line_of(text, "plugin"),
+            },
+            other => other.clone(),
+        };
+        return Err(ConfigError::Invalid(vec![format!(
+            "{at}: settings: give either `plugin` or `plugins`, not both"
+        )]));
     }
     Ok(layer)
 }
@@ -244,146 +387,400 @@ pub fn merge_value(base: &mut Value, over: Value) {
     }
 }
 
+/// A week, in seconds: a longer wait is a typo, and would overflow the host's timers.
+const WEEK: f64 = 7.0 * 24.0 * 3600.0;
+/// An hour, in seconds.
+const HOUR: f64 = 3600.0;
+
+/// The allowed range of each bounded number: key, lowest, highest, and how to say the range.
+const BOUNDS: [(&str, f64, f64, &str); 7] = [
+    (
+        "timeout",
+        0.05,
+        WEEK,
+        "seconds, from 0.05 to 604800 (a week)",
+    ),
+    (
+        "max_timeout",
+        0.05,
+        WEEK,
+        "seconds, from 0.05 to 604800 (a week)",
+    ),
+    (
+        "request_timeout",
+        0.1,
+        HOUR,
+        "seconds, from 0.1 to 3600 (an hour)",
+    ),
+    (
+        "shutdown_timeout",
+        0.0,
+        HOUR,
+        "seconds, from 0 to 3600 (an hour)",
+    ),
+    ("decay", 1.0, 100.0, "a factor from 1 to 100"),
+    ("batch_size", 1.0, 10_000.0, "records, from 1 to 10000"),
+    (
+        "spool_max_records",
+        10.0,
+        100_000_000.0,
+        "records, from 10 to 100000000",
+    ),
+];
+
+/// Collects the problems of one config while it is validated.
+struct Validation {
+    origins: BTreeMap<&'static str, Source>,
+    problems: Vec<String>,
+}
+
+impl Validation {
+    fn origin(&self, key: &str) -> &Source {
+        self.origins.get(key).unwrap_or(&Source::Defaults)
+    }
+
+    /// Notes a problem with `settings.{key}`, naming where its value came from.
+    fn problem(&mut self, key: &str, message: impl std::fmt::Display) {
+        let at = self.origin(key).clone();
+        self.problems
+            .push(format!("{at}: settings.{key} {message}"));
+    }
+
+    /// The value of a key every layer stack has (the defaults set it).
+    fn required<T: Default>(&mut self, key: &str, value: Option<T>) -> T {
+        value.unwrap_or_else(|| {
+            self.problem(key, "is not set");
+            T::default()
+        })
+    }
+
+    /// Notes a number outside its [`BOUNDS`].
+    fn within_bounds(&mut self, key: &str, value: f64) {
+        if let Some((_, low, high, range)) = BOUNDS.iter().find(|(k, ..)| *k == key) {
+            if !(*low..=*high).contains(&value) {
+                self.problem(key, format!("must be {range}, not {value}"));
+            }
+        }
+    }
+}
+
 fn finish(
     s: SettingsLayer,
     sections: BTreeMap<String, Value>,
     file: Option<PathBuf>,
-) -> Result<Config, ConfigError> {
-    let origin = file.as_ref().map_or_else(
-        || "configuration".to_owned(),
-        |f| format!("configuration ({})", f.display()),
-    );
-    let invalid = |message: String| ConfigError::Invalid {
-        origin: origin.clone(),
-        message,
+    origins: BTreeMap<&'static str, Source>,
+) -> (Config, Vec<String>) {
+    let mut v = Validation {
+        origins,
+        problems: Vec::new(),
     };
-    let missing = |key: &str| invalid(format!("settings.{key} is not set"));
-    // A week: longer is a typo, and would overflow the host's timers.
-    const LONGEST: f64 = 7.0 * 24.0 * 3600.0;
-    let seconds = |key: &str, value: Option<f64>| -> Result<f64, ConfigError> {
-        let v = value.ok_or_else(|| missing(key))?;
-        if (0.0..=LONGEST).contains(&v) {
-            Ok(v)
-        } else {
-            Err(invalid(format!(
-                "settings.{key} must be a number of seconds from 0 to {LONGEST} (a week), not {v}"
-            )))
-        }
-    };
-    let timeout = seconds("timeout", s.timeout)?;
-    let max_timeout = seconds("max_timeout", s.max_timeout)?;
-    let shutdown_timeout = seconds("shutdown_timeout", s.shutdown_timeout)?;
-    let request_timeout = seconds("request_timeout", s.request_timeout)?;
-    let batch_size = s.batch_size.ok_or_else(|| missing("batch_size"))?;
-    if batch_size == 0 {
-        return Err(invalid("settings.batch_size must be at least 1".into()));
-    }
-    let spool_max_records = s
-        .spool_max_records
-        .ok_or_else(|| missing("spool_max_records"))?;
-    if spool_max_records == 0 {
-        return Err(invalid(
-            "settings.spool_max_records must be at least 1".into(),
-        ));
-    }
-    let decay = s.decay.ok_or_else(|| missing("decay"))?;
-    if !(decay.is_finite() && decay >= 1.0) {
-        return Err(invalid(format!(
-            "settings.decay must be 1 or more, not {decay}"
-        )));
+    let timeout = v.required("timeout", s.timeout);
+    let max_timeout = v.required("max_timeout", s.max_timeout);
+    let shutdown_timeout = v.required("shutdown_timeout", s.shutdown_timeout);
+    let request_timeout = v.required("request_timeout", s.request_timeout);
+    let decay = v.required("decay", s.decay);
+    let batch_size = v.required("batch_size", s.batch_size);
+    let spool_max_records = v.required("spool_max_records", s.spool_max_records);
+    for (key, value) in [
+        ("timeout", timeout),
+        ("max_timeout", max_timeout),
+        ("shutdown_timeout", shutdown_timeout),
+        ("request_timeout", request_timeout),
+        ("decay", decay),
+        ("batch_size", batch_size as f64),
+        ("spool_max_records", spool_max_records as f64),
+    ] {
+        v.within_bounds(key, value);
     }
     if max_timeout < timeout {
-        return Err(invalid(format!(
-            "settings.max_timeout ({max_timeout}) is less than settings.timeout ({timeout})"
-        )));
+        match v.origin("max_timeout") {
+            Source::Defaults => v.problem(
+                "timeout",
+                format!("({timeout}) must be at most settings.max_timeout ({max_timeout})"),
+            ),
+            _ => v.problem(
+                "max_timeout",
+                format!("({max_timeout}) must be at least settings.timeout ({timeout})"),
+            ),
+        }
     }
+    let file_origin = file.as_ref().map_or(Source::Defaults, |path| Source::File {
+        path: path.clone(),
+        line: None,
+    });
     let mut instances = Vec::new();
-    for name in s.plugins.ok_or_else(|| missing("plugins"))? {
+    for name in v.required("plugins", s.plugins) {
         let class = name
             .split_once('@')
-            .map_or(name.as_str(), |(class, _)| class);
+            .map_or(name.as_str(), |(class, _)| class)
+            .to_owned();
         if class.is_empty() || name.ends_with('@') {
-            return Err(invalid(format!(
-                "settings.plugins: `{name}` is not `Class` or `Class@label`"
-            )));
+            v.problem(
+                "plugins",
+                format!("`{name}` is not `Class` or `Class@label`"),
+            );
+            continue;
         }
         if instances.iter().any(|i: &InstanceConfig| i.name == name) {
-            return Err(invalid(format!(
-                "settings.plugins names `{name}` twice; a second instance needs its own name, e.g. `{class}@second`"
-            )));
+            v.problem(
+                "plugins",
+                format!("names `{name}` twice; a second instance needs its own name, e.g. `{class}@second`"),
+            );
+            continue;
         }
-        let mut section = sections.get(class).cloned().unwrap_or(Value::Null);
+        let mut section = sections.get(&class).cloned().unwrap_or(Value::Null);
         if name != class {
             merge_value(
                 &mut section,
                 sections.get(&name).cloned().unwrap_or(Value::Null),
             );
         }
-        if !matches!(section, Value::Null | Value::Mapping(_)) {
-            return Err(invalid(format!(
-                "section `{name}` must be a mapping of settings"
-            )));
-        }
         let settings_yaml = match section {
             Value::Null => String::new(),
-            section => serde_yaml::to_string(&section)
-                .map_err(|e| invalid(format!("section `{name}`: {e}")))?,
+            Value::Mapping(_) => match serde_yaml::to_string(&section) {
+                Ok(yaml) => yaml,
+                Err(e) => {
+                    v.problems
+                        .push(format!("{file_origin}: section `{name}`: {e}"));
+                    continue;
+                }
+            },
+            _ => {
+                v.problems.push(format!(
+                    "{file_origin}: section `{name}` must be a mapping of settings"
+                ));
+                continue;
+            }
         };
         instances.push(InstanceConfig {
-            class: class.to_owned(),
+            class,
             name,
             settings_yaml,
         });
     }
     let metrics_addr = match s.metrics_addr.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(addr) => Some(addr.parse().map_err(|_| {
-            invalid(format!(
-                "settings.metrics_addr must be an IP address and port, e.g. 127.0.0.1:9464, not `{addr}`"
-            ))
-        })?),
+        Some(addr) => addr.parse::<std::net::SocketAddr>().map_or_else(
+            |_| {
+                v.problem(
+                    "metrics_addr",
+                    format!("must be an IP address and port, e.g. 127.0.0.1:9464, not `{addr}`"),
+                );
+                None
+            },
+            Some,
+        ),
     };
     let mut trusted_plugins = BTreeMap::new();
     for (key, hash) in s.trusted_plugins.unwrap_or_default() {
         let hash = hash.trim().to_ascii_lowercase();
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid(format!(
-                "settings.trusted_plugins.{key} must be a sha256 in hex (64 characters, as `sha256sum` prints it)"
-            )));
+            let at = v.origin("trusted_plugins").clone();
+            v.problems.push(format!(
+                "{at}: settings.trusted_plugins.{key} must be a sha256 in hex (64 characters, as \
+                 `sha256sum` prints it)"
+            ));
+            continue;
         }
         trusted_plugins.insert(key, hash);
     }
-    Ok(Config {
+    let token = s.token.unwrap_or_default();
+    let frontend = s.frontend.unwrap_or_default();
+    check_delivery(&mut v, &frontend, &token);
+    let mut warnings = Vec::new();
+    if instances.is_empty() && v.problems.is_empty() {
+        warnings.push(
+            "no plugin instances configured: set settings.plugins (the host runs on; SIGHUP \
+             after setting it)"
+                .to_owned(),
+        );
+    }
+    if let Some(addr) = metrics_addr.filter(|a| !a.ip().is_loopback()) {
+        warnings.push(format!(
+            "{}: settings.metrics_addr {addr} is not a loopback address: /health, /metrics and \
+             the status page are open to the network (use 127.0.0.1, and a reverse proxy to \
+             expose them)",
+            v.origin("metrics_addr")
+        ));
+    }
+    let config = Config {
         file,
         timeouts: TimeoutSettings {
             timeout,
             decay,
             max_timeout,
         },
-        plugin_dir: s.plugin_dir.ok_or_else(|| missing("plugin_dir"))?,
-        state_dir: s.state_dir.ok_or_else(|| missing("state_dir"))?,
+        plugin_dir: v.required("plugin_dir", s.plugin_dir),
+        state_dir: v.required("state_dir", s.state_dir),
         shutdown_timeout,
-        token: s.token.unwrap_or_default(),
-        frontend: s.frontend.unwrap_or_default(),
+        token,
+        frontend,
         request_timeout,
-        backlog_trigger: s
-            .backlog_trigger
-            .ok_or_else(|| missing("backlog_trigger"))?,
+        backlog_trigger: v.required("backlog_trigger", s.backlog_trigger),
         batch_size,
-        drop_stale_incoming: s
-            .drop_stale_incoming
-            .ok_or_else(|| missing("drop_stale_incoming"))?,
+        drop_stale_incoming: v.required("drop_stale_incoming", s.drop_stale_incoming),
         spool_max_records,
-        spool_fsync: s.spool_fsync.ok_or_else(|| missing("spool_fsync"))?,
+        spool_fsync: s.spool_fsync.unwrap_or_else(|| {
+            v.problem("spool_fsync", "is not set");
+            Fsync::Periodic
+        }),
         plugin_policy: Policy {
-            strict_permissions: s
-                .strict_plugin_permissions
-                .ok_or_else(|| missing("strict_plugin_permissions"))?,
+            strict_permissions: v
+                .required("strict_plugin_permissions", s.strict_plugin_permissions),
             pins: trusted_plugins,
         },
         metrics_addr,
         instances,
         sections,
+        origins: v.origins,
+        warnings,
+    };
+    (config, v.problems)
+}
+
+/// Both `frontend` and `token`, or neither; a frontend that is an http(s) base URL; a token
+/// that fits in a header. The token's value is never shown.
+fn check_delivery(v: &mut Validation, frontend: &str, token: &Secret) {
+    let has_frontend = !frontend.trim().is_empty();
+    let has_token = !token.expose().trim().is_empty();
+    if has_frontend && !has_token {
+        v.problem(
+            "frontend",
+            "is set but no token is: set the TOKEN environment variable or settings.token (or \
+             leave the frontend empty to keep records in the spool and on stdout)",
+        );
+    }
+    if has_token && !has_frontend {
+        v.problem(
+            "token",
+            "is set but no frontend is: set settings.frontend or CALLLOGGER_FRONTEND (or remove \
+             the token to keep records in the spool and on stdout)",
+        );
+    }
+    if has_token && token.expose().chars().any(char::is_control) {
+        v.problem(
+            "token",
+            "contains a control character (a newline, a tab, …; often the end of the file it was \
+             copied from); its value is not shown",
+        );
+    }
+    if has_frontend {
+        if let Some(why) = url_problem(frontend) {
+            v.problem(
+                "frontend",
+                format!(
+                    "`{frontend}` {why}; it must be a base URL such as https://monitor.example.com"
+                ),
+            );
+        }
+    }
+}
+
+/// What is wrong with a frontend URL, if anything.
+fn url_problem(url: &str) -> Option<String> {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains a space or a control character".into());
+    }
+    match reqwest::Url::parse(url) {
+        Err(e) => Some(format!("is not a URL ({e})")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
+            "has the scheme `{}`, not http or https",
+            u.scheme()
+        )),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("names no host".into()),
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            Some("has a ?query or #fragment (the record path is appended to it)".into())
+        }
+        Ok(_) => None,
+    }
+}
+
+/// What `state_dir` offers: its free space, and whether it still has to be created.
+#[derive(Debug)]
+pub struct StateDirSpace {
+    /// Bytes available to this service on its file system.
+    pub free_bytes: u64,
+    /// The folder does not exist yet; it is created in a folder that does.
+    pub created_in: Option<PathBuf>,
+}
+
+/// Why `state_dir` cannot hold the host's private files.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    #[error("settings.state_dir {path} is a file, not a folder")]
+    File { path: PathBuf },
+    #[error("settings.state_dir {path} cannot be created: {blocker} is not a folder")]
+    UnderAFile { path: PathBuf, blocker: PathBuf },
+    #[error("settings.state_dir {path} cannot be used: {at}: {error}")]
+    Io {
+        path: PathBuf,
+        at: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("settings.state_dir {path} is not writable by this service: {error}")]
+    NotWritable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// Checks that `state_dir` is a folder this service can write in (or can be created as one),
+/// without changing anything, and says how much space its file system has left.
+pub fn inspect_state_dir(path: &Path) -> Result<StateDirSpace, StateDirError> {
+    // The folder itself, else the nearest existing folder it would be created in.
+    let mut existing = path;
+    loop {
+        let shown = if existing.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            existing
+        };
+        match std::fs::metadata(shown) {
+            Ok(meta) if meta.is_dir() => {
+                existing = shown;
+                break;
+            }
+            Ok(_) if existing == path => {
+                return Err(StateDirError::File {
+                    path: path.to_owned(),
+                })
+            }
+            Ok(_) => {
+                return Err(StateDirError::UnderAFile {
+                    path: path.to_owned(),
+                    blocker: existing.to_owned(),
+                })
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                existing = existing.parent().unwrap_or(Path::new(""));
+            }
+            Err(error) => {
+                return Err(StateDirError::Io {
+                    path: path.to_owned(),
+                    at: shown.to_owned(),
+                    error,
+                })
+            }
+        }
+    }
+    // An unnamed file (O_TMPFILE where supported): writing is tried, nothing is left behind.
+    tempfile::tempfile_in(existing).map_err(|error| StateDirError::NotWritable {
+        path: path.to_owned(),
+        error,
+    })?;
+    let stat = nix::sys::statvfs::statvfs(existing).map_err(|e| StateDirError::Io {
+        path: path.to_owned(),
+        at: existing.to_owned(),
+        error: e.into(),
+    })?;
+    Ok(StateDirSpace {
+        free_bytes: stat.blocks_available().saturating_mul(stat.fragment_size()),
+        created_in: (existing != path).then(|| existing.to_owned()),
     })
 }
 
@@ -458,7 +855,11 @@ mod tests {
 
     #[test]
     fn the_token_is_never_shown() {
-        let config = load_text("settings:\n  token: 12345678\n", &[]).unwrap();
+        let config = load_text(
+            "settings:\n  token: 12345678\n  frontend: https://f.example\n",
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             config.token.expose(),
             "12345678",
@@ -498,9 +899,13 @@ mod tests {
     fn defaults_alone_are_a_valid_config() {
         let config = load(None, SettingsLayer::default(), SettingsLayer::default()).unwrap();
         assert_eq!(config.timeouts, TimeoutSettings::default());
-        assert_eq!(config.instances.len(), 1);
-        assert_eq!(config.instances[0].class, "MockCalls");
-        assert!(config.instances[0].settings_yaml.contains("sleep"));
+        assert!(config.instances.is_empty(), "the defaults run no plugin");
+        assert!(
+            config.warnings[0].starts_with("no plugin instances configured: set settings.plugins"),
+            "{:?}",
+            config.warnings
+        );
+        assert!(!config.delivers());
     }
 
     #[test]
@@ -571,7 +976,7 @@ mod tests {
         let config = load_text(
             "settings:\n  timeout: 1\n  decay: 2\n  max_timeout: 3\n  plugins: [Echo]\n  plugin_dir: /p\n  \
              state_dir: /s\n  shutdown_timeout: 4\n  token: t\n  frontend: http://f\n  request_timeout: 5\n  \
-             backlog_trigger: 6\n  batch_size: 7\n  drop_stale_incoming: false\n  spool_max_records: 8\n  \
+             backlog_trigger: 6\n  batch_size: 7\n  drop_stale_incoming: false\n  spool_max_records: 80\n  \
              spool_fsync: always\n",
             &[],
         )
@@ -599,9 +1004,204 @@ mod tests {
         );
         assert_eq!((config.backlog_trigger, config.batch_size), (6, 7));
         assert!(!config.drop_stale_incoming);
-        assert_eq!(config.spool_max_records, 8);
+        assert_eq!(config.spool_max_records, 80);
         assert_eq!(config.spool_fsync, Fsync::Always);
         assert!(config.delivers());
+    }
+
+    #[test]
+    fn a_bound_names_the_file_key_line_and_range() {
+        for (text, key, line, range) in [
+            ("settings:\n  timeout: 0\n", "timeout", 2, "from 0.05 to"),
+            (
+                "settings: {plugins: []}\n\nsettings_note: 1\nx: {request_timeout: 5}\n",
+                "",
+                0,
+                "",
+            ),
+            (
+                "# c\nsettings: {plugins: [],\n  request_timeout: 0}\n",
+                "request_timeout",
+                3,
+                "from 0.1 to",
+            ),
+            ("settings:\n  decay: 0.5\n", "decay", 2, "from 1 to 100"),
+            ("settings:\n  batch_size: 0\n", "batch_size", 2, "from 1 to"),
+            (
+                "settings:\n  timeout: 1\n  max_timeout: 0.5\n",
+                "max_timeout",
+                3,
+                "at least settings.timeout (1)",
+            ),
+            (
+                "settings:\n  spool_max_records: 5\n",
+                "spool_max_records",
+                2,
+                "from 10",
+            ),
+            (
+                "settings:\n  shutdown_timeout: 7200\n",
+                "shutdown_timeout",
+                2,
+                "to 3600",
+            ),
+        ] {
+            let result = load_text(text, &[]);
+            if key.is_empty() {
+                assert!(result.is_ok(), "{text}: {:?}", result.err());
+                continue;
+            }
+            let err = result.unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("config.yml, line {line}: settings.{key} ")),
+                "{text}: {err}"
+            );
+            assert!(err.contains(range), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let (_, problems) = load_all(
+            Some((
+                write(
+                    &tempfile::tempdir().unwrap(),
+                    "settings:\n  timeout: 0\n  request_timeout: 0\n  frontend: 'htp:/x y'\n  token: \"a\\nb\"\n",
+                ),
+                true,
+            )),
+            SettingsLayer::default(),
+            SettingsLayer::default(),
+        )
+        .unwrap();
+        let joined = problems.join("\n");
+        for needle in [
+            "line 2: settings.timeout",
+            "line 3: settings.request_timeout",
+            "line 4: settings.frontend `htp:/x y` contains a space",
+            "line 5: settings.token contains a control character",
+        ] {
+            assert!(joined.contains(needle), "{needle}: {joined}");
+        }
+        assert_eq!(problems.len(), 4, "{joined}");
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_naming_it() {
+        for text in ["", "  \n\n", "# all commented out\n# settings:\n"] {
+            let err = load_text(text, &[]).unwrap_err();
+            assert!(matches!(err, ConfigError::Empty { .. }), "{text:?}: {err}");
+            let err = err.to_string();
+            assert!(err.contains("config.yml is empty"), "{err}");
+            assert!(
+                err.contains("delete it to run on the built-in defaults"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_frontend_needs_a_token_and_a_token_a_frontend() {
+        let err = load_text("", &[("CALLLOGGER_FRONTEND", "https://f.example")]);
+        assert!(matches!(err, Err(ConfigError::Empty { .. })));
+        let err = load_text(
+            "settings: {}\n",
+            &[("CALLLOGGER_FRONTEND", "https://f.example")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "environment variable CALLLOGGER_FRONTEND: settings.frontend is set but no token"
+            ) && err.contains("TOKEN"),
+            "{err}"
+        );
+        let err = load_text("settings: {}\n", &[("TOKEN", "tok-SECRET")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable TOKEN: settings.token is set but no frontend"),
+            "{err}"
+        );
+        assert!(!err.contains("SECRET"), "{err}");
+        let config = load_text(
+            "settings: {frontend: 'http://127.0.0.1:8000/base/'}\n",
+            &[("TOKEN", "t")],
+        )
+        .unwrap();
+        assert!(config.delivers());
+    }
+
+    #[test]
+    fn a_frontend_must_be_an_http_base_url() {
+        for bad in [
+            "htp:/x y",
+            "ftp://example.com",
+            "123",
+            "http://",
+            "https://f/?a=1",
+            "http://a b",
+        ] {
+            assert!(url_problem(bad).is_some(), "{bad} accepted");
+        }
+        for good in [
+            "http://localhost:8000",
+            "https://monitor.example.com/",
+            "http://[::1]:9/x",
+        ] {
+            assert_eq!(url_problem(good), None, "{good}");
+        }
+    }
+
+    #[test]
+    fn a_metrics_addr_off_the_loopback_is_warned_about() {
+        let config = load_text(
+            "settings: {plugins: [Echo], metrics_addr: '0.0.0.0:9464'}\n",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            config.warnings.iter().any(|w| w.contains("line 1: settings.metrics_addr 0.0.0.0:9464 is not a loopback")),
+            "{:?}",
+            config.warnings
+        );
+        let config = load_text(
+            "settings: {plugins: [Echo]}\n",
+            &[("CALLLOGGER_METRICS_ADDR", "127.0.0.1:1")],
+        )
+        .unwrap();
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn line_of_finds_keys_under_settings_only() {
+        let text = "MockCalls:\n  timeout: 1\nsettings:\n  max_timeout: 2\n  # timeout: 3\n  timeout: 4 # timeout: 5\nEcho: {timeout: 6}\n";
+        assert_eq!(line_of(text, "timeout"), Some(6));
+        assert_eq!(line_of(text, "max_timeout"), Some(4));
+        assert_eq!(line_of("'settings': {\"decay\": 2}", "decay"), Some(1));
+        assert_eq!(line_of("settings:\n  plugins: []\n", "decay"), None);
+    }
+
+    #[test]
+    fn a_state_dir_must_be_a_writable_folder_or_creatable() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = inspect_state_dir(dir.path()).unwrap();
+        assert!(space.free_bytes > 0 && space.created_in.is_none());
+        let missing = dir.path().join("a/b");
+        let space = inspect_state_dir(&missing).unwrap();
+        assert_eq!(space.created_in.as_deref(), Some(dir.path()));
+        assert!(!missing.exists(), "checking creates nothing");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = inspect_state_dir(&file).unwrap_err().to_string();
+        assert!(err.contains("is a file, not a folder"), "{err}");
+        let err = inspect_state_dir(&file.join("sub"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot be created") && err.contains("file is not a folder"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -121,9 +121,26 @@ fn main() -> ExitCode {
         Command::Spool { action } => spool_command(&cli, action),
     };
     result.unwrap_or_else(|e| {
-        tracing::error!("{e:#}");
+        tracing::error!("{}", error_chain(&e));
         ExitCode::FAILURE
     })
+}
+
+/// An error with its causes, `: `-separated, each said once: a cause whose text its error
+/// already ends with (as `{source}` in a message) is not repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Logs go to stderr (stdout carries records), filtered by `RUST_LOG`; the latest warnings
@@ -145,14 +162,29 @@ fn init_logging(default: &str, telemetry: &Arc<Telemetry>) {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let (file, env, flags) = config_layers(cli);
+    config::load(file, env, flags)
+}
+
+/// The config with every problem in its values, for `check` to report them all.
+fn load_config_all(cli: &Cli) -> Result<(Config, Vec<String>), ConfigError> {
+    let (file, env, flags) = config_layers(cli);
+    config::load_all(file, env, flags)
+}
+
+/// The user file, the environment and the flags, as [`config::load`] takes them.
+fn config_layers(cli: &Cli) -> (Option<(PathBuf, bool)>, SettingsLayer, SettingsLayer) {
     let env = |name: &str| std::env::var(name).ok();
-    let file = config::config_path(cli.config.as_deref(), env);
     let flags = SettingsLayer {
         plugin_dir: cli.plugin_dir.clone(),
         state_dir: cli.state_dir.clone(),
         ..SettingsLayer::default()
     };
-    config::load(file, SettingsLayer::from_env(env), flags)
+    (
+        config::config_path(cli.config.as_deref(), env),
+        SettingsLayer::from_env(env),
+        flags,
+    )
 }
 
 fn scan_plugins(
@@ -167,9 +199,54 @@ fn scan_plugins(
         &Registry::default(),
         hashing,
     )
-    .with_context(|| {
-        "set settings.plugin_dir, $CALLLOGGER_PLUGIN_DIR or --plugin-dir to the folder holding the plugin libraries"
+    .map_err(|e| match &e {
+        loader::LoaderError::ReadDir { .. } => anyhow::anyhow!(
+            "{e}; set settings.plugin_dir, $CALLLOGGER_PLUGIN_DIR or --plugin-dir to the folder holding the plugin libraries"
+        ),
+        _ => anyhow::anyhow!("{e}"),
     })
+}
+
+/// Refuses a `state_dir` the host cannot write in; returns what to say about it, and its free
+/// space in bytes.
+fn inspect_state_dir(config: &Config) -> Result<(String, u64), String> {
+    let at = config
+        .origins
+        .get("state_dir")
+        .map_or_else(String::new, |origin| format!("{origin}: "));
+    let space = config::inspect_state_dir(&config.state_dir).map_err(|e| format!("{at}{e}"))?;
+    let created = space.created_in.map_or_else(String::new, |parent| {
+        format!(", to be created in {}", parent.display())
+    });
+    let text = format!(
+        "{} ({:.1} MiB free{created})",
+        config.state_dir.display(),
+        mib(space.free_bytes)
+    );
+    Ok((text, space.free_bytes))
+}
+
+/// Below this much free space in `state_dir`, start-up warns: the spool keeps every record
+/// there until it is delivered.
+const LOW_SPACE: u64 = 64 << 20;
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// One line at start-up: how much room the spool has.
+fn log_free_space(dir: &std::path::Path, free: u64) {
+    if free < LOW_SPACE {
+        tracing::warn!(
+            "state folder {}: only {:.1} MiB free (less than {:.0} MiB): the spool stores every \
+             record there until it is delivered",
+            dir.display(),
+            mib(free),
+            mib(LOW_SPACE)
+        );
+    } else {
+        tracing::info!("state folder {}: {:.1} MiB free", dir.display(), mib(free));
+    }
 }
 
 /// Builds every configured instance; the errors name the instance, class and key at fault.
@@ -189,9 +266,13 @@ fn prepare(
 fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
     // 1. Config: defaults < file < environment < flags.
     let config = load_config(cli)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let (_, free) = inspect_state_dir(&config).map_err(anyhow::Error::msg)?;
     // What is in the state folder is delivered with the token: owner-only, like the plugins.
     loader::state_dir::prepare(&config.plugin_policy, &config.state_dir)?;
-    loader::state_dir::log_free_space(&config.state_dir);
+    log_free_space(&config.state_dir, free);
     // 2. Loader: every trusted library in the plugins folder, from private copies.
     let copy_dir = config.state_dir.join("libs");
     let stale = loader::clean_stale_copies(&copy_dir);
@@ -278,7 +359,7 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         startup,
         telemetry,
     );
-    let running = format!("running {}", plugins.names().join(", "));
+    let running = running_line(&plugins);
     tracing::info!("{running}");
     service::ready(&running);
 
@@ -296,7 +377,7 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
                 tracing::info!("SIGHUP received: reloading the config and the plugins folder");
                 service::reloading();
                 plugins.reload(load_config(cli));
-                service::ready(&format!("running {}", plugins.names().join(", ")));
+                service::ready(&running_line(&plugins));
             }
             Some(Event::PluginsChanged) => plugins.folder_changed(),
         }
@@ -344,6 +425,14 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         Shutdown::Failed(_) => ExitCode::FAILURE,
         Shutdown::Signal(_) => ExitCode::SUCCESS,
     })
+}
+
+/// What runs, for the log and systemd's status line.
+fn running_line(plugins: &Plugins) -> String {
+    match plugins.names() {
+        names if names.is_empty() => "running no plugin instances".to_owned(),
+        names => format!("running {}", names.join(", ")),
+    }
 }
 
 /// The optional listener for /health, /metrics and the status page.
@@ -466,41 +555,54 @@ fn plugin_table(registry: &Registry) -> String {
     out
 }
 
-/// `calllogger check`: everything `run` would do before starting the instances.
+/// `calllogger check`: everything `run` would do before starting the instances, every
+/// problem reported at once.
 fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let config = load_config(cli)?;
+    let (config, mut problems) = load_config_all(cli)?;
     match &config.file {
         Some(file) => println!("config: {} over the built-in defaults", file.display()),
         None => println!("config: built-in defaults only"),
     }
-    println!("plugin folder: {}", config.plugin_dir.display());
-    let copies = tempfile::tempdir().context("creating a temporary folder")?;
-    let registry = scan_plugins(&config, copies.path(), loader::Hashing::WhenNeeded)?;
-    let mut problems: Vec<String> = registry
-        .refused
-        .iter()
-        .map(|r| format!("plugin library {} refused: {}", r.file.display(), r.reason))
-        .collect();
-    problems.extend(registry.conflicts().iter().map(ToString::to_string));
+    let mut warnings = config.warnings.clone();
+    match inspect_state_dir(&config) {
+        Ok((state, _)) => println!("state folder: {state}"),
+        Err(problem) => problems.push(problem),
+    }
     if let Err(e) = loader::state_dir::check(&config.plugin_policy, &config.state_dir) {
         problems.push(e.to_string());
     }
-    match prepare(&config, &registry, MissingClass::IsError) {
-        Ok(plan) => {
-            for instance in plan.start {
-                println!(
-                    "would run: {} (class {} from {})",
-                    instance.name,
-                    instance.spec.class,
-                    instance.spec.library.file.display()
-                );
+    println!("plugin folder: {}", config.plugin_dir.display());
+    let copies = tempfile::tempdir().context("creating a temporary folder")?;
+    match scan_plugins(&config, copies.path(), loader::Hashing::WhenNeeded) {
+        Ok(registry) => {
+            problems.extend(
+                registry
+                    .refused
+                    .iter()
+                    .map(|r| format!("plugin library {} refused: {}", r.file.display(), r.reason)),
+            );
+            problems.extend(registry.conflicts().iter().map(ToString::to_string));
+            match prepare(&config, &registry, MissingClass::IsError) {
+                Ok(plan) => {
+                    for instance in plan.start {
+                        println!(
+                            "would run: {} (class {} from {})",
+                            instance.name,
+                            instance.spec.class,
+                            instance.spec.library.file.display()
+                        );
+                    }
+                }
+                Err(errors) => problems.extend(errors),
             }
+            let classes: Vec<&str> = registry.classes().into_keys().collect();
+            warnings.extend(config.unclaimed_sections(&classes).map(|section| {
+                format!(
+                    "config section `{section}` matches no plugin class and no configured instance"
+                )
+            }));
         }
-        Err(errors) => problems.extend(errors),
-    }
-    let classes: Vec<&str> = registry.classes().into_keys().collect();
-    for section in config.unclaimed_sections(&classes) {
-        println!("warning: config section `{section}` matches no plugin class and no configured instance");
+        Err(e) => problems.push(error_chain(&e)),
     }
     if config.delivers() {
         println!("records go to: {} (token set)", config.frontend);
@@ -510,6 +612,9 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     match config.metrics_addr {
         Some(addr) => println!("status page, /health and /metrics: http://{addr}/"),
         None => println!("status page, /health and /metrics: off (settings.metrics_addr)"),
+    }
+    for warning in &warnings {
+        println!("warning: {warning}");
     }
     if problems.is_empty() {
         println!("ok");

@@ -47,9 +47,9 @@ fn a_folder_writable_by_others_stops_start_up_unless_the_check_is_off() {
     let (ok, report, err) = install.run_cli(&["check"]);
     assert!(!ok);
     assert!(
-        err.contains("plugin folder")
-            && err.contains("writable by its group and others (mode 777)")
-            && err.contains("chmod go-w"),
+        report.contains("error: plugin folder")
+            && report.contains("writable by its group and others (mode 777)")
+            && report.contains("chmod go-w"),
         "{report}{err}"
     );
     let mut host = install.start();

@@ -131,14 +131,303 @@ fn environment_overrides_the_file_which_overrides_the_defaults() {
         "{report}"
     );
     assert!(!report.contains("would run: MockCalls"), "{report}");
-    // With no file at all, the built-in defaults run MockCalls.
-    let output = install
-        .command(&["check"])
-        .env("CALLLOGGER_CONFIG", "")
-        .arg("--config")
-        .arg("/dev/null")
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(report.contains("would run: MockCalls"), "{report}");
+}
+
+const NO_PLUGINS: &str = "no plugin instances configured: set settings.plugins";
+
+#[test]
+fn the_built_in_defaults_run_no_plugin_say_so_and_wait_for_a_sighup() {
+    // MockCalls is in the folder, and the file leaves `plugins` to the defaults.
+    let install = Install::new(&[MOCK_CALLS], "settings: {shutdown_timeout: 5}\n");
+    let (ok, report, _) = install.run_cli(&["check"]);
+    assert!(ok, "no plugin is a warning, not an error:\n{report}");
+    assert!(
+        report.contains(&format!("warning: {NO_PLUGINS}")),
+        "{report}"
+    );
+    assert!(!report.contains("would run"), "{report}");
+    let mut host = install.start();
+    host.wait_for_log(NO_PLUGINS, 1, WAIT);
+    host.wait_for_log("running no plugin instances", 1, WAIT);
+    // An installer names the plugin and sends SIGHUP: it starts, records stream.
+    install.write_config("settings: {plugins: [MockCalls]}\nMockCalls: {sleep: 0.05}\n");
+    host.signal(Signal::SIGHUP);
+    host.records_until(WAIT, |r| r["id"].is_string());
+    let log = host.terminate();
+    assert!(log.contains("reloading: start MockCalls"), "{log}");
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Waits for `n` more records from the host.
+fn more_records(host: &Host, n: usize) {
+    let mut seen = 0;
+    host.records_until(WAIT, |_| {
+        seen += 1;
+        seen >= n
+    });
+}
+
+#[test]
+fn an_empty_config_file_is_refused_at_start_up_and_on_sighup() {
+    let install = Install::new(&[MOCK_CALLS], "");
+    let file = install.config_path().display().to_string();
+    let (ok, _, errors) = install.run_cli(&["check"]);
+    assert!(!ok, "check refuses it");
+    assert!(
+        errors.contains(&format!("config file {file} is empty"))
+            && errors.contains("delete it to run on the built-in defaults"),
+        "{errors}"
+    );
+    let mut host = install.start();
+    assert!(!host.wait_exit(WAIT).0.success(), "run refuses it too");
+    assert!(
+        host.log().contains(&format!("config file {file} is empty")),
+        "{}",
+        host.log()
+    );
+
+    install.write_config("settings: {plugins: [MockCalls]}\nMockCalls: {sleep: 0.05}\n");
+    let mut host = install.start();
+    more_records(&host, 3);
+    // An editor or a deploy truncated it (0 bytes), then left only comments.
+    for (times, text) in [(1, ""), (2, "# settings:\n#   plugins: [Echo]\n\n")] {
+        install.write_config(text);
+        host.signal(Signal::SIGHUP);
+        host.wait_for_log("new config refused, the running one stays", times, WAIT);
+        more_records(&host, 3);
+    }
+    let log = host.log();
+    assert_eq!(
+        log.matches(&format!("config file {file} is empty")).count(),
+        2,
+        "each refusal names the file:\n{log}"
+    );
+    // Unreadable: a folder where the file was.
+    std::fs::remove_file(install.config_path()).unwrap();
+    std::fs::create_dir(install.config_path()).unwrap();
+    host.signal(Signal::SIGHUP);
+    host.wait_for_log("new config refused, the running one stays", 3, WAIT);
+    more_records(&host, 3);
+    let log = host.log();
+    assert!(
+        log.contains(&format!("cannot read config file {file}")),
+        "{log}"
+    );
+    std::fs::remove_dir(install.config_path()).unwrap();
+    assert!(
+        !log.contains("reloading:"),
+        "the running instance was neither restarted nor stopped:\n{log}"
+    );
+    // A real edit still applies.
+    install.write_config("settings: {plugins: [MockCalls]}\nMockCalls: {sleep: 0.06}\n");
+    host.signal(Signal::SIGHUP);
+    host.wait_for_log("reloading: restart MockCalls", 1, WAIT);
+    more_records(&host, 1);
+    host.terminate();
+}
+
+/// `check`'s errors, then `run`'s log: both must name each needle, and `run` must exit 1.
+fn refused_by_check_and_run(install: &Install, needles: &[&str]) -> String {
+    let errors = check_error(install);
+    let mut host = install.start();
+    let (status, _) = host.wait_exit(WAIT);
+    assert!(!status.success(), "run refuses it:\n{}", host.log());
+    let log = host.log();
+    for needle in needles {
+        assert!(
+            errors.contains(needle),
+            "check: `{needle}` missing:\n{errors}"
+        );
+        assert!(log.contains(needle), "run: `{needle}` missing:\n{log}");
+    }
+    log
+}
+
+#[test]
+fn timeouts_out_of_range_are_refused_naming_the_file_key_line_and_range() {
+    let install = Install::new(
+        &[MOCK_CALLS],
+        "settings:\n  plugins: [MockCalls]\n  timeout: 0\n  max_timeout: 0\n  request_timeout: 0\n",
+    );
+    let file = install.config_path().display().to_string();
+    refused_by_check_and_run(
+        &install,
+        &[
+            &format!("config file {file}, line 3: settings.timeout must be seconds, from 0.05 to"),
+            &format!(
+                "config file {file}, line 4: settings.max_timeout must be seconds, from 0.05 to"
+            ),
+            &format!(
+                "config file {file}, line 5: settings.request_timeout must be seconds, from 0.1 to"
+            ),
+        ],
+    );
+    for (setting, needle) in [
+        (
+            "decay: 0.5",
+            "settings.decay must be a factor from 1 to 100, not 0.5",
+        ),
+        (
+            "batch_size: 0",
+            "settings.batch_size must be records, from 1 to 10000, not 0",
+        ),
+        (
+            "timeout: 5, max_timeout: 1",
+            "settings.max_timeout (1) must be at least settings.timeout (5)",
+        ),
+    ] {
+        install.write_config(&format!("settings: {{plugins: [MockCalls], {setting}}}\n"));
+        refused_by_check_and_run(
+            &install,
+            &[&format!("config file {file}, line 1: {needle}")],
+        );
+    }
+    // The smallest values the tests use stay valid.
+    install.write_config(
+        "settings: {plugins: [MockCalls], timeout: 0.05, max_timeout: 0.1, request_timeout: 0.3, decay: 1.0, shutdown_timeout: 1, spool_max_records: 50}\n",
+    );
+    let (ok, report, _) = install.run_cli(&["check"]);
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_frontend_without_a_token_or_a_token_without_a_frontend_is_an_error() {
+    const SECRET: &str = "tok-5ecret-only";
+    let install = Install::new(&[MOCK_CALLS], "settings: {plugins: [MockCalls]}\n");
+    let run = |env: &[(&str, &str)]| {
+        let mut check = install.command(&["check"]);
+        let mut run = install.command(&["run"]);
+        for (key, value) in env {
+            check.env(key, value);
+            run.env(key, value);
+        }
+        let output = check.output().unwrap();
+        assert!(!output.status.success());
+        let report = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut host = Host::spawn(run);
+        assert!(
+            !host.wait_exit(WAIT).0.success(),
+            "run refuses it, no silent stdout mode:\n{}",
+            host.log()
+        );
+        (report, host.log())
+    };
+    let (report, log) = run(&[
+        ("CALLLOGGER_FRONTEND", "http://127.0.0.1:9/"),
+        ("TOKEN", ""),
+    ]);
+    for text in [&report, &log] {
+        assert!(
+            text.contains("environment variable CALLLOGGER_FRONTEND: settings.frontend is set but no token is: set the TOKEN environment variable or settings.token"),
+            "{text}"
+        );
+    }
+    let (report, log) = run(&[("TOKEN", SECRET)]);
+    for text in [&report, &log] {
+        assert!(
+            text.contains("environment variable TOKEN: settings.token is set but no frontend is: set settings.frontend or CALLLOGGER_FRONTEND"),
+            "{text}"
+        );
+        assert!(!text.contains(SECRET), "the token is never shown: {text}");
+    }
+}
+
+#[test]
+fn check_and_run_validate_the_frontend_token_and_state_dir_reporting_every_problem_at_once() {
+    const SECRET: &str = "s3cret-with-newline";
+    let install = Install::new(
+        &[MOCK_CALLS],
+        &format!(
+            "settings:\n  plugins: [MockCalls]\n  frontend: 'htp:/x y'\n  token: \"{SECRET}\\n\"\n  metrics_addr: '0.0.0.0:0'\n"
+        ),
+    );
+    let file = install.config_path().display().to_string();
+    let state = install.dir.path().join("state");
+    std::fs::write(&state, "not a folder").unwrap();
+    let (ok, report, _) = install.run_cli(&["check"]);
+    assert!(!ok, "{report}");
+    for needle in [
+        format!("error: config file {file}, line 3: settings.frontend `htp:/x y` contains a space"),
+        format!("error: config file {file}, line 4: settings.token contains a control character"),
+        format!("error: flag --state-dir: settings.state_dir {} is a file, not a folder", state.display()),
+        format!("warning: config file {file}, line 5: settings.metrics_addr 0.0.0.0:0 is not a loopback address"),
+        "3 problems found".to_owned(),
+    ] {
+        assert!(report.contains(&needle), "`{needle}` missing:\n{report}");
+    }
+    assert!(!report.contains(SECRET), "{report}");
+    let log = refused_by_check_and_run(
+        &install,
+        &[
+            "settings.frontend `htp:/x y`",
+            "settings.token contains a control character",
+        ],
+    );
+    assert!(!log.contains(SECRET), "{log}");
+    // The URL alone, then the folder alone: `run` refuses each at start-up.
+    for (frontend, needle) in [
+        (
+            "ftp://monitor.example.com",
+            "has the scheme `ftp`, not http or https",
+        ),
+        ("123", "is not a URL"),
+    ] {
+        install.write_config(&format!(
+            "settings: {{plugins: [MockCalls], frontend: '{frontend}', token: t}}\n"
+        ));
+        refused_by_check_and_run(
+            &install,
+            &[&format!("settings.frontend `{frontend}` {needle}")],
+        );
+    }
+    install.write_config("settings: {plugins: [MockCalls]}\n");
+    let log =
+        refused_by_check_and_run(&install, &["settings.state_dir", "is a file, not a folder"]);
+    assert!(
+        !log.contains("plugin_dir"),
+        "not blamed on the plugins folder:\n{log}"
+    );
+    // A good folder: check says how much space it has left.
+    std::fs::remove_file(&state).unwrap();
+    let (ok, report, _) = install.run_cli(&["check"]);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains(&format!("state folder: {} (", state.display()))
+            && report.contains(" MiB free, to be created in "),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_config_error_is_printed_once() {
+    let install = Install::new(&[MOCK_CALLS], "settings: [unclosed\n");
+    let mut host = install.start();
+    assert!(!host.wait_exit(WAIT).0.success());
+    let log = host.log();
+    assert_eq!(log.matches("at line").count(), 1, "{log}");
+    let (_, report, err) = install.run_cli(&["check"]);
+    assert_eq!(
+        report.matches("at line").count() + err.matches("at line").count(),
+        1,
+        "{report}{err}"
+    );
+    std::fs::remove_file(install.config_path()).unwrap();
+    let mut host = install.start();
+    assert!(!host.wait_exit(WAIT).0.success());
+    let log = host.log();
+    assert!(log.contains("cannot read config file"), "{log}");
+    assert_eq!(log.matches("No such file or directory").count(), 1, "{log}");
+}
+
+#[test]
+fn an_unusable_state_dir_is_not_blamed_on_the_plugin_dir() {
+    let install = Install::new(&[MOCK_CALLS], "settings: {plugins: [MockCalls]}\n");
+    // The spool cannot live below a file.
+    std::fs::write(install.dir.path().join("state"), "").unwrap();
+    let mut host = install.start();
+    assert!(!host.wait_exit(WAIT).0.success());
+    let log = host.log();
+    assert!(log.contains("settings.state_dir"), "{log}");
+    assert!(!log.contains("plugin_dir"), "{log}");
 }

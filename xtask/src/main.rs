@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>`:
 //!
 //! - `demo [HOST ARGS…]`: build the host and the shipped plugins, stage the plugins into
-//!   `target/demo/plugins`, and run the host on them with the built-in defaults (MockCalls).
+//!   `target/demo/plugins`, and run the host on them with MockCalls (`target/demo/config.yml`
+//!   over the built-in defaults, which run no plugin).
 //! - `stage DIR [--release]`: build the shipped plugins and install them into DIR, the way an
 //!   operator should (copy to a temporary name, then rename over the old file).
 //! - `bench`: build in release mode and print the benchmark table.
@@ -116,6 +117,10 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// The demo's config: the built-in defaults run no plugin, the demo runs MockCalls.
+const DEMO_CONFIG: &str = "# Written by `cargo demo`: MockCalls over the built-in defaults.\n\
+                           settings:\n  plugins: [MockCalls]\n";
+
 fn demo(host_args: &[String]) -> Result<()> {
     let demo = root().join("target").join("demo");
     let plugins = demo.join("plugins");
@@ -127,8 +132,11 @@ fn demo(host_args: &[String]) -> Result<()> {
         .arg("--state-dir")
         .arg(demo.join("state"));
     if !host_args.iter().any(|a| a == "--config") {
-        // The built-in defaults only, whatever /etc/calllogger holds.
-        host.arg("--config").arg(root().join("defaults.yml"));
+        // MockCalls over the built-in defaults, whatever /etc/calllogger holds.
+        let config = demo.join("config.yml");
+        std::fs::write(&config, DEMO_CONFIG)
+            .with_context(|| format!("writing {}", config.display()))?;
+        host.arg("--config").arg(config);
     }
     host.args(host_args);
     eprintln!(

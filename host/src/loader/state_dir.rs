@@ -6,9 +6,6 @@ use std::path::{Path, PathBuf};
 use super::trust::{self, Policy};
 use crate::spool;
 
-/// Below this much free space in `state_dir`, start-up warns.
-pub const LOW_SPACE: u64 = 64 * 1024 * 1024;
-
 /// Why `state_dir` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateDirError {
@@ -57,35 +54,4 @@ pub fn check(policy: &Policy, dir: &Path) -> Result<(), StateDirError> {
             .map_err(StateDirError::Untrusted)?;
     }
     Ok(())
-}
-
-/// Logs how much space `dir` has left: one info line, or a warning below [`LOW_SPACE`].
-pub fn log_free_space(dir: &Path) {
-    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
-    match free_space(dir) {
-        Ok(free) if free < LOW_SPACE => tracing::warn!(
-            "state folder {}: only {:.1} MiB free (less than {:.0} MiB): the spool stores every \
-             record there until it is delivered",
-            dir.display(),
-            mib(free),
-            mib(LOW_SPACE)
-        ),
-        Ok(free) => tracing::info!("state folder {}: {:.1} MiB free", dir.display(), mib(free)),
-        Err(e) => tracing::warn!(
-            "state folder {}: cannot tell how much space is left: {e}",
-            dir.display()
-        ),
-    }
-}
-
-/// The bytes an unprivileged writer can still store in `dir`'s filesystem.
-#[cfg(unix)]
-fn free_space(dir: &Path) -> std::io::Result<u64> {
-    let stats = nix::sys::statvfs::statvfs(dir)?;
-    Ok(stats.blocks_available() as u64 * stats.fragment_size() as u64)
-}
-
-#[cfg(not(unix))]
-fn free_space(_dir: &Path) -> std::io::Result<u64> {
-    Err(std::io::ErrorKind::Unsupported.into())
 }
