@@ -565,11 +565,13 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     let mut warnings = config.warnings.clone();
     match inspect_state_dir(&config) {
-        Ok((state, _)) => println!("state folder: {state}"),
+        Ok((state, _)) => {
+            println!("state folder: {state}");
+            if let Err(e) = loader::state_dir::check(&config.plugin_policy, &config.state_dir) {
+                problems.push(e.to_string());
+            }
+        }
         Err(problem) => problems.push(problem),
-    }
-    if let Err(e) = loader::state_dir::check(&config.plugin_policy, &config.state_dir) {
-        problems.push(e.to_string());
     }
     println!("plugin folder: {}", config.plugin_dir.display());
     let copies = tempfile::tempdir().context("creating a temporary folder")?;
