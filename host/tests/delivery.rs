@@ -358,9 +358,9 @@ fn a_refused_token_stops_the_host_keeps_the_records_and_a_good_one_delivers_them
     assert_eq!(delivered.len() as u64, pending, "{delivered:?}");
 }
 
-#[test]
-fn a_record_the_frontend_refuses_goes_to_the_dead_letters_and_the_rest_of_its_batch_arrives() {
-    // Down first, so that a backlog builds and goes out in batches.
+/// A host whose Echo instance pushed 30 records (lines 1 to 30, label `e`) while the frontend
+/// was down (503), so that they go out in batches once it answers otherwise.
+fn backlog_of_30() -> (Frontend, Install, Host) {
     let frontend = Frontend::start(|_, _| status(503));
     let install = Install::new(
         &[TEST_PLUGINS],
@@ -371,8 +371,14 @@ fn a_record_the_frontend_refuses_goes_to_the_dead_letters_and_the_rest_of_its_ba
             "Echo: {label: e, count: 30, interval: 0}",
         ),
     );
-    let mut host = install.start();
+    let host = install.start();
     wait_pending(&install, 30);
+    (frontend, install, host)
+}
+
+#[test]
+fn a_record_the_frontend_refuses_goes_to_the_dead_letters_and_the_rest_of_its_batch_arrives() {
+    let (frontend, install, mut host) = backlog_of_30();
     let culprit = |r: &Value| r["line"] == 17;
     frontend.answer(move |r, _| {
         if r.records().iter().any(culprit) {
@@ -680,19 +686,7 @@ fn a_hanging_or_trickling_frontend_times_out_and_every_record_arrives() {
 
 #[test]
 fn a_batch_too_large_for_the_frontend_is_sent_one_by_one() {
-    // Down first, so that a backlog builds and goes out in batches.
-    let frontend = Frontend::start(|_, _| status(503));
-    let install = Install::new(
-        &[TEST_PLUGINS],
-        &config(
-            &frontend,
-            "t",
-            &format!("{FAST}, plugins: [Echo]"),
-            "Echo: {label: e, count: 30, interval: 0}",
-        ),
-    );
-    let mut host = install.start();
-    wait_pending(&install, 30);
+    let (frontend, install, mut host) = backlog_of_30();
     frontend.answer(|r, _| {
         if r.records().len() > 1 {
             status(413)

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use common::frontend::{created, status, Frontend};
+use common::http::listener_url;
 use common::{Install, BERONET, TEST_PLUGINS};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -16,19 +17,6 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Short retry waits: a failing sender counts as stuck after max_timeout (1 s).
 const FAST: &str = "timeout: 0.2, decay: 2, max_timeout: 1";
-
-/// The status listener's base URL, from the host's log line.
-pub fn listener_url(host: &mut common::Host) -> String {
-    host.wait_for_log("/health and /metrics on http://", 1, WAIT);
-    let log = host.log();
-    let start = log.find("/metrics on http://").unwrap() + "/metrics on ".len();
-    log[start..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned()
-}
 
 /// GET `url`: status and body.
 fn get(url: &str) -> (u16, String) {
