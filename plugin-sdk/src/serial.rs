@@ -9,7 +9,7 @@
 //! `decode`, `validate` and `parse`, and pushes the record. A line that fails a stage is
 //! counted, logged with its raw bytes escaped, and skipped. A read error or a vanished device
 //! closes the port and reopens it with the decayed timeout; data read resets the timeout.
-//! The port and the lines are a [`LineSource`](crate::lines::LineSource) (see
+//! The port and the lines are a [`crate::lines::LineSource`] (see
 //! [`lines`](crate::lines) for TCP and file transports).
 //!
 //! ```
