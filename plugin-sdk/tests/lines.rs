@@ -472,3 +472,36 @@ fn a_file_source_without_a_state_folder_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn after_a_stop_only_lines_already_in_memory_are_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("x.csv");
+    append(&csv, &numbered(0..3));
+    let stopper = Stopper::new().unwrap();
+    let yaml = format!("source: file\npath: {}", csv.display());
+    let (mut source, _) = open(&yaml, &stopper, Some(dir.path()));
+    assert_eq!(take(&mut source, 1), numbered(0..1));
+    stopper.stop();
+    append(&csv, &numbered(3..4));
+    let mut rest = Vec::new();
+    while let Some(line) = source.next_line().unwrap() {
+        rest.push(String::from_utf8_lossy(line).into_owned());
+    }
+    assert_eq!(
+        rest,
+        numbered(1..3),
+        "read before the stop, so still given; nothing new read"
+    );
+
+    let stopper = Stopper::new().unwrap();
+    let (mut source, _) = open(&yaml, &stopper, Some(dir.path()));
+    assert_eq!(take(&mut source, 1), numbered(3..4));
+    source.unread();
+    stopper.stop();
+    assert_eq!(
+        source.next_line().unwrap(),
+        None,
+        "a line given back is not given after a stop"
+    );
+}

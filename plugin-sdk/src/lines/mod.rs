@@ -237,12 +237,14 @@ impl LineSource {
         self
     }
 
-    /// The next non-blank line, without its line end, waiting as long as it takes; `None`
-    /// once the stopper is stopped. Consumes the line returned before, unless it was
+    /// The next non-blank line, without its line end, waiting as long as it takes. Once the
+    /// stopper is stopped it gives only the lines already complete in memory (no more I/O,
+    /// no waiting), then `None`. Consumes the line returned before, unless it was
     /// [`unread`](LineSource::unread). Errors only when the source cannot go on (a state
     /// file that cannot be written, say): every transport failure is retried.
     pub fn next_line(&mut self) -> Result<Option<&[u8]>, SourceError> {
-        if self.shared.stopper.is_stopped() {
+        if self.again && self.shared.stopper.is_stopped() {
+            // A line given back is not given again after a stop: it stays unconsumed.
             return Ok(None);
         }
         if !std::mem::take(&mut self.again) {

@@ -67,6 +67,9 @@ impl Transport for Serial {
             if let Some(range) = shared.scan(&mut self.buffer) {
                 return Ok(Some(Found { conn: 0, range }));
             }
+            if shared.stopper.is_stopped() {
+                return Ok(None);
+            }
             let Some(port) = &mut self.port else {
                 match open(&self.settings) {
                     Ok(port) => {

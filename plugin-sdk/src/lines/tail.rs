@@ -245,6 +245,15 @@ impl Tail {
 
     /// One step of reading: `Ok(Some(_))` is a line, `Ok(None)` asks to wait.
     fn step(&mut self, shared: &mut Shared) -> io::Result<Option<Option<Found>>> {
+        if let Some(open) = &mut self.file {
+            if let Some(range) = shared.scan(&mut open.buffer) {
+                self.last = Some(open.position());
+                return Ok(Some(Some(Found { conn: 0, range })));
+            }
+        }
+        if shared.stopper.is_stopped() {
+            return Ok(None);
+        }
         if self.inotify.is_none() {
             let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
             inotify.add_watch(
@@ -261,15 +270,7 @@ impl Tail {
         }
         if self.file.is_none() {
             self.file = self.open_next(shared)?;
-            if self.file.is_none() {
-                return Ok(None);
-            }
-        }
-        if let Some(open) = &mut self.file {
-            if let Some(range) = shared.scan(&mut open.buffer) {
-                self.last = Some(open.position());
-                return Ok(Some(Some(Found { conn: 0, range })));
-            }
+            return Ok(self.file.as_ref().map(|_| None));
         }
         if self.read_more(shared)? || self.at_end(shared)? {
             return Ok(Some(None));

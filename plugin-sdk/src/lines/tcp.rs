@@ -241,6 +241,9 @@ impl Transport for Client {
             if let Some(range) = shared.scan(&mut self.buffer) {
                 return Ok(Some(Found { conn: 0, range }));
             }
+            if shared.stopper.is_stopped() {
+                return Ok(None);
+            }
             let Some(stream) = &mut self.stream else {
                 match self.connect(shared) {
                     Ok(None) => return Ok(None),
@@ -384,6 +387,9 @@ impl Transport for Server {
                     self.next = i + 1;
                     return Ok(Some(Found { conn: i, range }));
                 }
+            }
+            if shared.stopper.is_stopped() {
+                return Ok(None);
             }
             let Some(listener) = &self.listener else {
                 match self.bind() {
