@@ -200,19 +200,12 @@ impl Retry for HostRetry {
 /// Logs what the line source reports.
 fn report(ctx: &Context, event: Event<'_>) {
     match event {
-        Event::Opened(what) => ctx.info(format_args!("reading {what}")),
-        Event::Retrying { error, retry_in } => ctx.warn(format_args!(
-            "{error}; retrying in {:.1} s",
-            retry_in.as_secs_f64()
-        )),
-        Event::Overlong { max, start } => {
+        Event::Opened(_) => ctx.info(&event),
+        Event::Overlong { .. } => {
             ctx.rejected("overlong");
-            ctx.warn(format_args!(
-                "line longer than {max} bytes skipped (max_line_length), starting {}",
-                start.escape_ascii()
-            ));
+            ctx.warn(&event);
         }
-        other => ctx.warn(format_args!("{other:?}")),
+        _ => ctx.warn(&event),
     }
 }
 

@@ -46,7 +46,7 @@
 //! | Panasonic over RS-232 (new line CR) | serial | `port: /dev/ttyUSB0`, `data_bits: 7`, `parity: even`, `stop_bits: 2` |
 //! | Mitel MiVoice Business / 3300 | TCP client | `source: tcp-client`, `connect: mivb:1752`, `keepalive: 60` |
 //! | Asterisk / FreePBX `Master.csv` | file tail | `source: file`, `path: /var/log/asterisk/cdr-csv/Master.csv` |
-//! | Unify OpenScape Business (`|` fields, CR LF) | serial or TCP | as HiPath, or `source: tcp-client`/`tcp-server` as installed |
+//! | Unify OpenScape Business (bar-ended fields, CR LF) | serial or TCP | as HiPath, or `source: tcp-client`/`tcp-server` as installed |
 //!
 //! The line end is `auto` for all of them (HiPath/Avaya/OpenScape CR LF, Panasonic CR or
 //! CR LF, Mitel assumed CR LF, Asterisk LF). A Panasonic that echoes the password sends it
@@ -152,6 +152,29 @@ pub enum Event<'a> {
     },
     /// Bytes without a line end were dropped when their input ended.
     Unterminated(&'a [u8]),
+}
+
+impl fmt::Display for Event<'_> {
+    /// One line for the log, e.g. `lost pbx:2300: closed by the other end; retrying in 10.0 s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Opened(what) => write!(f, "reading {what}"),
+            Event::Retrying { error, retry_in } => {
+                write!(f, "{error}; retrying in {:.1} s", retry_in.as_secs_f64())
+            }
+            Event::Closed(what) => f.write_str(what),
+            Event::Overlong { max, start } => write!(
+                f,
+                "line longer than {max} bytes skipped (max_line_length), starting {}",
+                start.escape_ascii()
+            ),
+            Event::Unterminated(start) => write!(
+                f,
+                "input ended inside a line, dropped: {}",
+                start.escape_ascii()
+            ),
+        }
+    }
 }
 
 /// What a source has read.

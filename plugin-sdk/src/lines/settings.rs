@@ -448,6 +448,18 @@ mod tests {
     }
 
     #[test]
+    fn the_module_docs_panasonic_login_reads_as_two_steps() {
+        let yaml = r#"{source: tcp-client, connect: "pbx:2300", login: [{send: "SMDR\r\n"}, {expect: "Enter Password:", send: "PCCSMDR\r\n"}]}"#;
+        let s: LineSettings = parse_settings("P", yaml).unwrap();
+        let Source::TcpClient(c) = s.source else {
+            panic!("{s:?}")
+        };
+        assert_eq!(c.login.len(), 2);
+        assert_eq!(c.login[0].send.as_ref().unwrap().expose(), "SMDR\r\n");
+        assert_eq!(c.login[1].expect.as_deref(), Some("Enter Password:"));
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_key() {
         for (yaml, needle) in [
             ("rate: 9600", "missing key `port`"),
