@@ -62,7 +62,10 @@
 //! away meanwhile is found by its inode in the same folder and finished first. Writers must
 //! reopen the file for each record or be told to reopen at rotation (Asterisk's `cdr_csv`
 //! opens it for every record): lines written to a renamed file after the new one appeared
-//! are not read.
+//! are not read. With `copytruncate`, lines written between logrotate's copy and its
+//! truncation are in the copy only, as for every reader of the file. The position is
+//! written (write + rename, no fsync) each time a line is consumed: a crash of the process
+//! repeats nothing, a power cut may repeat the lines of the last moments.
 
 mod buffer;
 #[cfg(feature = "serial")]
@@ -82,7 +85,7 @@ pub use buffer::LineEnd;
 pub(crate) use buffer::{LineBuffer, Next};
 pub use settings::{
     FileSettings, FlowControl, LineSettings, LoginStep, Parity, PortSettings, Source, StartAt,
-    TcpClientSettings, TcpServerSettings,
+    TcpClientSettings, TcpServerSettings, MAX_LINE_LENGTH,
 };
 pub use stop::Stopper;
 
@@ -179,7 +182,7 @@ impl fmt::Display for Event<'_> {
 
 /// What a source has read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct LineCounts {
+pub struct SourceCounts {
     /// Lines returned (blank lines not counted; a line given again by `unread` counts once).
     pub lines: u64,
     /// Lines longer than `max_line_length`, skipped.
@@ -218,7 +221,7 @@ impl LineSource {
             stopper: stopper.clone(),
             retry: Box::new(retry),
             events: Box::new(|_| {}),
-            counts: LineCounts::default(),
+            counts: SourceCounts::default(),
             max: settings.max_line_length,
             line_end: settings.line_end,
         };
@@ -294,7 +297,7 @@ impl LineSource {
     }
 
     /// What has been read so far.
-    pub fn counts(&self) -> LineCounts {
+    pub fn counts(&self) -> SourceCounts {
         self.shared.counts
     }
 }
@@ -323,7 +326,7 @@ pub(crate) struct Shared {
     stopper: Stopper,
     retry: Box<dyn Retry + Send>,
     events: Box<dyn FnMut(Event<'_>) + Send>,
-    counts: LineCounts,
+    counts: SourceCounts,
     max: usize,
     line_end: LineEnd,
 }

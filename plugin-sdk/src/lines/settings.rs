@@ -85,11 +85,20 @@ impl PortSettings {
         if self.rate == 0 {
             return Err("rate must be a baud rate such as 9600".into());
         }
-        if self.max_line_length == 0 {
-            return Err("max_line_length must be at least 1".into());
-        }
-        Ok(())
+        check_max_line_length(self.max_line_length)
     }
+}
+
+/// The most a line may be set to: each input holds a buffer of this size.
+pub const MAX_LINE_LENGTH: usize = 1 << 20;
+
+fn check_max_line_length(n: usize) -> Result<(), String> {
+    if !(1..=MAX_LINE_LENGTH).contains(&n) {
+        return Err(format!(
+            "max_line_length must be 1 to {MAX_LINE_LENGTH} bytes, not {n}"
+        ));
+    }
+    Ok(())
 }
 
 /// One step of a login dialogue: wait for `expect` (if given), then send `send` (if given).
@@ -338,9 +347,7 @@ impl TryFrom<Raw> for LineSettings {
         }
         let missing = |key: &str| format!("source `{}` needs `{key}`", kind.name());
         let max_line_length = raw.max_line_length.unwrap_or_else(default_max_line_length);
-        if max_line_length == 0 {
-            return Err("max_line_length must be at least 1".into());
-        }
+        check_max_line_length(max_line_length)?;
         let keepalive = seconds("keepalive", raw.keepalive)?;
         let idle_timeout = seconds("idle_timeout", raw.idle_timeout)?;
         let source = match kind {
@@ -478,6 +485,14 @@ mod tests {
             ),
             ("source: udp", "unknown variant `udp`"),
             ("port: /dev/x\ndata_bits: 9", "data_bits must be 5 to 8"),
+            (
+                "port: /dev/x\nmax_line_length: 0",
+                "max_line_length must be 1 to 1048576",
+            ),
+            (
+                "source: file\npath: x\nmax_line_length: 99999999",
+                "not 99999999",
+            ),
         ] {
             let e = parse_settings::<LineSettings>("P", yaml).unwrap_err();
             assert!(e.contains(needle), "{yaml}: {e}");
