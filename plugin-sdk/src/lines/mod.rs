@@ -92,6 +92,7 @@ pub use stop::Stopper;
 /// Why a source could not read; a [`LineSource`] retries these itself and returns only what
 /// it cannot retry.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SourceError {
     /// Settings that cannot work, e.g. a file source without a state folder.
     #[error("{0}")]
@@ -182,6 +183,7 @@ impl fmt::Display for Event<'_> {
 
 /// What a source has read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SourceCounts {
     /// Lines returned (blank lines not counted; a line given again by `unread` counts once).
     pub lines: u64,

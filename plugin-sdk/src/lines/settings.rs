@@ -102,6 +102,7 @@ fn check_max_line_length(n: usize) -> Result<(), String> {
 }
 
 /// One step of a login dialogue: wait for `expect` (if given), then send `send` (if given).
+#[non_exhaustive]
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LoginStep {
@@ -114,6 +115,7 @@ pub struct LoginStep {
 }
 
 /// Connect to the PBX (`source: tcp-client`).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpClientSettings {
     /// `host:port` of the PBX (key `connect`).
@@ -132,6 +134,7 @@ pub struct TcpClientSettings {
 }
 
 /// Listen for the PBX (`source: tcp-server`).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpServerSettings {
     /// Address to listen on, e.g. `0.0.0.0:1150` (key `bind`).
@@ -157,6 +160,7 @@ pub enum StartAt {
 }
 
 /// Follow a file the PBX appends to (`source: file`).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileSettings {
     /// The file (key `path`).
@@ -166,6 +170,7 @@ pub struct FileSettings {
 }
 
 /// The transport, chosen by the `source` key.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     /// `source: serial`, or no `source` key: the 0.2 serial keys.
@@ -191,6 +196,7 @@ pub enum Source {
 /// assert!(e.unwrap_err().contains("`rate` does not apply to source `tcp-server`"));
 /// ```
 #[derive(Deserialize, Debug, Clone, PartialEq)]
+#[non_exhaustive]
 #[serde(try_from = "Raw")]
 pub struct LineSettings {
     /// The transport and its keys.
