@@ -61,6 +61,8 @@
 
 mod context;
 pub mod ffi;
+#[cfg(feature = "lines")]
+pub mod lines;
 mod plugin;
 mod record;
 mod secret;

@@ -9,6 +9,8 @@
 //! `decode`, `validate` and `parse`, and pushes the record. A line that fails a stage is
 //! counted, logged with its raw bytes escaped, and skipped. A read error or a vanished device
 //! closes the port and reopens it with the decayed timeout; data read resets the timeout.
+//! The port and the lines are a [`crate::lines::LineSource`] (see
+//! [`lines`](crate::lines) for TCP and file transports).
 //!
 //! ```
 //! use calllogger_plugin_sdk::prelude::*;
@@ -35,18 +37,18 @@
 //! ```
 
 use std::borrow::Cow;
-use std::io::{ErrorKind, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 use crate::ffi::PluginKind;
+use crate::lines::{Event, LineSettings, LineSource, Retry, Stopper};
+pub use crate::lines::{FlowControl, Parity, PortSettings};
 use crate::plugin::{error_chain, parse_settings_value, Class};
-use crate::{Context, Error, Record};
-
-/// How long a read waits for data before checking whether the instance should stop.
-const READ_TIMEOUT: Duration = Duration::from_millis(100);
+use crate::{Context, Error, Record, Timeout};
 
 /// A plugin that turns serial-port lines into records. Only `parse` is required.
 pub trait SerialPlugin: Sized + Send + 'static {
@@ -93,71 +95,6 @@ pub fn decode_ascii(bytes: &[u8]) -> Result<Cow<'_, str>, Error> {
     Ok(Cow::Owned(String::from_utf8(text).expect("ASCII is UTF-8")))
 }
 
-/// Parity checking on the line.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    /// No parity bit (the default).
-    #[default]
-    None,
-    /// Odd parity.
-    Odd,
-    /// Even parity.
-    Even,
-}
-
-/// Flow control on the line.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FlowControl {
-    /// None (the default).
-    #[default]
-    None,
-    /// XON/XOFF.
-    Software,
-    /// RTS/CTS.
-    Hardware,
-}
-
-/// The port keys of a serial plugin's section.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PortSettings {
-    /// The device, e.g. `/dev/ttyUSB0` or `COM3`.
-    pub port: String,
-    /// Baud rate (default 9600).
-    #[serde(default = "default_rate")]
-    pub rate: u32,
-    /// Data bits, 5 to 8 (default 8).
-    #[serde(default = "default_data_bits")]
-    pub data_bits: u8,
-    /// `none` (default), `odd` or `even`.
-    #[serde(default)]
-    pub parity: Parity,
-    /// Stop bits, 1 or 2 (default 1).
-    #[serde(default = "default_stop_bits")]
-    pub stop_bits: u8,
-    /// `none` (default), `software` or `hardware`.
-    #[serde(default)]
-    pub flow_control: FlowControl,
-    /// Longest line kept, in bytes (default 1024); longer ones are counted and skipped.
-    #[serde(default = "default_max_line_length")]
-    pub max_line_length: usize,
-}
-
-fn default_rate() -> u32 {
-    9600
-}
-fn default_data_bits() -> u8 {
-    8
-}
-fn default_stop_bits() -> u8 {
-    1
-}
-fn default_max_line_length() -> usize {
-    1024
-}
-
 /// The keys of [`PortSettings`]; every other key of the section is the plugin's.
 const PORT_KEYS: [&str; 7] = [
     "port",
@@ -168,44 +105,6 @@ const PORT_KEYS: [&str; 7] = [
     "flow_control",
     "max_line_length",
 ];
-
-impl PortSettings {
-    fn builder(&self) -> Result<serialport::SerialPortBuilder, Error> {
-        use serialport::{DataBits, StopBits};
-        let data_bits = match self.data_bits {
-            5 => DataBits::Five,
-            6 => DataBits::Six,
-            7 => DataBits::Seven,
-            8 => DataBits::Eight,
-            n => return Err(format!("data_bits must be 5 to 8, not {n}").into()),
-        };
-        let stop_bits = match self.stop_bits {
-            1 => StopBits::One,
-            2 => StopBits::Two,
-            n => return Err(format!("stop_bits must be 1 or 2, not {n}").into()),
-        };
-        if self.rate == 0 {
-            return Err("rate must be a baud rate such as 9600".into());
-        }
-        if self.max_line_length == 0 {
-            return Err("max_line_length must be at least 1".into());
-        }
-        Ok(serialport::new(&self.port, self.rate)
-            .data_bits(data_bits)
-            .parity(match self.parity {
-                Parity::None => serialport::Parity::None,
-                Parity::Odd => serialport::Parity::Odd,
-                Parity::Even => serialport::Parity::Even,
-            })
-            .stop_bits(stop_bits)
-            .flow_control(match self.flow_control {
-                FlowControl::None => serialport::FlowControl::None,
-                FlowControl::Software => serialport::FlowControl::Software,
-                FlowControl::Hardware => serialport::FlowControl::Hardware,
-            })
-            .timeout(READ_TIMEOUT))
-    }
-}
 
 /// Lines seen and what became of them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +151,7 @@ impl<P: SerialPlugin> Class for Serial<P> {
         let port: PortSettings = parse_settings_value(class, serde_yaml::Value::Mapping(port))?;
         let plugin = parse_settings_value(class, serde_yaml::Value::Mapping(own))?;
         let fail = |e: Error| format!("{class}: {}", error_chain(e.as_ref()));
-        port.builder().map_err(fail)?;
+        port.check().map_err(|e| format!("{class}: {e}"))?;
         Ok(Self {
             port,
             plugin: P::new(plugin).map_err(fail)?,
@@ -261,39 +160,23 @@ impl<P: SerialPlugin> Class for Serial<P> {
     }
 
     fn run_class(&mut self, ctx: &Context) -> Result<(), Error> {
-        let mut retry = ctx.timeout();
-        while ctx.running() {
-            let opened = self
-                .port
-                .builder()
-                .and_then(|b| b.open().map_err(Error::from));
-            let mut port = match opened {
-                Ok(port) => port,
-                Err(e) => {
-                    ctx.warn(format_args!(
-                        "cannot open {}: {e}; retrying in {:.1} s",
-                        self.port.port,
-                        retry.current().as_secs_f64()
-                    ));
-                    retry.sleep();
-                    continue;
-                }
-            };
-            ctx.info(format_args!(
-                "reading {} at {} baud",
-                self.port.port, self.port.rate
-            ));
-            if let Err(e) = self.read_lines(&mut port, ctx, &mut retry) {
-                ctx.warn(format_args!(
-                    "lost {}: {e}; reopening in {:.1} s",
-                    self.port.port,
-                    retry.current().as_secs_f64()
-                ));
-                drop(port);
-                retry.sleep();
-            }
+        let stopper = Stopper::new()?;
+        let _watch = StopWatch::start(ctx, &stopper);
+        let events = ctx.clone();
+        let mut source = LineSource::open(
+            &LineSettings::serial(self.port.clone()),
+            &stopper,
+            None,
+            HostRetry(ctx.timeout()),
+        )?
+        .on_event(move |event| report(&events, event));
+        while let Some(line) = source.next_line()? {
+            self.handle_line(line, ctx);
         }
-        let c = self.counts;
+        let c = LineCounts {
+            overlong: source.counts().overlong,
+            ..self.counts
+        };
         ctx.info(format_args!(
             "{} lines read, {} records; skipped: {} too long, {} undecodable, {} invalid, {} unparsable",
             c.lines, c.records, c.overlong, c.decode, c.validate, c.parse
@@ -302,76 +185,69 @@ impl<P: SerialPlugin> Class for Serial<P> {
     }
 }
 
-impl<P: SerialPlugin> Serial<P> {
-    /// Reads until the instance stops (Ok) or the port fails (Err).
-    fn read_lines(
-        &mut self,
-        port: &mut dyn Read,
-        ctx: &Context,
-        retry: &mut crate::Timeout,
-    ) -> Result<(), Error> {
-        let mut buffer = [0u8; 4096];
-        let mut line: Vec<u8> = Vec::with_capacity(256);
-        let mut overlong = false;
-        while ctx.running() {
-            let n = match port.read(&mut buffer) {
-                Ok(0) => return Err("the device closed".into()),
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e.into()),
-            };
-            retry.reset();
-            for piece in buffer[..n].split_inclusive(|b| *b == b'\n') {
-                let complete = piece.last() == Some(&b'\n');
-                let body = if complete {
-                    &piece[..piece.len() - 1]
-                } else {
-                    piece
-                };
-                if !overlong && line.len() + body.len() > self.port.max_line_length {
-                    overlong = true;
-                    self.counts.overlong += 1;
-                    ctx.rejected("overlong");
-                    ctx.warn(format_args!(
-                        "line longer than {} bytes skipped (max_line_length), starting {}",
-                        self.port.max_line_length,
-                        line.iter()
-                            .chain(body)
-                            .take(80)
-                            .copied()
-                            .collect::<Vec<u8>>()
-                            .escape_ascii()
-                    ));
-                    line.clear();
-                }
-                if !overlong {
-                    line.extend_from_slice(body);
-                }
-                if complete {
-                    if !overlong {
-                        self.handle_line(&line, ctx);
-                    }
-                    line.clear();
-                    overlong = false;
+/// The host's decayed timeout as the line source's waits.
+struct HostRetry(Timeout);
+
+impl Retry for HostRetry {
+    fn next_wait(&mut self) -> Duration {
+        self.0.advance()
+    }
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+}
+
+/// Logs what the line source reports.
+fn report(ctx: &Context, event: Event<'_>) {
+    match event {
+        Event::Opened(_) => ctx.info(&event),
+        Event::Overlong { .. } => {
+            ctx.rejected("overlong");
+            ctx.warn(&event);
+        }
+        _ => ctx.warn(&event),
+    }
+}
+
+/// Turns the instance's stop into [`Stopper::stop`] from a thread that waits on the host.
+/// A stand-in while [`Context`] has no stop hook: it wakes every half second to see whether
+/// the run ended, and is joined when dropped.
+struct StopWatch {
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StopWatch {
+    fn start(ctx: &Context, stopper: &Stopper) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let (ctx, stopper, finished) = (ctx.clone(), stopper.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            while !finished.load(Ordering::SeqCst) {
+                if !ctx.wait(0.5) {
+                    stopper.stop();
+                    return;
                 }
             }
+        });
+        Self {
+            done,
+            thread: Some(thread),
         }
-        Ok(())
     }
+}
 
+impl Drop for StopWatch {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl<P: SerialPlugin> Serial<P> {
     /// Decodes, validates and parses one line, pushing the record or counting the reject.
     fn handle_line(&mut self, bytes: &[u8], ctx: &Context) {
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        if bytes.is_empty() {
-            return;
-        }
         self.counts.lines += 1;
         let outcome = self
             .plugin
