@@ -41,8 +41,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::ffi::PluginKind;
-use crate::plugin::{error_chain, parse_settings_value, Class};
+use calllogger_plugin_abi::{PluginError, PluginKind, PushError, PushErrorKind};
+
+use crate::plugin::{construction_error, parse_settings_value, Class};
 use crate::{Context, Error, Record};
 
 /// How long a read waits for data before checking whether the instance should stop.
@@ -235,13 +236,14 @@ impl<P: SerialPlugin> Class for Serial<P> {
     const DESCRIPTION: &'static str = P::DESCRIPTION;
     const KIND: PluginKind = PluginKind::Serial;
 
-    fn build(class: &str, yaml: &str) -> Result<Self, String> {
+    fn build(class: &str, yaml: &str) -> Result<Self, PluginError> {
+        let config = |e: String| PluginError::new(crate::ErrorKind::Config, e);
         let value: serde_yaml::Value = serde_yaml::from_str(yaml)
-            .map_err(|e| format!("{class}: settings are not valid YAML: {e}"))?;
+            .map_err(|e| config(format!("{class}: settings are not valid YAML: {e}")))?;
         let mut own = match value {
             serde_yaml::Value::Mapping(mapping) => mapping,
             serde_yaml::Value::Null => Default::default(),
-            _ => return Err(format!("{class}: settings must be a mapping")),
+            _ => return Err(config(format!("{class}: settings must be a mapping"))),
         };
         let mut port = serde_yaml::Mapping::new();
         for key in PORT_KEYS {
@@ -249,9 +251,10 @@ impl<P: SerialPlugin> Class for Serial<P> {
                 port.insert(key.into(), value);
             }
         }
-        let port: PortSettings = parse_settings_value(class, serde_yaml::Value::Mapping(port))?;
-        let plugin = parse_settings_value(class, serde_yaml::Value::Mapping(own))?;
-        let fail = |e: Error| format!("{class}: {}", error_chain(e.as_ref()));
+        let port: PortSettings =
+            parse_settings_value(class, serde_yaml::Value::Mapping(port)).map_err(config)?;
+        let plugin = parse_settings_value(class, serde_yaml::Value::Mapping(own)).map_err(config)?;
+        let fail = |e: Error| construction_error(class, &*e);
         port.builder().map_err(fail)?;
         Ok(Self {
             port,
@@ -303,7 +306,8 @@ impl<P: SerialPlugin> Class for Serial<P> {
 }
 
 impl<P: SerialPlugin> Serial<P> {
-    /// Reads until the instance stops (Ok) or the port fails (Err).
+    /// Reads until the instance stops (Ok) or the port fails (Err). A line whose push fails
+    /// with `Stopping` ends the loop: its record was not stored.
     fn read_lines(
         &mut self,
         port: &mut dyn Read,
@@ -355,8 +359,8 @@ impl<P: SerialPlugin> Serial<P> {
                     line.extend_from_slice(body);
                 }
                 if complete {
-                    if !overlong {
-                        self.handle_line(&line, ctx);
+                    if !overlong && self.handle_line(&line, ctx, retry).is_err() {
+                        return Ok(());
                     }
                     line.clear();
                     overlong = false;
@@ -366,11 +370,18 @@ impl<P: SerialPlugin> Serial<P> {
         Ok(())
     }
 
-    /// Decodes, validates and parses one line, pushing the record or counting the reject.
-    fn handle_line(&mut self, bytes: &[u8], ctx: &Context) {
+    /// Decodes, validates and parses one line, pushing the record or counting the reject. A
+    /// push the host cannot take now is retried after the decayed timeout (reading waits);
+    /// `Err` when the instance stops before the record is stored.
+    fn handle_line(
+        &mut self,
+        bytes: &[u8],
+        ctx: &Context,
+        retry: &mut crate::Timeout,
+    ) -> Result<(), PushError> {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         if bytes.is_empty() {
-            return;
+            return Ok(());
         }
         self.counts.lines += 1;
         let outcome = self
@@ -385,11 +396,8 @@ impl<P: SerialPlugin> Serial<P> {
                     .parse(&text)
                     .map_err(|e| ("parse", &mut self.counts.parse, e))
             });
-        match outcome {
-            Ok(record) => {
-                self.counts.records += 1;
-                ctx.push(record);
-            }
+        let record = match outcome {
+            Ok(record) => record,
             Err((stage, count, e)) => {
                 *count += 1;
                 ctx.rejected(stage);
@@ -397,6 +405,25 @@ impl<P: SerialPlugin> Serial<P> {
                     "line rejected by {stage}: {e}: \"{}\"",
                     bytes.escape_ascii()
                 ));
+                return Ok(());
+            }
+        };
+        loop {
+            match ctx.push(record.clone()) {
+                Ok(()) => {
+                    self.counts.records += 1;
+                    return Ok(());
+                }
+                Err(e) if e.kind == PushErrorKind::Stopping => return Err(e),
+                Err(e) => {
+                    ctx.warn(format_args!(
+                        "{e}; pushing it again in {:.1} s",
+                        retry.current().as_secs_f64()
+                    ));
+                    if !retry.sleep() {
+                        return Err(e);
+                    }
+                }
             }
         }
     }
