@@ -1,5 +1,5 @@
-//! The host's side of a plugin's [`Context`](calllogger_plugin_sdk::Context): what one
-//! instance's `running()`, `wait()`, `push()` and logging do.
+//! The host's side of a plugin's `Context` (the ABI's `HostApi`): what one instance's
+//! `running()`, `wait()`, `push()` and logging do.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RStr, RString},
+    std_types::{RArc, RResult, RStr, RString},
 };
-use calllogger_plugin_sdk::ffi::{HostApi, HostApi_TO, HostHandle, LogLevel, TimeoutSettings};
-use calllogger_plugin_sdk::{Record, Timeout};
+use calllogger_plugin_abi::{
+    HostApi, HostApi_TO, HostHandle, LogLevel, PushError, PushErrorKind, Record, TimeoutSettings,
+};
+use calllogger_plugin_sdk::Timeout;
 
 use crate::json;
 use crate::output::RecordSender;
@@ -82,8 +84,9 @@ impl HostApi for InstanceContext {
 
     /// Gives the record its id and makes it durable before returning. While the spool cannot
     /// store it (a full disk, an I/O error), the push is held and retried with the instance's
-    /// decayed timeout, so the plugin stops reading and its source keeps what follows.
-    fn push(&self, record: Record) {
+    /// decayed timeout, so the plugin stops reading and its source keeps what follows; told
+    /// to stop meanwhile, it returns `Stopping` and the plugin keeps the record unread.
+    fn push(&self, record: Record) -> RResult<(), PushError> {
         let id = json::new_id();
         let body = json::to_json(&id, &record);
         let mut retry: Option<Timeout> = None;
@@ -93,9 +96,8 @@ impl HostApi for InstanceContext {
                 .get_or_insert_with(|| Timeout::new(self.timeouts))
                 .advance();
             if !self.stop.running() {
-                // The host is stopping and cannot store it: the log is the last place left.
-                tracing::error!(instance = %self.name, "cannot store a record while stopping: {e}; the record: {body}");
-                return;
+                tracing::warn!(instance = %self.name, "cannot store a record while stopping: {e}; handed back to the plugin");
+                return RResult::RErr(PushError::new(PushErrorKind::Stopping, e.to_string()));
             }
             tracing::error!(instance = %self.name, "cannot store a record: {e}; the push is held and retried in {:.1} s (nothing is dropped)", wait.as_secs_f64());
             self.stop.wait(wait);
@@ -106,6 +108,7 @@ impl HostApi for InstanceContext {
                 tracing::error!(instance = %self.name, "stdout has stopped: records are only kept in the spool");
             }
         }
+        RResult::ROk(())
     }
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
@@ -116,6 +119,16 @@ impl HostApi for InstanceContext {
             LogLevel::Info => tracing::info!(target: "plugin", instance = %name, "{message}"),
             LogLevel::Warn => tracing::warn!(target: "plugin", instance = %name, "{message}"),
             LogLevel::Error => tracing::error!(target: "plugin", instance = %name, "{message}"),
+        }
+    }
+
+    fn log_enabled(&self, level: LogLevel) -> bool {
+        match level {
+            LogLevel::Trace => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
+            LogLevel::Debug => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
+            LogLevel::Info => tracing::enabled!(target: "plugin", tracing::Level::INFO),
+            LogLevel::Warn => tracing::enabled!(target: "plugin", tracing::Level::WARN),
+            LogLevel::Error => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
         }
     }
 
