@@ -55,8 +55,8 @@ fn the_vendor_fixture_is_the_guide_word_for_word() {
     let manifest = std::fs::read_to_string(fixture().join("Cargo.toml")).unwrap();
     let from_guide = &manifest[manifest.find("[lib]").unwrap()..];
     let expected = guide_blocks("toml")[0].replace(
-        "calllogger-plugin-sdk = \"0.2\"",
-        "calllogger-plugin-sdk = { version = \"0.2\", path = \"../../../plugin-sdk\" }",
+        "calllogger-plugin-sdk = \"0.3\"",
+        "calllogger-plugin-sdk = { version = \"0.3\", path = \"../../../plugin-sdk\" }",
     );
     assert_eq!(from_guide, expected, "Cargo.toml differs from the guide");
     assert!(
@@ -107,7 +107,8 @@ fn a_vendor_plugin_built_out_of_tree_in_release_mode_loads_and_runs() {
     let row = table.lines().find(|l| l.starts_with("MyPbx")).unwrap_or("");
     assert!(
         row.contains("libmy_pbx.so")
-            && row.contains("0.2.0")
+            && row.contains("my-pbx 0.1.0")
+            && row.contains("0.3.0")
             && row.contains("Reads call records from My PBX"),
         "{table}"
     );

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use calllogger_beronet::{BeroNet, Settings};
-use calllogger_plugin_sdk::ffi::LogLevel;
+use calllogger_plugin_sdk::LogLevel;
 use calllogger_plugin_sdk::testing::TestHost;
 use calllogger_plugin_sdk::{Plugin, Record};
 
@@ -170,7 +170,7 @@ fn refused_credentials_are_an_error_that_hides_the_password() {
 fn a_gateway_that_does_not_answer_times_out_and_is_retried() {
     let gateway = Gateway::start(SAMPLES);
     *gateway.delay.lock().unwrap() = Duration::from_secs(2);
-    let host = TestHost::with_timeouts(calllogger_plugin_sdk::ffi::TimeoutSettings {
+    let host = TestHost::with_timeouts(calllogger_plugin_sdk::TimeoutSettings {
         timeout: 0.1,
         decay: 1.0,
         max_timeout: 0.1,

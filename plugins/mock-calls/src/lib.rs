@@ -111,7 +111,7 @@ impl Plugin for MockCalls {
                 break;
             }
             for record in self.next_call() {
-                ctx.push(record);
+                ctx.push(record)?;
             }
             self.calls += 1;
             if self.settings.sleep > 0.0 {
