@@ -182,11 +182,12 @@ impl Life<'_> {
     fn supervise(&self, prepared: Prepared) {
         let Prepared {
             name,
-            spec: Spec {
-                class,
-                settings_yaml,
-                library,
-            },
+            spec:
+                Spec {
+                    class,
+                    settings_yaml,
+                    library,
+                },
             instance,
         } = prepared;
         let (stop, telemetry) = (self.stop, self.telemetry);

@@ -250,7 +250,9 @@ impl Record {
 
     /// The extra fields, in the order they were added.
     pub fn extras(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.extra.iter().map(|Tuple2(k, v)| (k.as_str(), v.as_str()))
+        self.extra
+            .iter()
+            .map(|Tuple2(k, v)| (k.as_str(), v.as_str()))
     }
 }
 

@@ -164,7 +164,10 @@ pub fn message(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// `error` as it crosses the boundary; `default` is its kind when none is marked.
-pub(crate) fn to_plugin_error(error: &(dyn std::error::Error + 'static), default: ErrorKind) -> PluginError {
+pub(crate) fn to_plugin_error(
+    error: &(dyn std::error::Error + 'static),
+    default: ErrorKind,
+) -> PluginError {
     PluginError::new(marked_kind(error).unwrap_or(default), message(error))
 }
 
@@ -213,13 +216,18 @@ mod tests {
 
     #[test]
     fn the_boundary_error_has_kind_and_chain() {
-        let e = Err::<(), _>(fatal("bad licence")).context("starting").unwrap_err();
+        let e = Err::<(), _>(fatal("bad licence"))
+            .context("starting")
+            .unwrap_err();
         assert_eq!(
             to_plugin_error(&*e, ErrorKind::Transient),
             PluginError::new(ErrorKind::Fatal, "starting: bad licence")
         );
         let plain: Error = "rate must be positive".into();
-        assert_eq!(to_plugin_error(&*plain, ErrorKind::Config).kind, ErrorKind::Config);
+        assert_eq!(
+            to_plugin_error(&*plain, ErrorKind::Config).kind,
+            ErrorKind::Config
+        );
     }
 
     #[test]

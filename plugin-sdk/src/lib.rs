@@ -110,8 +110,8 @@ pub use serde;
 /// Everything a plugin usually needs: `use calllogger_plugin_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugins, settings, Answered, CallType, Context, Error, LogLevel, NoSettings,
-        Plugin, Record, ResultExt, Secret, Timeout, Timestamp,
+        export_plugins, settings, Answered, CallType, Context, Error, LogLevel, NoSettings, Plugin,
+        Record, ResultExt, Secret, Timeout, Timestamp,
     };
 }
 

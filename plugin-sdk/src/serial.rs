@@ -253,7 +253,8 @@ impl<P: SerialPlugin> Class for Serial<P> {
         }
         let port: PortSettings =
             parse_settings_value(class, serde_yaml::Value::Mapping(port)).map_err(config)?;
-        let plugin = parse_settings_value(class, serde_yaml::Value::Mapping(own)).map_err(config)?;
+        let plugin =
+            parse_settings_value(class, serde_yaml::Value::Mapping(own)).map_err(config)?;
         let fail = |e: Error| construction_error(class, &*e);
         port.builder().map_err(fail)?;
         Ok(Self {

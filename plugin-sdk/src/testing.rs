@@ -136,7 +136,9 @@ impl HostApi for TestHost {
     fn push(&self, record: Record) -> RResult<(), PushError> {
         let mut state = self.state.0.lock().unwrap();
         match &state.refusing {
-            Some(reason) => RResult::RErr(PushError::new(PushErrorKind::Unavailable, reason.as_str())),
+            Some(reason) => {
+                RResult::RErr(PushError::new(PushErrorKind::Unavailable, reason.as_str()))
+            }
             None => {
                 state.records.push(record);
                 RResult::ROk(())

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::TimeoutSettings;
 use crate::Context;
+use crate::TimeoutSettings;
 
 /// A retry wait that grows by `decay` after every use, up to `max_timeout`.
 ///

@@ -4,9 +4,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use calllogger_plugin_sdk::prelude::*;
-use calllogger_plugin_sdk::{ErrorKind, PushErrorKind, TimeoutSettings};
 use calllogger_plugin_sdk::serial::SerialPlugin;
 use calllogger_plugin_sdk::testing::TestHost;
+use calllogger_plugin_sdk::{ErrorKind, PushErrorKind, TimeoutSettings};
 use serialport::{SerialPort, TTYPort};
 
 /// Lines `number,ext`; `#` lines fail validation; a line without a comma fails parsing.
@@ -291,6 +291,9 @@ fn a_push_refused_until_the_stop_ends_the_loop() {
     let (host, _) = run.stop();
     assert!(host.records().is_empty());
     // The Stopping kind is what the real host returns; the test host's is Unavailable.
-    let e = host.context().push(Record::new(CallType::RECEIVED)).unwrap_err();
+    let e = host
+        .context()
+        .push(Record::new(CallType::RECEIVED))
+        .unwrap_err();
     assert_eq!(e.kind, PushErrorKind::Unavailable);
 }

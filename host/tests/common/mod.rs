@@ -19,14 +19,23 @@ use serde_json::Value;
 /// The plugin crates the tests load, by library file stem.
 pub const MOCK_CALLS: &str = "calllogger_mock_calls";
 pub const TEST_PLUGINS: &str = "calllogger_test_plugins";
-/// The same classes as [`TEST_PLUGINS`], built as version 0.2.0 (their records' `ext`).
+/// The same classes as [`TEST_PLUGINS`], built as `calllogger-test-plugins-v2` 0.2.0.
 pub const TEST_PLUGINS_V2: &str = "calllogger_test_plugins_v2";
 pub const INCOMPATIBLE: &str = "calllogger_incompatible_plugin";
-/// The incompatible fixture's source, declaring the previous SDK version (0.1.0).
+/// The incompatible fixture's source, declaring the previous plugin interface (0.2.0).
 pub const OLD_SDK: &str = "calllogger_old_sdk_plugin";
 pub const ABORT: &str = "calllogger_abort_plugin";
 pub const HIPATH: &str = "calllogger_siemens_hipath_serial";
 pub const BERONET: &str = "calllogger_beronet";
+
+/// The library identities (`name version`) that `instance` started from, in order, from
+/// the host's `started` log lines.
+pub fn started_libraries(log: &str, instance: &str) -> Vec<String> {
+    let needle = format!("started instance={instance} library=");
+    log.lines()
+        .filter_map(|l| Some(l[l.find(&needle)? + needle.len()..].trim().to_owned()))
+        .collect()
+}
 
 /// The host binary under test.
 pub fn host_binary() -> PathBuf {
