@@ -37,6 +37,23 @@ pub fn started_libraries(log: &str, instance: &str) -> Vec<String> {
         .collect()
 }
 
+/// Builds the crate in `fixture` the way a vendor does: out of the workspace, in release
+/// mode, with its own lock file (`--locked`), into `target/<fixture name>`. Returns the path
+/// of its `lib<library>.so`.
+pub fn build_out_of_tree(fixture: &Path, library: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = workspace.join("target").join(fixture.file_name().unwrap());
+    let status = Command::new(cargo)
+        .current_dir(fixture)
+        .args(["build", "--release", "--locked", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("running cargo build for an out-of-tree fixture");
+    assert!(status.success(), "building {} failed", fixture.display());
+    target.join(format!("release/lib{library}.so"))
+}
+
 /// The host binary under test.
 pub fn host_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_calllogger"))
