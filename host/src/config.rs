@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use calllogger_plugin_sdk::ffi::TimeoutSettings;
+use calllogger_plugin_abi::TimeoutSettings;
 
 use calllogger_plugin_sdk::Secret;
 

@@ -1,6 +1,6 @@
 //! The record as the frontend and stdout see it: one JSON object, absent fields omitted.
 
-use calllogger_plugin_sdk::{Answered, Record};
+use calllogger_plugin_abi::{Answered, Record};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 /// Serializes a [`Record`] in the frontend's JSON shape, with its unique `id` when it has one.
@@ -82,7 +82,7 @@ impl Serialize for RecordJson<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calllogger_plugin_sdk::{CallType, Timestamp};
+    use calllogger_plugin_abi::{CallType, Timestamp};
 
     #[test]
     fn ids_are_unique_and_ordered() {

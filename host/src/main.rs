@@ -496,27 +496,32 @@ fn list_plugins(cli: &Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn plugin_table(registry: &Registry) -> String {
+    use calllogger_plugin_abi::PluginKind;
     let mut rows = vec![[
         "CLASS".to_owned(),
         "LIBRARY".to_owned(),
+        "VERSION".to_owned(),
         "SDK".to_owned(),
         "DESCRIPTION".to_owned(),
     ]];
     for (class, exporters) in registry.classes() {
         for (library, info) in exporters {
             let kind = match info.kind {
-                calllogger_plugin_sdk::ffi::PluginKind::Serial => " (serial)",
-                calllogger_plugin_sdk::ffi::PluginKind::Generic => "",
+                PluginKind::Serial => " (serial)",
+                PluginKind::Lines => " (lines)",
+                PluginKind::Polling => " (polling)",
+                PluginKind::Generic => "",
             };
             rows.push([
                 class.to_owned(),
                 library.file.display().to_string(),
+                library.identity(),
                 library.sdk_version.clone(),
                 format!("{}{kind}", info.description),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..3)
+    let widths: Vec<usize> = (0..4)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -524,7 +529,7 @@ fn plugin_table(registry: &Registry) -> String {
         for (cell, width) in row.iter().zip(&widths) {
             out.push_str(&format!("{cell:width$}  "));
         }
-        out.push_str(&row[3]);
+        out.push_str(&row[4]);
         out.push('\n');
     }
     if registry.libraries.is_empty() {

@@ -127,7 +127,7 @@ pub fn plan<'a>(
                 });
             }
             Err(e) => {
-                plan.errors.push(named(e));
+                plan.errors.push(named(e.to_string()));
                 if !plan.failed.iter().any(|l| Arc::ptr_eq(l, library)) {
                     plan.failed.push(library.clone());
                 }

@@ -1,5 +1,5 @@
-//! The host's side of a plugin's [`Context`](calllogger_plugin_sdk::Context): what one
-//! instance's `running()`, `wait()`, `push()` and logging do.
+//! The host's side of a plugin's `Context` (the ABI's `HostApi`): what one instance's
+//! `running()`, `wait()`, `push()` and logging do.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RStr, RString},
+    std_types::{RArc, RResult, RStr, RString},
 };
-use calllogger_plugin_sdk::ffi::{HostApi, HostApi_TO, HostHandle, LogLevel, TimeoutSettings};
-use calllogger_plugin_sdk::{Record, Timeout};
+use calllogger_plugin_abi::{
+    HostApi, HostApi_TO, HostHandle, LogLevel, PushError, PushErrorKind, Record, TimeoutSettings,
+};
+use calllogger_plugin_sdk::Timeout;
 use parking_lot::Mutex;
 
 use crate::json;
@@ -105,8 +107,9 @@ impl HostApi for InstanceContext {
 
     /// Gives the record its id and makes it durable before returning. While the spool cannot
     /// store it (a full disk, an I/O error), the push is held and retried with the instance's
-    /// decayed timeout, so the plugin stops reading and its source keeps what follows.
-    fn push(&self, record: Record) {
+    /// decayed timeout, so the plugin stops reading and its source keeps what follows; told
+    /// to stop meanwhile, it returns `Stopping` and the plugin keeps the record unread.
+    fn push(&self, record: Record) -> RResult<(), PushError> {
         let id = json::new_id();
         let body = json::to_json(&id, &record);
         let mut retry: Option<Timeout> = None;
@@ -116,9 +119,8 @@ impl HostApi for InstanceContext {
                 .get_or_insert_with(|| Timeout::new(self.timeouts))
                 .advance();
             if !self.stop.running() {
-                // The host is stopping and cannot store it: the log is the last place left.
-                tracing::error!(instance = %self.name, "cannot store a record while stopping: {e}; the record: {body}");
-                return;
+                tracing::warn!(instance = %self.name, "cannot store a record while stopping: {e}; handed back to the plugin");
+                return RResult::RErr(PushError::new(PushErrorKind::Stopping, e.to_string()));
             }
             tracing::error!(instance = %self.name, "cannot store a record: {e}; the push is held and retried in {:.1} s (nothing is dropped)", wait.as_secs_f64());
             self.stop.wait(wait);
@@ -129,6 +131,7 @@ impl HostApi for InstanceContext {
                 tracing::error!(instance = %self.name, "stdout has stopped: records are only kept in the spool");
             }
         }
+        RResult::ROk(())
     }
 
     /// Logs the message with its control characters escaped, at most [`REPEATS_SHOWN`] times
@@ -141,6 +144,16 @@ impl HostApi for InstanceContext {
         }
         if show {
             self.emit(level, &message);
+        }
+    }
+
+    fn log_enabled(&self, level: LogLevel) -> bool {
+        match level {
+            LogLevel::Trace => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
+            LogLevel::Debug => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
+            LogLevel::Info => tracing::enabled!(target: "plugin", tracing::Level::INFO),
+            LogLevel::Warn => tracing::enabled!(target: "plugin", tracing::Level::WARN),
+            LogLevel::Error => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use calllogger_plugin_sdk::ffi::TimeoutSettings;
+use calllogger_plugin_abi::TimeoutSettings;
 use calllogger_plugin_sdk::{Secret, Timeout};
 
 use crate::spool::{Pending, Spool, SpoolError};

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use calllogger_plugin_sdk::ffi::TimeoutSettings;
+use calllogger_plugin_abi::TimeoutSettings;
 use calllogger_plugin_sdk::Timeout;
 use parking_lot::{Condvar as FairCondvar, Mutex as FairMutex, MutexGuard};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};

@@ -1,13 +1,15 @@
 //! Supervisor: runs every configured instance on its own thread, restarts one that fails or
-//! panics after a decayed timeout, and stops them all with a deadline.
+//! panics after a decayed timeout (one that fails fatally stays stopped until a reload
+//! changes it), and stops them all with a deadline, calling each instance's stop hook.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calllogger_plugin_sdk::ffi::{InstanceBox, TimeoutSettings};
+use calllogger_plugin_abi::{ErrorKind, InstanceBox, PluginError, StopHookBox, TimeoutSettings};
 use calllogger_plugin_sdk::Timeout;
+use parking_lot::Mutex;
 
 use crate::crash::RunningInstance;
 use crate::loader::Library;
@@ -40,10 +42,15 @@ pub struct Prepared {
     pub instance: InstanceBox,
 }
 
-/// A running instance: its thread's stop flag, and a channel that closes when the thread ends.
+/// The stop hook of the instance whose `run` is running, if any.
+type HookSlot = Arc<Mutex<Option<StopHookBox>>>;
+
+/// A running instance: its thread's stop flag and stop hook, and a channel that closes when
+/// the thread ends.
 struct Running {
     spec: Spec,
     stop: Arc<Stop>,
+    hook: HookSlot,
     ended: Receiver<()>,
 }
 
@@ -77,16 +84,32 @@ impl Supervisor {
             );
             let telemetry = self.intake.telemetry.clone();
             let (ended_tx, ended) = channel::<()>();
-            let thread_stop = stop.clone();
+            let hook = HookSlot::default();
+            let (thread_stop, thread_hook) = (stop.clone(), hook.clone());
             let spawned = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
-                    supervise(prepared, &context, &thread_stop, timeouts, &telemetry);
+                    let life = Life {
+                        context: &context,
+                        stop: &thread_stop,
+                        hook: &thread_hook,
+                        timeouts,
+                        telemetry: &telemetry,
+                    };
+                    life.supervise(prepared);
                     drop(ended_tx);
                 });
             match spawned {
                 Ok(_) => {
-                    self.running.insert(name, Running { spec, stop, ended });
+                    self.running.insert(
+                        name,
+                        Running {
+                            spec,
+                            stop,
+                            hook,
+                            ended,
+                        },
+                    );
                 }
                 Err(e) => {
                     tracing::error!(instance = %name, "cannot start a thread: {e}");
@@ -109,8 +132,8 @@ impl Supervisor {
             .map(|(name, r)| (name.as_str(), &r.spec))
     }
 
-    /// Tells the named instances to stop and waits up to `deadline` for them to leave their
-    /// loops. Returns the names of those that did not.
+    /// Tells the named instances to stop (their flag, then their stop hook) and waits up to
+    /// `deadline` for them to leave their loops. Returns the names of those that did not.
     pub fn stop(&mut self, names: &[String], deadline: Duration) -> Vec<String> {
         let stopping: Vec<(String, Running)> = names
             .iter()
@@ -118,6 +141,9 @@ impl Supervisor {
             .collect();
         for (name, running) in &stopping {
             running.stop.stop();
+            if let Some(hook) = running.hook.lock().take() {
+                hook.stop();
+            }
             self.intake.telemetry.instance_removed(name);
         }
         let until = Instant::now() + deadline;
@@ -141,90 +167,129 @@ impl Supervisor {
     }
 }
 
-/// One instance's life: run, and after a failure wait the decayed timeout and run a fresh
-/// instance, until told to stop.
-fn supervise(
-    prepared: Prepared,
-    context: &InstanceContext,
-    stop: &Stop,
+/// What one instance's thread works with.
+struct Life<'a> {
+    context: &'a InstanceContext,
+    stop: &'a Stop,
+    hook: &'a HookSlot,
     timeouts: TimeoutSettings,
-    telemetry: &Telemetry,
-) {
-    let Prepared {
-        name,
-        spec: Spec {
-            class,
-            settings_yaml,
-            library,
-        },
-        instance,
-    } = prepared;
-    // A crash on this thread from here on is reported as this instance's at the next start.
-    let _running = RunningInstance::enter(&name, &class, &library.file);
-    let mut backoff = Timeout::new(timeouts);
-    let mut next = Some(instance);
-    // A run this long counts as healthy: the next failure starts the backoff over.
-    let healthy_after = Duration::from_secs_f64(timeouts.max_timeout.max(timeouts.timeout));
-    while stop.running() {
-        let mut instance = match next.take() {
-            Some(instance) => instance,
-            None => match library.instantiate(&class, &settings_yaml) {
-                Ok(instance) => instance,
-                Err(e) => {
-                    let wait = backoff.advance();
-                    tracing::error!(instance = %name, "cannot restart: {e}; next try in {:.1} s", wait.as_secs_f64());
-                    if stop.running() {
-                        telemetry.instance_state(
-                            &name,
-                            &class,
-                            InstanceState::Retrying,
-                            Some(e),
-                            Some(wait),
-                        );
+    telemetry: &'a Telemetry,
+}
+
+impl Life<'_> {
+    /// One instance's life: run, and after a failure wait the decayed timeout and run a
+    /// fresh instance, until told to stop. After a fatal failure, wait for the stop only (a
+    /// reload that changes the instance's section or library stops it and starts another).
+    fn supervise(&self, prepared: Prepared) {
+        let Prepared {
+            name,
+            spec:
+                Spec {
+                    class,
+                    settings_yaml,
+                    library,
+                },
+            instance,
+        } = prepared;
+        // A crash on this thread from here on is reported as this instance's at the next start.
+        let _running = RunningInstance::enter(&name, &class, &library.file);
+        let (stop, telemetry) = (self.stop, self.telemetry);
+        let mut backoff = Timeout::new(self.timeouts);
+        let mut next = Some(instance);
+        // A run this long counts as healthy: the next failure starts the backoff over.
+        let healthy_after =
+            Duration::from_secs_f64(self.timeouts.max_timeout.max(self.timeouts.timeout));
+        while stop.running() {
+            let mut instance = match next.take() {
+                Some(instance) => instance,
+                None => match library.instantiate(&class, &settings_yaml) {
+                    Ok(instance) => instance,
+                    Err(e) if e.kind == ErrorKind::Fatal => {
+                        self.failed(&name, &class, "cannot restart", e);
+                        break;
                     }
-                    stop.wait(wait);
-                    continue;
+                    Err(e) => {
+                        let wait = backoff.advance();
+                        tracing::error!(instance = %name, "cannot restart: {e}; next try in {:.1} s", wait.as_secs_f64());
+                        if stop.running() {
+                            telemetry.instance_state(
+                                &name,
+                                &class,
+                                InstanceState::Retrying,
+                                Some(e.message.into_string()),
+                                Some(wait),
+                            );
+                        }
+                        stop.wait(wait);
+                        continue;
+                    }
+                },
+            };
+            // The hook is in place before the stop flag is checked, so a stop either sees
+            // it or is seen here.
+            *self.hook.lock() = Some(instance.stop_hook());
+            if !stop.running() {
+                // Told to stop while it was being built: its replacement may be reporting already.
+                break;
+            }
+            tracing::info!(instance = %name, library = %library.identity(), "started");
+            telemetry.instance_state(&name, &class, InstanceState::Running, None, None);
+            telemetry.instance_library(&name, library.identity());
+            let started = Instant::now();
+            let result = instance.run(self.context.handle()).into_result();
+            self.hook.lock().take();
+            drop(instance);
+            self.context.log_held_repeats();
+            if !stop.running() {
+                if let Err(e) = result {
+                    tracing::warn!(instance = %name, "failed while stopping: {e}");
                 }
-            },
-        };
-        if !stop.running() {
-            // Told to stop while it was being built: its replacement may be reporting already.
-            break;
-        }
-        tracing::info!(instance = %name, "started");
-        telemetry.instance_state(&name, &class, InstanceState::Running, None, None);
-        let started = Instant::now();
-        let result = instance.run(context.handle()).into_result();
-        drop(instance);
-        context.log_held_repeats();
-        if !stop.running() {
-            if let Err(e) = result {
-                tracing::warn!(instance = %name, "failed while stopping: {e}");
+                break;
             }
-            break;
-        }
-        if started.elapsed() >= healthy_after {
-            backoff.reset();
-        }
-        let wait = backoff.advance();
-        let error = match result {
-            Ok(()) => {
-                tracing::warn!(instance = %name, "returned while still meant to run; restarting in {:.1} s", wait.as_secs_f64());
-                "returned while still meant to run".to_owned()
+            if let Err(e) = &result {
+                if e.kind != ErrorKind::Transient {
+                    self.failed(&name, &class, "failed", e.clone());
+                    break;
+                }
             }
-            Err(e) => {
-                tracing::error!(instance = %name, "failed: {e}; restarting in {:.1} s", wait.as_secs_f64());
-                e.into_string()
+            if started.elapsed() >= healthy_after {
+                backoff.reset();
             }
-        };
-        telemetry.instance_state(
-            &name,
-            &class,
-            InstanceState::Retrying,
-            Some(error),
-            Some(wait),
-        );
-        stop.wait(wait);
+            let wait = backoff.advance();
+            let error = match result {
+                Ok(()) => {
+                    tracing::warn!(instance = %name, "returned while still meant to run; restarting in {:.1} s", wait.as_secs_f64());
+                    "returned while still meant to run".to_owned()
+                }
+                Err(e) => {
+                    tracing::error!(instance = %name, "failed: {e}; restarting in {:.1} s", wait.as_secs_f64());
+                    e.message.into_string()
+                }
+            };
+            telemetry.instance_state(
+                &name,
+                &class,
+                InstanceState::Retrying,
+                Some(error),
+                Some(wait),
+            );
+            stop.wait(wait);
+        }
+        tracing::info!(instance = %name, "stopped");
     }
-    tracing::info!(instance = %name, "stopped");
+
+    /// The instance failed with a non-transient error: report it and wait for the stop.
+    fn failed(&self, name: &str, class: &str, what: &str, error: PluginError) {
+        tracing::error!(instance = %name, "{what} ({} error, not retried until its config section or library changes): {error}", error.kind);
+        self.telemetry.instance_state(
+            name,
+            class,
+            InstanceState::Failed,
+            Some(error.message.into_string()),
+            None,
+        );
+        while self.stop.running() {
+            self.stop.wait(Duration::from_secs(3600));
+        }
+    }
 }

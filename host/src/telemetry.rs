@@ -53,6 +53,8 @@ pub enum InstanceState {
     Retrying,
     /// No loaded library exports its class yet.
     WaitingForLibrary,
+    /// It failed with a fatal error: not retried until its config section or library changes.
+    Failed,
 }
 
 /// One instance, as `/health` shows it.
@@ -60,6 +62,8 @@ pub enum InstanceState {
 pub struct InstanceStatus {
     pub name: String,
     pub class: String,
+    /// `name version` of the library it runs from, once it started.
+    pub library: Option<String>,
     pub state: InstanceState,
     /// When it entered `state` (Unix seconds).
     pub since: u64,
@@ -313,6 +317,7 @@ impl Telemetry {
             .or_insert_with(|| InstanceStatus {
                 name: name.to_owned(),
                 class: class.to_owned(),
+                library: None,
                 state: state.clone(),
                 since: 0,
                 retry_in: None,
@@ -331,6 +336,13 @@ impl Telemetry {
         }
         if error.is_some() {
             status.last_error = error;
+        }
+    }
+
+    /// An instance runs from `library` (`name version`).
+    pub fn instance_library(&self, name: &str, library: String) {
+        if let Some(status) = self.instances.lock().get_mut(name) {
+            status.library = Some(library);
         }
     }
 
@@ -452,6 +464,11 @@ impl Telemetry {
                 (InstanceState::WaitingForLibrary, _) => format!(
                     "instance {} is waiting for a plugin library that exports class {}",
                     i.name, i.class
+                ),
+                (InstanceState::Failed, e) => format!(
+                    "instance {} failed: {} (fatal: not retried until its config section or library changes)",
+                    i.name,
+                    e.as_deref().unwrap_or("")
                 ),
                 (_, Some(e)) => format!("instance {} is not running: {e}", i.name),
                 (_, None) => format!("instance {} is not running", i.name),

@@ -1,21 +1,21 @@
 //! Hot reload: libraries added to, replaced in and removed from the plugins folder of a running
-//! host, and SIGHUP, while fixture plugins push records. The two builds of the fixture put
-//! their version into every record's `ext`; `line` counts each instance's records from 1.
+//! host, and SIGHUP, while fixture plugins push records. The two builds of the fixture are
+//! told apart by the library identity in the host's `started` lines; `line` counts each
+//! instance run's records from 1.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Install, INCOMPATIBLE, TEST_PLUGINS, TEST_PLUGINS_V2};
+use common::{started_libraries, Install, INCOMPATIBLE, TEST_PLUGINS, TEST_PLUGINS_V2};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
 const FILE: &str = "libfixtures.so";
 
-fn version(record: &Value) -> &str {
-    record["ext"].as_str().unwrap_or_default()
-}
+const V1: &str = "calllogger-test-plugins 0.1.0";
+const V2: &str = "calllogger-test-plugins-v2 0.2.0";
 
 fn label(record: &Value) -> &str {
     record["number"].as_str().unwrap_or_default()
@@ -63,15 +63,17 @@ fn hot_add_replace_and_remove_while_records_flow_lose_nothing() {
         };
 
     // Hot add: the configured class starts.
+    // Each step starts a new run, whose first record has line 1.
     install.add_library(TEST_PLUGINS, FILE);
-    collect(&mut records, &host, &|r| version(r) == "0.1.0");
+    collect(&mut records, &host, &|r| line(r) == 1);
     // Replace by `cp` over the file (same inode, rewritten in place).
     install.add_library(TEST_PLUGINS_V2, FILE);
-    collect(&mut records, &host, &|r| version(r) == "0.2.0");
+    collect(&mut records, &host, &|r| line(r) == 1);
     // Replace by write-to-temporary-then-rename.
     install.replace_library_by_rename(TEST_PLUGINS, FILE);
-    collect(&mut records, &host, &|r| version(r) == "0.1.0");
+    collect(&mut records, &host, &|r| line(r) == 1);
     collect(&mut records, &host, &|r| line(r) >= 20);
+    assert_eq!(started_libraries(&host.log(), "Echo"), [V1, V2, V1]);
 
     // A truncated replacement is refused; the running instance is not even restarted.
     let bytes = std::fs::read(common::library(TEST_PLUGINS_V2)).unwrap();
@@ -99,7 +101,8 @@ fn hot_add_replace_and_remove_while_records_flow_lose_nothing() {
         .take_while(|r| line(r) > reached)
         .collect();
     assert!(
-        after_refusal.iter().all(|r| version(r) == "0.1.0"),
+        after_refusal.iter().all(|r| line(r) > reached)
+            && started_libraries(&host.log(), "Echo") == [V1, V2, V1],
         "the refused file must not run"
     );
 
@@ -118,12 +121,9 @@ fn hot_add_replace_and_remove_while_records_flow_lose_nothing() {
     records.extend(host.remaining_records());
 
     assert_no_gaps(&records);
-    let runs: Vec<&str> = records
-        .iter()
-        .filter(|r| line(r) == 1)
-        .map(version)
-        .collect();
-    assert_eq!(runs, ["0.1.0", "0.2.0", "0.1.0"], "{log}");
+    let runs = records.iter().filter(|r| line(r) == 1).count();
+    assert_eq!(runs, 3, "{log}");
+    assert_eq!(started_libraries(&log, "Echo"), [V1, V2, V1], "{log}");
     assert!(records.iter().all(|r| label(r) == "hot"));
     assert_eq!(
         spooled(&install),
@@ -240,9 +240,14 @@ fn a_hundred_hot_replaces_in_a_row() {
         install.replace_library_by_rename(stem, FILE);
         host.wait_for_log("reloading: restart Echo", n, WAIT);
     }
-    let expected = if RELOADS % 2 == 1 { "0.2.0" } else { "0.1.0" };
-    // Records of the last version arrive (older ones may still be queued before them).
-    host.records_until(WAIT, |r| version(r) == expected && line(r) == 2);
+    let expected = if RELOADS % 2 == 1 { V2 } else { V1 };
+    // The last version starts, and records flow again.
+    host.wait_for_log(
+        &format!("started instance=Echo library={expected}"),
+        RELOADS / 2 + 1,
+        WAIT,
+    );
+    host.records_until(WAIT, |r| line(r) == 2);
     let after = rss_kib(host.child.id());
     eprintln!(
         "{RELOADS} reloads in {:.1} s; RSS {before} KiB -> {after} KiB: {:.0} KiB per reload",

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::Install;
@@ -55,8 +54,8 @@ fn the_vendor_fixture_is_the_guide_word_for_word() {
     let manifest = std::fs::read_to_string(fixture().join("Cargo.toml")).unwrap();
     let from_guide = &manifest[manifest.find("[lib]").unwrap()..];
     let expected = guide_blocks("toml")[0].replace(
-        "calllogger-plugin-sdk = \"0.2\"",
-        "calllogger-plugin-sdk = { version = \"0.2\", path = \"../../../plugin-sdk\" }",
+        "calllogger-plugin-sdk = \"0.3\"",
+        "calllogger-plugin-sdk = { version = \"0.3\", path = \"../../../plugin-sdk\" }",
     );
     assert_eq!(from_guide, expected, "Cargo.toml differs from the guide");
     assert!(
@@ -67,16 +66,7 @@ fn the_vendor_fixture_is_the_guide_word_for_word() {
 
 #[test]
 fn a_vendor_plugin_built_out_of_tree_in_release_mode_loads_and_runs() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = workspace().join("target/vendor-plugin");
-    let status = Command::new(cargo)
-        .current_dir(fixture())
-        .args(["build", "--release", "--locked", "--quiet"])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("running cargo build for the vendor plugin");
-    assert!(status.success(), "building the vendor plugin failed");
-    let built = target.join("release/libmy_pbx.so");
+    let built = common::build_out_of_tree(&fixture(), "my_pbx");
 
     // Step 3's config, and step 4's install: hidden temporary name, rename, into a running host.
     let config = &guide_blocks("yaml")[0];
@@ -107,8 +97,40 @@ fn a_vendor_plugin_built_out_of_tree_in_release_mode_loads_and_runs() {
     let row = table.lines().find(|l| l.starts_with("MyPbx")).unwrap_or("");
     assert!(
         row.contains("libmy_pbx.so")
-            && row.contains("0.2.0")
+            && row.contains("my-pbx 0.1.0")
+            && row.contains("0.3.0")
             && row.contains("Reads call records from My PBX"),
         "{table}"
+    );
+}
+
+/// A plugin built with an SDK patch release (0.3.1) over the same ABI crate loads and runs in
+/// this host, whose SDK is 0.3.0.
+#[test]
+fn a_plugin_built_with_a_newer_sdk_patch_release_loads() {
+    assert_eq!(calllogger_plugin_sdk::SDK_VERSION, "0.3.0");
+    let built = common::build_out_of_tree(
+        &workspace().join("tests/fixtures/sdk-patch-plugin"),
+        "sdk_patch_plugin",
+    );
+    let install = Install::new(&[], "settings: {plugins: [Patched]}\n");
+    std::fs::copy(&built, install.plugins().join("libpatched.so")).unwrap();
+    install.chmod(&install.plugins().join("libpatched.so"), 0o644);
+    let (ok, table, err) = install.run_cli(&["plugins"]);
+    assert!(ok, "{err}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("Patched"))
+        .unwrap_or("");
+    assert!(
+        row.contains("sdk-patch-plugin 0.1.0") && row.contains("0.3.1"),
+        "{table}"
+    );
+    let mut host = install.start();
+    host.records_until(Duration::from_secs(20), |r| r["number"] == "patched");
+    let log = host.terminate();
+    assert!(
+        log.contains("started instance=Patched library=sdk-patch-plugin 0.1.0"),
+        "{log}"
     );
 }

@@ -39,7 +39,7 @@
 //!
 //!     fn run(&mut self, ctx: &Context) -> Result<(), Error> {
 //!         while ctx.running() {
-//!             ctx.push(Record::new(CallType::OUTGOING).number(&self.settings.number).ext("101"));
+//!             ctx.push(Record::new(CallType::OUTGOING).number(&self.settings.number).ext("101"))?;
 //!             ctx.wait(self.settings.every);
 //!         }
 //!         Ok(())
@@ -55,25 +55,34 @@
 //! `HelloCalls` to `settings.plugins` and restart the service.
 //!
 //! Panics and errors in your plugin never take the host down: the SDK catches them at the
-//! boundary and the host restarts the instance after its decayed [`Timeout`].
+//! boundary and the host restarts the instance after its decayed [`Timeout`] (or, for an
+//! error marked [`error::fatal`], stops it until its config section or library changes).
+//! The `log` output of your dependencies goes into the host's log under the instance.
+//!
+//! The binary interface lives in `calllogger-plugin-abi`, whose version is the plugin ABI
+//! version; this crate re-exports what plugins need from it ([`Record`], [`LogLevel`], …).
 
 #![warn(missing_docs)]
 
 mod context;
-pub mod ffi;
+pub mod error;
 #[cfg(feature = "lines")]
 pub mod lines;
+mod logging;
 mod plugin;
-mod record;
 mod secret;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod testing;
 mod timeout;
 
+pub use calllogger_plugin_abi::{
+    Answered, CallType, ErrorKind, LibraryInfo, LogLevel, PushError, PushErrorKind, Record,
+    TimeoutSettings, Timestamp,
+};
 pub use context::Context;
-pub use plugin::{parse_settings, Error, NoSettings, Plugin};
-pub use record::{Answered, CallType, Record, Timestamp};
+pub use error::{Error, ResultExt};
+pub use plugin::{parse_settings, NoSettings, Plugin};
 pub use secret::Secret;
 pub use timeout::Timeout;
 
@@ -102,18 +111,21 @@ pub use serde;
 
 /// Everything a plugin usually needs: `use calllogger_plugin_sdk::prelude::*;`.
 pub mod prelude {
-    pub use crate::ffi::LogLevel;
     pub use crate::{
-        export_plugins, settings, Answered, CallType, Context, Error, NoSettings, Plugin, Record,
-        Secret, Timeout, Timestamp,
+        export_plugins, settings, Answered, CallType, Context, Error, LogLevel, NoSettings, Plugin,
+        Record, ResultExt, Secret, Timeout, Timestamp,
     };
 }
+
+/// The version of this SDK, recorded in every library built with it.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Exports plugin classes from this library: `export_plugins!(MockCalls, serial MyPbx);`.
 ///
 /// Each name is a type implementing [`Plugin`], or, after `serial`, a type implementing
 /// `serial::SerialPlugin` (feature `serial`). The type name is the class name. Use it once per
-/// library. It generates the library's root module and all FFI glue, and refuses to compile
+/// library. It generates the library's root module and all FFI glue, records the plugin
+/// crate's name, version and description as the library's identity, and refuses to compile
 /// under `panic = "abort"`.
 #[macro_export]
 macro_rules! export_plugins {
@@ -145,27 +157,39 @@ macro_rules! __export_plugins {
         pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::LibHeader = {
             extern "C" fn __calllogger_root_module() -> $crate::__private::RootModuleResult {
                 $crate::__private::call_root_module_loader(|| {
-                    $crate::__private::root_module(__calllogger_classes, __calllogger_new_instance)
+                    $crate::__private::root_module(
+                        __calllogger_library,
+                        __calllogger_classes,
+                        __calllogger_new_instance,
+                    )
                 })
             }
             // SAFETY: the constructor returns `PluginModuleRef`, the type named here, and the
             // header asks for a layout check so the host verifies it before use.
             unsafe {
-                $crate::__private::LibHeader::from_constructor::<$crate::ffi::PluginModuleRef>(
+                $crate::__private::LibHeader::from_constructor::<$crate::__private::PluginModuleRef>(
                     __calllogger_root_module,
                     $crate::__private::CheckTypeLayout::Yes,
                 )
             }
         };
 
-        extern "C" fn __calllogger_classes() -> $crate::__private::RVec<$crate::ffi::ClassInfo> {
+        extern "C" fn __calllogger_library() -> $crate::LibraryInfo {
+            $crate::__private::library_info(
+                ::core::env!("CARGO_PKG_NAME"),
+                ::core::env!("CARGO_PKG_VERSION"),
+                ::core::env!("CARGO_PKG_DESCRIPTION"),
+            )
+        }
+
+        extern "C" fn __calllogger_classes() -> $crate::__private::RVec<$crate::__private::ClassInfo> {
             ::std::vec![$($crate::__private::class_info::<$plugin>(::core::stringify!($class))),+].into()
         }
 
         extern "C" fn __calllogger_new_instance(
             class: $crate::__private::RStr<'_>,
             settings_yaml: $crate::__private::RStr<'_>,
-        ) -> $crate::__private::RResult<$crate::ffi::InstanceBox, $crate::__private::RString> {
+        ) -> $crate::__private::RResult<$crate::__private::InstanceBox, $crate::__private::PluginError> {
             $(
                 if class.as_str() == ::core::stringify!($class) {
                     return $crate::__private::construct::<$plugin>(
@@ -182,20 +206,22 @@ macro_rules! __export_plugins {
 /// Support for [`export_plugins!`]; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::plugin::{class_info, construct};
+    pub use crate::plugin::{class_info, construct, library_info};
     pub use abi_stable::library::{
         __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
         RootModuleResult,
     };
-    pub use abi_stable::std_types::{RResult, RStr, RString, RVec};
+    pub use abi_stable::std_types::{RResult, RStr, RVec};
+    pub use calllogger_plugin_abi::{ClassInfo, InstanceBox, PluginError, PluginModuleRef};
 
-    use crate::ffi::{ClassInfo, InstanceBox, PanicStrategy, PluginModule, PluginModuleRef};
     use abi_stable::prefix_type::PrefixTypeTrait;
+    use calllogger_plugin_abi::{ErrorKind, LibraryInfo, PanicStrategy, PluginModule};
 
-    /// Builds the root module from the macro's two functions.
+    /// Builds the root module from the macro's functions.
     pub fn root_module(
+        library: extern "C" fn() -> LibraryInfo,
         classes: extern "C" fn() -> RVec<ClassInfo>,
-        new_instance: extern "C" fn(RStr<'_>, RStr<'_>) -> RResult<InstanceBox, RString>,
+        new_instance: extern "C" fn(RStr<'_>, RStr<'_>) -> RResult<InstanceBox, PluginError>,
     ) -> PluginModuleRef {
         PluginModule {
             panic_strategy: if cfg!(panic = "abort") {
@@ -203,6 +229,7 @@ pub mod __private {
             } else {
                 PanicStrategy::Unwind
             },
+            library,
             classes,
             new_instance,
         }
@@ -210,8 +237,11 @@ pub mod __private {
     }
 
     /// The error for a class this library does not export.
-    pub fn unknown_class(class: &str) -> RResult<InstanceBox, RString> {
-        RResult::RErr(format!("this library exports no class `{class}`").into())
+    pub fn unknown_class(class: &str) -> RResult<InstanceBox, PluginError> {
+        RResult::RErr(PluginError::new(
+            ErrorKind::Config,
+            format!("this library exports no class `{class}`"),
+        ))
     }
 }
 

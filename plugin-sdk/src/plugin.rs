@@ -3,20 +3,21 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RBox, RResult, RString},
+    std_types::{RBox, RResult},
+};
+use calllogger_plugin_abi::{
+    ClassInfo, ErrorKind, HostHandle, InstanceApi, InstanceApi_TO, InstanceBox, LibraryInfo,
+    PluginError, PluginKind, StopHook, StopHookBox, StopHook_TO,
 };
 use serde::de::DeserializeOwned;
 
-use crate::ffi::{ClassInfo, HostHandle, InstanceApi, InstanceApi_TO, InstanceBox, PluginKind};
+use crate::context::StopSlot;
+use crate::error::{to_plugin_error, Error};
 use crate::Context;
-
-/// The error a plugin's constructor or `run` returns: any error type converts with `?`,
-/// and so does a `String` or `&str`.
-pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A plugin class: a settings struct, a constructor and a run loop.
 ///
@@ -25,7 +26,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// does not know are an error that names the class and the key.
 ///
 /// `run` loops while [`Context::running`] and returns when it drops. Returning an error (or
-/// panicking) makes the host log it, wait its decayed timeout, and start a fresh instance.
+/// panicking) makes the host log it, wait its decayed timeout, and start a fresh instance;
+/// an error marked [`fatal`](crate::error::fatal) stops the instance instead.
 pub trait Plugin: Sized + Send + 'static {
     /// The class's settings, read from its config section.
     type Settings: DeserializeOwned;
@@ -54,7 +56,7 @@ pub trait Class: Sized + Send + 'static {
     /// Plain or serial.
     const KIND: PluginKind;
     /// Reads the settings from the section's YAML text and builds an instance.
-    fn build(class: &str, settings_yaml: &str) -> Result<Self, String>;
+    fn build(class: &str, settings_yaml: &str) -> Result<Self, PluginError>;
     /// Runs the instance.
     fn run_class(&mut self, ctx: &Context) -> Result<(), Error>;
 }
@@ -63,9 +65,10 @@ impl<P: Plugin> Class for P {
     const DESCRIPTION: &'static str = P::DESCRIPTION;
     const KIND: PluginKind = PluginKind::Generic;
 
-    fn build(class: &str, settings_yaml: &str) -> Result<Self, String> {
-        let settings = parse_settings::<P::Settings>(class, settings_yaml)?;
-        P::new(settings).map_err(|e| format!("{class}: {}", error_chain(e.as_ref())))
+    fn build(class: &str, settings_yaml: &str) -> Result<Self, PluginError> {
+        let settings = parse_settings::<P::Settings>(class, settings_yaml)
+            .map_err(|e| PluginError::new(ErrorKind::Config, e))?;
+        P::new(settings).map_err(|e| construction_error(class, &*e))
     }
 
     fn run_class(&mut self, ctx: &Context) -> Result<(), Error> {
@@ -129,16 +132,14 @@ pub(crate) fn parse_settings_value<S: DeserializeOwned>(
     }
 }
 
-/// An error and its causes on one line: `outer: cause: root cause`.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+/// A constructor's error as the host sees it: named after the class, a settings error
+/// unless it is marked otherwise.
+pub(crate) fn construction_error(
+    class: &str,
+    error: &(dyn std::error::Error + 'static),
+) -> PluginError {
+    let error = to_plugin_error(error, ErrorKind::Config);
+    PluginError::new(error.kind, format!("{class}: {}", error.message))
 }
 
 thread_local! {
@@ -191,28 +192,53 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
         .unwrap_or("(non-string panic payload)")
 }
 
+/// Runs a plugin's stop hook on the host's thread; a panic in it is only logged there.
+pub(crate) fn run_stop_hook(hook: &(dyn Fn() + Send + Sync)) {
+    if let Err(panicked) = catch_panic("stop hook", hook) {
+        eprintln!("calllogger plugin: {panicked}");
+    }
+}
+
+/// The host's end of an instance's [`StopSlot`].
+struct Hook(Arc<StopSlot>);
+
+impl StopHook for Hook {
+    fn stop(&self) {
+        self.0.fire();
+    }
+}
+
 /// A plugin instance behind the FFI trait. After a panic the plugin's state is suspect, so
 /// it is dropped and further runs fail; the host builds a fresh instance instead.
 struct Instance<P: Class> {
     class: &'static str,
     plugin: Option<P>,
+    stop: Arc<StopSlot>,
 }
 
 impl<P: Class> InstanceApi for Instance<P> {
-    fn run(&mut self, host: HostHandle) -> RResult<(), RString> {
+    fn stop_hook(&self) -> StopHookBox {
+        StopHook_TO::from_value(Hook(self.stop.clone()), TD_Opaque)
+    }
+
+    fn run(&mut self, host: HostHandle) -> RResult<(), PluginError> {
         let Some(plugin) = self.plugin.as_mut() else {
-            return RResult::RErr(
-                format!("{}: instance is poisoned by an earlier panic", self.class).into(),
-            );
+            return RResult::RErr(PluginError::new(
+                ErrorKind::Transient,
+                format!("{}: instance is poisoned by an earlier panic", self.class),
+            ));
         };
-        let context = Context::new(host);
-        match catch_panic("run", || plugin.run_class(&context)) {
+        let context = Context::with_stop(host, self.stop.clone());
+        let ran = crate::logging::with_current(&context, || {
+            catch_panic("run", || plugin.run_class(&context))
+        });
+        match ran {
             Ok(Ok(())) => RResult::ROk(()),
-            Ok(Err(e)) => RResult::RErr(error_chain(e.as_ref()).into()),
+            Ok(Err(e)) => RResult::RErr(to_plugin_error(&*e, ErrorKind::Transient)),
             Err(panicked) => {
                 let plugin = self.plugin.take();
                 let _ = catch_panic("drop", || drop(plugin));
-                RResult::RErr(panicked.into())
+                RResult::RErr(PluginError::new(ErrorKind::Transient, panicked))
             }
         }
     }
@@ -241,18 +267,33 @@ pub fn class_info<P: Class>(name: &str) -> ClassInfo {
 pub fn construct<P: Class>(
     class: &'static str,
     settings_yaml: &str,
-) -> RResult<InstanceBox, RString> {
+) -> RResult<InstanceBox, PluginError> {
     let built = catch_panic("constructor", || P::build(class, settings_yaml));
     match built {
         Ok(Ok(plugin)) => {
             let instance = Instance {
                 class,
                 plugin: Some(plugin),
+                stop: Arc::default(),
             };
             RResult::ROk(InstanceApi_TO::from_ptr(RBox::new(instance), TD_Opaque))
         }
-        Ok(Err(message)) => RResult::RErr(message.into()),
-        Err(panicked) => RResult::RErr(format!("{class}: {panicked}").into()),
+        Ok(Err(error)) => RResult::RErr(error),
+        Err(panicked) => RResult::RErr(PluginError::new(
+            ErrorKind::Transient,
+            format!("{class}: {panicked}"),
+        )),
+    }
+}
+
+/// The library's identity, from the plugin crate's Cargo metadata (the export macro passes it).
+#[doc(hidden)]
+pub fn library_info(name: &str, version: &str, description: &str) -> LibraryInfo {
+    LibraryInfo {
+        name: name.into(),
+        version: version.into(),
+        description: description.into(),
+        sdk_version: crate::SDK_VERSION.into(),
     }
 }
 
@@ -305,12 +346,13 @@ mod tests {
     }
 
     #[test]
-    fn error_chains_are_flattened() {
-        let io = std::io::Error::other("device gone");
-        let outer: Error = format!("reading /dev/ttyUSB0: {}", io).into();
+    fn constructor_errors_are_config_errors_unless_marked() {
+        let plain: Error = "rate must be positive".into();
         assert_eq!(
-            error_chain(outer.as_ref()),
-            "reading /dev/ttyUSB0: device gone"
+            construction_error("Serial", &*plain),
+            PluginError::new(ErrorKind::Config, "Serial: rate must be positive")
         );
+        let fatal = crate::error::fatal("no licence");
+        assert_eq!(construction_error("Serial", &*fatal).kind, ErrorKind::Fatal);
     }
 }

@@ -37,17 +37,14 @@
 //! ```
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use calllogger_plugin_abi::{PluginError, PluginKind, PushError, PushErrorKind};
 use serde::de::DeserializeOwned;
 
-use crate::ffi::PluginKind;
 use crate::lines::{Event, LineSettings, LineSource, Retry, Stopper};
 pub use crate::lines::{FlowControl, Parity, PortSettings};
-use crate::plugin::{error_chain, parse_settings_value, Class};
+use crate::plugin::{construction_error, parse_settings_value, Class};
 use crate::{Context, Error, Record, Timeout};
 
 /// A plugin that turns serial-port lines into records. Only `parse` is required.
@@ -134,13 +131,14 @@ impl<P: SerialPlugin> Class for Serial<P> {
     const DESCRIPTION: &'static str = P::DESCRIPTION;
     const KIND: PluginKind = PluginKind::Serial;
 
-    fn build(class: &str, yaml: &str) -> Result<Self, String> {
+    fn build(class: &str, yaml: &str) -> Result<Self, PluginError> {
+        let config = |e: String| PluginError::new(crate::ErrorKind::Config, e);
         let value: serde_yaml::Value = serde_yaml::from_str(yaml)
-            .map_err(|e| format!("{class}: settings are not valid YAML: {e}"))?;
+            .map_err(|e| config(format!("{class}: settings are not valid YAML: {e}")))?;
         let mut own = match value {
             serde_yaml::Value::Mapping(mapping) => mapping,
             serde_yaml::Value::Null => Default::default(),
-            _ => return Err(format!("{class}: settings must be a mapping")),
+            _ => return Err(config(format!("{class}: settings must be a mapping"))),
         };
         let mut port = serde_yaml::Mapping::new();
         for key in PORT_KEYS {
@@ -148,10 +146,12 @@ impl<P: SerialPlugin> Class for Serial<P> {
                 port.insert(key.into(), value);
             }
         }
-        let port: PortSettings = parse_settings_value(class, serde_yaml::Value::Mapping(port))?;
-        let plugin = parse_settings_value(class, serde_yaml::Value::Mapping(own))?;
-        let fail = |e: Error| format!("{class}: {}", error_chain(e.as_ref()));
-        port.check().map_err(|e| format!("{class}: {e}"))?;
+        let port: PortSettings =
+            parse_settings_value(class, serde_yaml::Value::Mapping(port)).map_err(config)?;
+        let plugin =
+            parse_settings_value(class, serde_yaml::Value::Mapping(own)).map_err(config)?;
+        let fail = |e: Error| construction_error(class, &*e);
+        port.check().map_err(|e| config(format!("{class}: {e}")))?;
         Ok(Self {
             port,
             plugin: P::new(plugin).map_err(fail)?,
@@ -161,7 +161,10 @@ impl<P: SerialPlugin> Class for Serial<P> {
 
     fn run_class(&mut self, ctx: &Context) -> Result<(), Error> {
         let stopper = Stopper::new()?;
-        let _watch = StopWatch::start(ctx, &stopper);
+        ctx.on_stop({
+            let stopper = stopper.clone();
+            move || stopper.stop()
+        });
         let events = ctx.clone();
         let mut source = LineSource::open(
             &LineSettings::serial(self.port.clone()),
@@ -170,8 +173,13 @@ impl<P: SerialPlugin> Class for Serial<P> {
             HostRetry(ctx.timeout()),
         )?
         .on_event(move |event| report(&events, event));
+        let mut push_retry = ctx.timeout();
         while let Some(line) = source.next_line()? {
-            self.handle_line(line, ctx);
+            if self.handle_line(line, ctx, &mut push_retry).is_err() {
+                // Stopping before its record was stored: the line is not consumed.
+                source.unread();
+                break;
+            }
         }
         let c = LineCounts {
             overlong: source.counts().overlong,
@@ -209,45 +217,20 @@ fn report(ctx: &Context, event: Event<'_>) {
     }
 }
 
-/// Turns the instance's stop into [`Stopper::stop`] from a thread that waits on the host.
-/// A stand-in while [`Context`] has no stop hook: it wakes every half second to see whether
-/// the run ended, and is joined when dropped.
-struct StopWatch {
-    done: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl StopWatch {
-    fn start(ctx: &Context, stopper: &Stopper) -> Self {
-        let done = Arc::new(AtomicBool::new(false));
-        let (ctx, stopper, finished) = (ctx.clone(), stopper.clone(), done.clone());
-        let thread = std::thread::spawn(move || {
-            while !finished.load(Ordering::SeqCst) {
-                if !ctx.wait(0.5) {
-                    stopper.stop();
-                    return;
-                }
-            }
-        });
-        Self {
-            done,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for StopWatch {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 impl<P: SerialPlugin> Serial<P> {
-    /// Decodes, validates and parses one line, pushing the record or counting the reject.
-    fn handle_line(&mut self, bytes: &[u8], ctx: &Context) {
+    /// Decodes, validates and parses one line, pushing the record or counting the reject. A
+    /// push the host cannot take now is retried after the decayed timeout (reading waits);
+    /// `Err` when the instance stops before the record is stored.
+    fn handle_line(
+        &mut self,
+        bytes: &[u8],
+        ctx: &Context,
+        retry: &mut crate::Timeout,
+    ) -> Result<(), PushError> {
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        if bytes.is_empty() {
+            return Ok(());
+        }
         self.counts.lines += 1;
         let outcome = self
             .plugin
@@ -261,11 +244,8 @@ impl<P: SerialPlugin> Serial<P> {
                     .parse(&text)
                     .map_err(|e| ("parse", &mut self.counts.parse, e))
             });
-        match outcome {
-            Ok(record) => {
-                self.counts.records += 1;
-                ctx.push(record);
-            }
+        let record = match outcome {
+            Ok(record) => record,
             Err((stage, count, e)) => {
                 *count += 1;
                 ctx.rejected(stage);
@@ -273,6 +253,25 @@ impl<P: SerialPlugin> Serial<P> {
                     "line rejected by {stage}: {e}: \"{}\"",
                     bytes.escape_ascii()
                 ));
+                return Ok(());
+            }
+        };
+        loop {
+            match ctx.push(record.clone()) {
+                Ok(()) => {
+                    self.counts.records += 1;
+                    return Ok(());
+                }
+                Err(e) if e.kind == PushErrorKind::Stopping => return Err(e),
+                Err(e) => {
+                    ctx.warn(format_args!(
+                        "{e}; pushing it again in {:.1} s",
+                        retry.current().as_secs_f64()
+                    ));
+                    if !retry.sleep() {
+                        return Err(e);
+                    }
+                }
             }
         }
     }

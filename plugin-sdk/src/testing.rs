@@ -5,7 +5,7 @@
 //!
 //! let host = TestHost::new();
 //! let ctx = host.context();
-//! ctx.push(Record::new(CallType::OUTGOING).number("123"));
+//! ctx.push(Record::new(CallType::OUTGOING).number("123")).unwrap();
 //! host.stop();
 //! assert!(!ctx.running());
 //! assert_eq!(host.records().len(), 1);
@@ -19,15 +19,20 @@ use std::time::Duration;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RStr, RString},
+    std_types::{RArc, RResult, RStr, RString},
 };
+use calllogger_plugin_abi::{HostApi, HostApi_TO, HostHandle};
 
-use crate::ffi::{HostApi, HostApi_TO, HostHandle, LogLevel, TimeoutSettings};
-use crate::{Context, Record};
+use crate::context::StopSlot;
+use crate::{Context, LogLevel, PushError, PushErrorKind, Record, TimeoutSettings};
 
 #[derive(Default)]
 struct State {
     stopped: bool,
+    /// Why pushes are refused, while they are.
+    refusing: Option<String>,
+    /// The stop hooks of the contexts handed out.
+    hooks: Vec<Arc<StopSlot>>,
     records: Vec<Record>,
     logs: Vec<(LogLevel, String)>,
     rejected: BTreeMap<String, u64>,
@@ -64,9 +69,18 @@ impl TestHost {
         }
     }
 
-    /// A [`Context`] talking to this host, as a plugin's `run` gets it.
+    /// A [`Context`] talking to this host, as a plugin's `run` gets it; its
+    /// [`on_stop`](Context::on_stop) hook runs on [`stop`](TestHost::stop).
     pub fn context(&self) -> Context {
-        Context::new(self.handle())
+        let hook = Arc::new(StopSlot::default());
+        self.state.0.lock().unwrap().hooks.push(hook.clone());
+        Context::with_stop(self.handle(), hook)
+    }
+
+    /// Makes every push fail with [`PushErrorKind::Unavailable`] and `reason` (as a host
+    /// that cannot store records would), or, with `None`, succeed again.
+    pub fn refuse_pushes(&self, reason: Option<&str>) {
+        self.state.0.lock().unwrap().refusing = reason.map(str::to_owned);
     }
 
     /// The FFI handle the host passes to an instance's `run`.
@@ -74,11 +88,18 @@ impl TestHost {
         HostApi_TO::from_ptr(RArc::new(self.clone()), TD_Opaque)
     }
 
-    /// Drops the `running` flag and wakes every waiter.
+    /// Drops the `running` flag, wakes every waiter and runs the stop hooks.
     pub fn stop(&self) {
         let (state, wake) = &*self.state;
-        state.lock().unwrap().stopped = true;
+        let hooks = {
+            let mut state = state.lock().unwrap();
+            state.stopped = true;
+            state.hooks.clone()
+        };
         wake.notify_all();
+        for hook in hooks {
+            hook.fire();
+        }
     }
 
     /// The records pushed so far.
@@ -112,8 +133,17 @@ impl HostApi for TestHost {
         !guard.stopped
     }
 
-    fn push(&self, record: Record) {
-        self.state.0.lock().unwrap().records.push(record);
+    fn push(&self, record: Record) -> RResult<(), PushError> {
+        let mut state = self.state.0.lock().unwrap();
+        match &state.refusing {
+            Some(reason) => {
+                RResult::RErr(PushError::new(PushErrorKind::Unavailable, reason.as_str()))
+            }
+            None => {
+                state.records.push(record);
+                RResult::ROk(())
+            }
+        }
     }
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
@@ -123,6 +153,10 @@ impl HostApi for TestHost {
             .unwrap()
             .logs
             .push((level, message.to_string()));
+    }
+
+    fn log_enabled(&self, _level: LogLevel) -> bool {
+        true
     }
 
     fn timeouts(&self) -> TimeoutSettings {

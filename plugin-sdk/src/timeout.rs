@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::ffi::TimeoutSettings;
 use crate::Context;
+use crate::TimeoutSettings;
 
 /// A retry wait that grows by `decay` after every use, up to `max_timeout`.
 ///
@@ -12,7 +12,7 @@ use crate::Context;
 /// [`Context::timeout`]; its [`sleep`](Timeout::sleep) wakes at once when the instance stops.
 ///
 /// ```
-/// use calllogger_plugin_sdk::{ffi::TimeoutSettings, Timeout};
+/// use calllogger_plugin_sdk::{Timeout, TimeoutSettings};
 ///
 /// let mut t = Timeout::new(TimeoutSettings { timeout: 10.0, decay: 1.5, max_timeout: 30.0 });
 /// let waits: Vec<f64> = (0..4).map(|_| t.advance().as_secs_f64()).collect();

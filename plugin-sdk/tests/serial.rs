@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use calllogger_plugin_sdk::ffi::{LogLevel, TimeoutSettings};
 use calllogger_plugin_sdk::prelude::*;
 use calllogger_plugin_sdk::serial::SerialPlugin;
 use calllogger_plugin_sdk::testing::TestHost;
+use calllogger_plugin_sdk::{ErrorKind, PushErrorKind, TimeoutSettings};
 use serialport::{SerialPort, TTYPort};
 
 /// Lines `number,ext`; `#` lines fail validation; a line without a comma fails parsing.
@@ -43,7 +43,7 @@ fn pty() -> (TTYPort, String) {
     (master, path)
 }
 
-fn instance(yaml: &str) -> calllogger_plugin_sdk::ffi::InstanceBox {
+fn instance(yaml: &str) -> calllogger_plugin_sdk::__private::InstanceBox {
     let module = {
         // Through the same glue the host uses: the exported constructor.
         calllogger_plugin_sdk::__private::construct::<calllogger_plugin_sdk::serial::Serial<Csv>>(
@@ -242,6 +242,58 @@ fn port_settings_are_checked_and_named() {
         .into_result()
         .err()
         .unwrap_or_else(|| panic!("{yaml} must be refused"));
+        assert_eq!(err.kind, ErrorKind::Config, "{yaml}: {err}");
+        let err = err.message;
         assert!(err.contains("Csv") && err.contains(needle), "{yaml}: {err}");
     }
+}
+
+#[test]
+fn a_line_whose_push_is_refused_is_pushed_again_not_lost() {
+    let (mut master, path) = pty();
+    let run = start(&format!("port: {path}"), fast());
+    run.wait_for("the port to open", |h| {
+        h.logs().iter().any(|(_, m)| m.contains("reading"))
+    });
+    run.host.refuse_pushes(Some("the disk is full"));
+    master.write_all(b"111,100\r\n222,101\r\n").unwrap();
+    master.flush().unwrap();
+    run.wait_for("the refusal to reach the base", |h| {
+        h.logs()
+            .iter()
+            .any(|(_, m)| m.contains("record not stored: the disk is full"))
+    });
+    assert!(run.host.records().is_empty());
+    run.host.refuse_pushes(None);
+    run.wait_for("both records", |h| h.records().len() == 2);
+    let (host, _) = run.stop();
+    let numbers: Vec<_> = host
+        .records()
+        .iter()
+        .map(|r| r.get_number().unwrap().to_owned())
+        .collect();
+    assert_eq!(numbers, ["111", "222"]);
+}
+
+#[test]
+fn a_push_refused_until_the_stop_ends_the_loop() {
+    let (mut master, path) = pty();
+    let run = start(&format!("port: {path}"), fast());
+    run.wait_for("the port to open", |h| {
+        h.logs().iter().any(|(_, m)| m.contains("reading"))
+    });
+    run.host.refuse_pushes(Some("no spool"));
+    master.write_all(b"111,100\r\n").unwrap();
+    master.flush().unwrap();
+    run.wait_for("the refusal", |h| {
+        h.logs().iter().any(|(_, m)| m.contains("no spool"))
+    });
+    let (host, _) = run.stop();
+    assert!(host.records().is_empty());
+    // The Stopping kind is what the real host returns; the test host's is Unavailable.
+    let e = host
+        .context()
+        .push(Record::new(CallType::RECEIVED))
+        .unwrap_err();
+    assert_eq!(e.kind, PushErrorKind::Unavailable);
 }

@@ -29,16 +29,22 @@ use std::sync::Arc;
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::std_types::RStr;
-use calllogger_plugin_sdk::ffi::{
-    ClassInfo, InstanceBox, PanicStrategy, PluginModuleRef, SDK_VERSION,
+use calllogger_plugin_abi::{
+    ClassInfo, InstanceBox, PanicStrategy, PluginError, PluginModuleRef, ABI_VERSION,
 };
 
 /// A loaded plugin library.
 pub struct Library {
     /// The operator's file it was loaded from.
     pub file: PathBuf,
-    /// The SDK version the library was built against.
+    /// The plugin crate's name, as the library reports it.
+    pub name: String,
+    /// The plugin crate's version.
+    pub version: String,
+    /// The SDK version the library was built with.
     pub sdk_version: String,
+    /// The plugin ABI version it declares.
+    pub abi_version: String,
     /// The classes it exports.
     pub classes: Vec<ClassInfo>,
     /// The sha256 of the file's bytes when it was loaded, if it was computed (see [`Hashing`]).
@@ -52,10 +58,18 @@ pub struct Library {
 
 impl Library {
     /// Builds an instance of `class` from the YAML text of its section.
-    pub fn instantiate(&self, class: &str, settings_yaml: &str) -> Result<InstanceBox, String> {
+    pub fn instantiate(
+        &self,
+        class: &str,
+        settings_yaml: &str,
+    ) -> Result<InstanceBox, PluginError> {
         (self.module.new_instance())(RStr::from_str(class), RStr::from_str(settings_yaml))
             .into_result()
-            .map_err(|e| e.into_string())
+    }
+
+    /// `name version`, as logs and `calllogger plugins` show the library.
+    pub fn identity(&self) -> String {
+        format!("{} {}", self.name, self.version)
     }
 }
 
@@ -223,7 +237,7 @@ pub fn scan(
         let refused_before = previous.refused.iter().find(|r| r.file == file);
         match scan_one(&file, policy, earlier, refused_before, hash, copy_dir) {
             Ok(library) => {
-                tracing::debug!(file = %file.display(), sdk = %library.sdk_version, classes = library.classes.len(), "plugin library ready");
+                tracing::debug!(file = %file.display(), library = %library.identity(), sdk = %library.sdk_version, abi = %library.abi_version, classes = library.classes.len(), "plugin library ready");
                 registry.libraries.push(library);
             }
             Err(refused) => {
@@ -588,7 +602,7 @@ fn load(
     let loaded_from = copy.path.clone();
     copy.loaded();
     let header = header.map_err(|e| describe(&e, &loaded_from, file))?;
-    let sdk_version = header.version_strings().version.to_string();
+    let abi_version = header.version_strings().version.to_string();
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|e| describe(&e, &loaded_from, file))?;
@@ -599,9 +613,13 @@ fn load(
     if classes.is_empty() {
         return Err("exports no plugin classes".into());
     }
+    let info = (module.library())();
     Ok(Library {
         file: file.to_owned(),
-        sdk_version,
+        name: info.name.into_string(),
+        version: info.version.into_string(),
+        sdk_version: info.sdk_version.into_string(),
+        abi_version,
         classes,
         sha256,
         size: data.len() as u64,
@@ -617,16 +635,20 @@ fn describe(error: &LibraryError, copy: &Path, file: &Path) -> String {
         LibraryError::GetSymbolError { .. } => {
             "not a calllogger plugin (it has no plugin root module)".to_owned()
         }
-        LibraryError::IncompatibleVersionNumber { actual_version, .. } => format!(
-            "built against plugin SDK {actual_version}, but this host speaks SDK {SDK_VERSION} \
-             and accepts {}; rebuild the plugin against a compatible SDK",
-            compatible_range()
-        ),
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+            let (theirs, ours) = (minor(&actual_version.to_string()), minor(ABI_VERSION));
+            format!(
+                "built against calllogger plugin interface {actual_version} (SDK {theirs}), but \
+                 this host speaks interface {ours} (SDK {ours}.x): rebuild it against \
+                 calllogger-plugin-sdk {ours}"
+            )
+        }
         LibraryError::AbiInstability(err) => {
             let report = err.to_string();
             tracing::debug!(file = %file.display(), "abi_stable layout report:\n{report}");
             format!(
-                "incompatible plugin interface (its types differ from this host's SDK {SDK_VERSION}; rebuild it): {}",
+                "incompatible plugin interface (its types differ from this host's interface {ABI_VERSION}; rebuild it against calllogger-plugin-sdk {}): {}",
+                minor(ABI_VERSION),
                 layout_errors(&report)
             )
         }
@@ -678,14 +700,14 @@ fn layout_errors(report: &str) -> String {
     }
 }
 
-/// The SDK versions this host accepts, in words: abi_stable's rule is same minor while 0.x,
-/// same major from 1.0 on.
-pub fn compatible_range() -> String {
-    let mut parts = SDK_VERSION.split('.');
+/// The compatible part of an interface version, in words: abi_stable's rule is same minor
+/// while 0.x (`0.3`), same major from 1.0 on (`1`).
+fn minor(version: &str) -> String {
+    let mut parts = version.split('.');
     let (major, minor) = (parts.next().unwrap_or("0"), parts.next().unwrap_or("0"));
     if major == "0" {
-        format!("SDK {major}.{minor}.x")
+        format!("{major}.{minor}")
     } else {
-        format!("SDK {major}.x")
+        major.to_owned()
     }
 }

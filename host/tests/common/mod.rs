@@ -19,14 +19,40 @@ use serde_json::Value;
 /// The plugin crates the tests load, by library file stem.
 pub const MOCK_CALLS: &str = "calllogger_mock_calls";
 pub const TEST_PLUGINS: &str = "calllogger_test_plugins";
-/// The same classes as [`TEST_PLUGINS`], built as version 0.2.0 (their records' `ext`).
+/// The same classes as [`TEST_PLUGINS`], built as `calllogger-test-plugins-v2` 0.2.0.
 pub const TEST_PLUGINS_V2: &str = "calllogger_test_plugins_v2";
 pub const INCOMPATIBLE: &str = "calllogger_incompatible_plugin";
-/// The incompatible fixture's source, declaring the previous SDK version (0.1.0).
+/// The incompatible fixture's source, declaring the previous plugin interface (0.2.0).
 pub const OLD_SDK: &str = "calllogger_old_sdk_plugin";
 pub const ABORT: &str = "calllogger_abort_plugin";
 pub const HIPATH: &str = "calllogger_siemens_hipath_serial";
 pub const BERONET: &str = "calllogger_beronet";
+
+/// The library identities (`name version`) that `instance` started from, in order, from
+/// the host's `started` log lines.
+pub fn started_libraries(log: &str, instance: &str) -> Vec<String> {
+    let needle = format!("started instance={instance} library=");
+    log.lines()
+        .filter_map(|l| Some(l[l.find(&needle)? + needle.len()..].trim().to_owned()))
+        .collect()
+}
+
+/// Builds the crate in `fixture` the way a vendor does: out of the workspace, in release
+/// mode, with its own lock file (`--locked`), into `target/<fixture name>`. Returns the path
+/// of its `lib<library>.so`.
+pub fn build_out_of_tree(fixture: &Path, library: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = workspace.join("target").join(fixture.file_name().unwrap());
+    let status = Command::new(cargo)
+        .current_dir(fixture)
+        .args(["build", "--release", "--locked", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("running cargo build for an out-of-tree fixture");
+    assert!(status.success(), "building {} failed", fixture.display());
+    target.join(format!("release/lib{library}.so"))
+}
 
 /// The host binary under test.
 pub fn host_binary() -> PathBuf {

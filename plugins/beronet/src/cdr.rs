@@ -207,8 +207,8 @@ mod tests {
         assert_eq!(r.call_type, CallType::OUTGOING);
         assert_eq!(text(&r.number), "013231111");
         assert_eq!(text(&r.ext), "100");
-        assert_eq!(r.ring.into_option(), Some(15));
-        assert_eq!(r.duration.into_option(), Some(17));
+        assert_eq!(r.get_ring(), Some(15));
+        assert_eq!(r.get_duration(), Some(17));
     }
 
     #[test]
@@ -217,8 +217,8 @@ mod tests {
         let r = parse(&shifted, &utc()).unwrap();
         assert_eq!(r.call_type, CallType::RECEIVED);
         assert_eq!(text(&r.number), "0212038407");
-        assert_eq!(r.ring.into_option(), Some(3));
-        assert_eq!(r.duration.into_option(), Some(8));
+        assert_eq!(r.get_ring(), Some(3));
+        assert_eq!(r.get_duration(), Some(8));
     }
 
     #[test]
@@ -232,8 +232,8 @@ mod tests {
                 ",23/10/29-02:00:10,23/10/29-02:59:55,",
             );
         let r = parse(&line, &tz).unwrap();
-        assert_eq!(r.ring.into_option(), Some(5));
-        assert_eq!(r.duration.into_option(), Some(15));
+        assert_eq!(r.get_ring(), Some(5));
+        assert_eq!(r.get_duration(), Some(15));
     }
 
     #[test]

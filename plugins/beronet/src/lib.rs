@@ -23,6 +23,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use calllogger_plugin_sdk::jiff::tz::TimeZone;
 use calllogger_plugin_sdk::prelude::*;
+use calllogger_plugin_sdk::PushError;
 
 use seen::Seen;
 
@@ -79,6 +80,8 @@ pub enum PollError {
     Http(#[from] ureq::Error),
     #[error("cannot keep the list of calls already pushed ({0}): {1}")]
     State(String, std::io::Error),
+    #[error(transparent)]
+    Push(#[from] PushError),
 }
 
 impl Plugin for BeroNet {
@@ -193,13 +196,18 @@ impl BeroNet {
         // Caller names may come in another encoding than UTF-8: keep the line, mark the bytes.
         let body = String::from_utf8_lossy(&bytes);
         let mut pushed = 0;
+        // A call is seen only once the host stored it: one it refused is pushed next poll.
+        let mut refused = None;
         for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
             if seen.contains(line) {
                 continue;
             }
             match cdr::parse(line, &self.tz) {
                 Ok(record) => {
-                    ctx.push(record);
+                    if let Err(e) = ctx.push(record) {
+                        refused = Some(e);
+                        break;
+                    }
                     seen.insert(line);
                     pushed += 1;
                 }
@@ -213,7 +221,7 @@ impl BeroNet {
         }
         seen.save()
             .map_err(|e| PollError::State("writing it".into(), e))?;
-        Ok(pushed)
+        refused.map_or(Ok(pushed), |e| Err(e.into()))
     }
 }
 

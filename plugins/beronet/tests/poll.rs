@@ -7,8 +7,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use calllogger_beronet::{BeroNet, Settings};
-use calllogger_plugin_sdk::ffi::LogLevel;
 use calllogger_plugin_sdk::testing::TestHost;
+use calllogger_plugin_sdk::LogLevel;
 use calllogger_plugin_sdk::{Plugin, Record};
 
 const SAMPLES: &str = include_str!("../../../tests/data/beronet/samples.csv");
@@ -100,7 +100,7 @@ fn run_until(mut plugin: BeroNet, host: &TestHost, done: impl Fn(&TestHost) -> b
 fn numbers(records: &[Record]) -> Vec<String> {
     records
         .iter()
-        .map(|r| r.number.as_ref().map_or(String::new(), |n| n.to_string()))
+        .map(|r| r.get_number().unwrap_or_default().to_owned())
         .collect()
 }
 
@@ -170,7 +170,7 @@ fn refused_credentials_are_an_error_that_hides_the_password() {
 fn a_gateway_that_does_not_answer_times_out_and_is_retried() {
     let gateway = Gateway::start(SAMPLES);
     *gateway.delay.lock().unwrap() = Duration::from_secs(2);
-    let host = TestHost::with_timeouts(calllogger_plugin_sdk::ffi::TimeoutSettings {
+    let host = TestHost::with_timeouts(calllogger_plugin_sdk::TimeoutSettings {
         timeout: 0.1,
         decay: 1.0,
         max_timeout: 0.1,
@@ -253,4 +253,37 @@ fn a_caller_name_in_latin_1_does_not_stop_the_poll() {
         h.records().len() == 6
     });
     assert!(numbers(&host.records()).contains(&"0219999999".to_owned()));
+}
+
+/// A call the host did not store is not marked as seen: the next poll pushes it.
+#[test]
+fn a_call_whose_push_is_refused_is_pushed_by_a_later_poll() {
+    let gateway = Gateway::start(SAMPLES);
+    let host = TestHost::with_timeouts(calllogger_plugin_sdk::TimeoutSettings {
+        timeout: 0.1,
+        decay: 2.0,
+        max_timeout: 0.5,
+    });
+    host.refuse_pushes(Some("the spool is full"));
+    let mut plugin = gateway.plugin("secret", "");
+    let ctx = host.context();
+    let runner = std::thread::spawn(move || plugin.run(&ctx).map_err(|e| e.to_string()));
+    let until = Instant::now() + Duration::from_secs(20);
+    while !host
+        .logs()
+        .iter()
+        .any(|(_, m)| m.contains("poll failed: record not stored: the spool is full"))
+    {
+        assert!(Instant::now() < until, "{:?}", host.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(host.records().is_empty());
+    host.refuse_pushes(None);
+    while host.records().len() < 5 {
+        assert!(Instant::now() < until, "{:?}", host.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host.stop();
+    runner.join().unwrap().unwrap();
+    assert_eq!(host.records().len(), 5, "{:?}", numbers(&host.records()));
 }

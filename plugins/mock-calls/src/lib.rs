@@ -111,7 +111,7 @@ impl Plugin for MockCalls {
                 break;
             }
             for record in self.next_call() {
-                ctx.push(record);
+                ctx.push(record)?;
             }
             self.calls += 1;
             if self.settings.sleep > 0.0 {
@@ -259,7 +259,7 @@ mod tests {
         let mut mock = plugin("{seed: 3}");
         for _ in 0..500 {
             for r in mock.next_call() {
-                match r.answered.into_option() {
+                match r.get_answered() {
                     Some(Answered::Yes) | Some(Answered::Voicemail) => {
                         assert!(r.duration.is_some())
                     }

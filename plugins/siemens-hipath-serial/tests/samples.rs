@@ -69,12 +69,12 @@ fn every_sample_gives_exactly_the_expected_fields() {
                 "date",
                 date.datetime().strftime("%Y-%m-%dT%H:%M:%S").to_string(),
             ),
-            ("line", opt(record.line.into_option())),
+            ("line", opt(record.get_line())),
             ("ext", text(&record.ext)),
-            ("ring_s", opt(record.ring.into_option())),
-            ("duration_s", opt(record.duration.into_option())),
+            ("ring_s", opt(record.get_ring())),
+            ("duration_s", opt(record.get_duration())),
             ("number", text(&record.number)),
-            ("charge_units", opt(record.charge_units.into_option())),
+            ("charge_units", opt(record.get_charge_units())),
             ("account_code", text(&record.account_code)),
             ("msn", text(&record.msn)),
             ("seizure_code", text(&record.seizure_code)),
@@ -89,7 +89,7 @@ fn every_sample_gives_exactly_the_expected_fields() {
             Answered::No
         };
         assert_eq!(
-            record.answered.into_option(),
+            record.get_answered(),
             Some(answered),
             "sample {n}: answered follows duration"
         );

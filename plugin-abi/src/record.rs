@@ -107,11 +107,16 @@ impl From<&jiff::Zoned> for Timestamp {
 /// Every field but [`call_type`](Record::call_type) is optional. Build one with the chained setters:
 ///
 /// ```
-/// use calllogger_plugin_sdk::{CallType, Record};
+/// use calllogger_plugin_abi::{CallType, Record};
 ///
-/// let record = Record::new(CallType::INCOMING).number("0876156584").line(2).ext("101");
-/// assert_eq!(record.ext.as_ref().map(|e| e.as_str()).into_option(), Some("101"));
+/// let record = Record::new(CallType::INCOMING).number("0876156584").line(2).extra("trunk", "A");
+/// assert_eq!(record.get_number(), Some("0876156584"));
+/// assert_eq!(record.get_line(), Some(2));
+/// assert_eq!(record.get_extra("trunk"), Some("A"));
 /// ```
+///
+/// The setters take the field names (`number(…)`), so the getters, which return plain Rust
+/// types, are `get_number()` and so on.
 ///
 /// The layout is part of the plugin ABI: fields a PBX reports that have no slot here go into
 /// [`extra`](Record::extra) under a name of your choice, so the host can forward them.
@@ -224,15 +229,68 @@ impl Record {
     }
 }
 
+impl Record {
+    /// When the call happened.
+    pub fn get_date(&self) -> Option<Timestamp> {
+        self.date.into_option()
+    }
+
+    /// Whether the call was answered.
+    pub fn get_answered(&self) -> Option<Answered> {
+        self.answered.into_option()
+    }
+
+    /// The value of the extra field `name` (the first, if it was added twice).
+    pub fn get_extra(&self, name: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|Tuple2(key, _)| key.as_str() == name)
+            .map(|Tuple2(_, value)| value.as_str())
+    }
+
+    /// The extra fields, in the order they were added.
+    pub fn extras(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.extra
+            .iter()
+            .map(|Tuple2(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// Getters for the number fields, all alike: `record.get_line() -> Option<u32>`.
+macro_rules! number_getters {
+    ($($getter:ident => $field:ident),+ $(,)?) => {
+        impl Record {
+            $(
+                #[doc = concat!("The `", stringify!($field), "` field, if set.")]
+                pub fn $getter(&self) -> Option<u32> {
+                    self.$field.into_option()
+                }
+            )+
+        }
+    };
+}
+
+number_getters! {
+    get_line => line,
+    get_ring => ring,
+    get_duration => duration,
+    get_charge_units => charge_units,
+}
+
 /// Setters for the text fields, all alike: `Record::number("0876…")` and so on.
 macro_rules! text_setters {
-    ($($(#[$doc:meta])* $field:ident),+ $(,)?) => {
+    ($($(#[$doc:meta])* $field:ident / $getter:ident),+ $(,)?) => {
         impl Record {
             $(
                 $(#[$doc])*
                 pub fn $field(mut self, value: impl Into<String>) -> Self {
                     self.$field = ROption::RSome(RString::from(value.into()));
                     self
+                }
+
+                #[doc = concat!("The `", stringify!($field), "` field, if set.")]
+                pub fn $getter(&self) -> Option<&str> {
+                    self.$field.as_ref().map(RString::as_str).into_option()
                 }
             )+
         }
@@ -241,21 +299,21 @@ macro_rules! text_setters {
 
 text_setters! {
     /// Sets the external party's number.
-    number,
+    number / get_number,
     /// Sets the internal extension.
-    ext,
+    ext / get_ext,
     /// Sets the caller's name.
-    contact_name,
+    contact_name / get_contact_name,
     /// Sets the extension's name.
-    ext_name,
+    ext_name / get_ext_name,
     /// Sets the account code.
-    account_code,
+    account_code / get_account_code,
     /// Sets the MSN.
-    msn,
+    msn / get_msn,
     /// Sets the seizure (trunk access) code.
-    seizure_code,
+    seizure_code / get_seizure_code,
     /// Sets the LCR route.
-    lcr_route,
+    lcr_route / get_lcr_route,
     /// Sets the source line as the PBX sent it.
-    raw,
+    raw / get_raw,
 }
