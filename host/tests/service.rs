@@ -272,24 +272,13 @@ fn beronet_in_the_host_pushes_each_call_once_across_restarts_and_counts_rejects(
         .exists());
 }
 
-/// Debian's Chromium, installed on first use on a machine that has none (as root, through
-/// apt-get: the test suite needs nothing installed by hand).
+/// Debian's Chromium, which `.ci/setup` installs (the README's test command runs it first).
 fn chromium() -> std::path::PathBuf {
     let path = std::path::PathBuf::from("/usr/bin/chromium");
-    if !path.exists() {
-        let apt = |args: &[&str]| {
-            std::process::Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let installed = apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "chromium"]);
-        assert!(
-            installed && path.exists(),
-            "the status page test needs Chromium: apt-get install chromium (as root)"
-        );
-    }
+    assert!(
+        path.exists(),
+        "the status page test needs Debian's Chromium: run `bash .ci/setup` (as root) first"
+    );
     path
 }
 
