@@ -212,7 +212,9 @@ pub mod __private {
         RootModuleResult,
     };
     pub use abi_stable::std_types::{RResult, RStr, RVec};
-    pub use calllogger_plugin_abi::{ClassInfo, InstanceBox, PluginError, PluginModuleRef};
+    pub use calllogger_plugin_abi::{
+        ClassInfo, InstanceBox, PluginError, PluginModuleRef, StopHookBox,
+    };
 
     use abi_stable::prefix_type::PrefixTypeTrait;
     use calllogger_plugin_abi::{ErrorKind, LibraryInfo, PanicStrategy, PluginModule};

@@ -55,17 +55,20 @@ fn instance(yaml: &str) -> calllogger_plugin_sdk::__private::InstanceBox {
 
 struct Running {
     host: TestHost,
+    /// The instance's stop hook, taken before `run` as the host does.
+    hook: calllogger_plugin_sdk::__private::StopHookBox,
     thread: std::thread::JoinHandle<()>,
 }
 
 fn start(yaml: &str, timeouts: TimeoutSettings) -> Running {
     let host = TestHost::with_timeouts(timeouts);
     let mut instance = instance(yaml);
+    let hook = instance.stop_hook();
     let handle = host.handle();
     let thread = std::thread::spawn(move || {
         instance.run(handle).into_result().unwrap();
     });
-    Running { host, thread }
+    Running { host, hook, thread }
 }
 
 impl Running {
@@ -84,6 +87,7 @@ impl Running {
     fn stop(self) -> (TestHost, Duration) {
         let start = Instant::now();
         self.host.stop();
+        self.hook.stop();
         self.thread.join().unwrap();
         (self.host, start.elapsed())
     }
