@@ -576,8 +576,8 @@ impl Bench<'_> {
             true,
         )?;
         let builds = [
-            ("0.1.0", artifacts.join("libcalllogger_test_plugins.so")),
-            ("0.2.0", artifacts.join("libcalllogger_test_plugins_v2.so")),
+            artifacts.join("libcalllogger_test_plugins.so"),
+            artifacts.join("libcalllogger_test_plugins_v2.so"),
         ];
         let plugins = self.dir.join("plugins-reload");
         std::fs::create_dir_all(&plugins)?;
@@ -589,7 +589,7 @@ impl Bench<'_> {
             std::fs::rename(&temporary, plugins.join("libfixture.so"))?;
             Ok(())
         };
-        install(&builds[0].1)?;
+        install(&builds[0])?;
         let bench = Bench {
             plugins: &plugins,
             ..*self
@@ -601,28 +601,29 @@ impl Bench<'_> {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                let version = record["ext"].as_str().unwrap_or_default().to_owned();
-                if tx.send((Instant::now(), version)).is_err() {
+                // Each run of Echo numbers its records from 1: a first record is a new instance.
+                let first = record["line"].as_u64() == Some(1);
+                if tx.send((Instant::now(), first)).is_err() {
                     break;
                 }
             }
         });
-        let next = |since: Instant, version: &str| -> Result<Duration> {
+        // The first record of the instance started after `since`: the replaced library's.
+        let next = |since: Instant| -> Result<Duration> {
             loop {
-                let (at, got) = records.recv_timeout(Duration::from_secs(10))?;
-                if got == version && at >= since {
+                let (at, first) = records.recv_timeout(Duration::from_secs(10))?;
+                if first && at >= since {
                     return Ok(at - since);
                 }
             }
         };
-        next(Instant::now(), builds[0].0)?;
+        next(Instant::now())?;
         let rss_before = status_mib(child.id(), "VmRSS:")?;
         let mut latencies = Vec::new();
         for n in 1..=reloads {
-            let (version, build) = &builds[n % 2];
             let since = Instant::now();
-            install(build)?;
-            latencies.push(next(since, version)?.as_secs_f64() * 1000.0);
+            install(&builds[n % 2])?;
+            latencies.push(next(since)?.as_secs_f64() * 1000.0);
         }
         let rss_after = status_mib(child.id(), "VmRSS:")?;
         Self::stop(&mut child)?;
