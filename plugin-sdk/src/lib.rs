@@ -55,7 +55,7 @@
 //! `HelloCalls` to `settings.plugins` and restart the service.
 //!
 //! Panics and errors in your plugin never take the host down: the SDK catches them at the
-//! boundary and the host restarts the instance after its decayed [`Timeout`] (or, for an
+//! boundary and the host restarts the instance after its decayed [`Backoff`] (or, for an
 //! error marked [`error::fatal`], stops it until its config section or library changes).
 //! The `log` output of your dependencies goes into the host's log under the instance.
 //!
@@ -64,6 +64,7 @@
 
 #![warn(missing_docs)]
 
+mod backoff;
 mod context;
 pub mod error;
 #[cfg(feature = "lines")]
@@ -74,7 +75,6 @@ mod secret;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod testing;
-mod timeout;
 
 pub use calllogger_plugin_abi::{
     Answered, CallType, ErrorKind, LibraryInfo, LogLevel, PushError, PushErrorKind, Record,
@@ -84,7 +84,7 @@ pub use context::Context;
 pub use error::{Error, ResultExt};
 pub use plugin::{parse_settings, NoSettings, Plugin};
 pub use secret::Secret;
-pub use timeout::Timeout;
+pub use backoff::{Backoff, Timeout};
 
 /// The FFI-safe standard types [`Record`]'s fields are made of (`ROption`, `RString`, …).
 pub use abi_stable::std_types::{ROption, RString, RVec, Tuple2};
@@ -113,7 +113,7 @@ pub use serde;
 pub mod prelude {
     pub use crate::{
         export_plugins, settings, Answered, CallType, Context, Error, LogLevel, NoSettings, Plugin,
-        Record, ResultExt, Secret, Timeout, Timestamp,
+        Backoff, Record, ResultExt, Secret, Timeout, Timestamp,
     };
 }
 
