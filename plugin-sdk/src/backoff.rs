@@ -154,7 +154,11 @@ mod tests {
             decay: 2.0,
             max_timeout: 1.0,
         });
-        assert_eq!(b.max(), Duration::from_secs(5), "the cap is at least the base");
+        assert_eq!(
+            b.max(),
+            Duration::from_secs(5),
+            "the cap is at least the base"
+        );
     }
 
     #[test]
@@ -171,7 +175,10 @@ mod tests {
             let expected = plain.advance().as_secs_f64();
             let wait = b.advance().as_secs_f64();
             assert!(wait >= expected * 0.75 - 1e-9, "{wait} vs {expected}");
-            assert!(wait <= (expected * 1.25).min(40.0) + 1e-9, "{wait} vs {expected}");
+            assert!(
+                wait <= (expected * 1.25).min(40.0) + 1e-9,
+                "{wait} vs {expected}"
+            );
             seen.push(wait);
             b.reset();
             plain.reset();

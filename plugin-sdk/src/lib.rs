@@ -71,11 +71,14 @@ pub mod error;
 pub mod lines;
 mod logging;
 mod plugin;
+pub mod polling;
 mod secret;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod testing;
+pub mod types;
 
+pub use backoff::{Backoff, Timeout};
 pub use calllogger_plugin_abi::{
     Answered, CallType, ErrorKind, LibraryInfo, LogLevel, PushError, PushErrorKind, Record,
     TimeoutSettings, Timestamp,
@@ -84,7 +87,6 @@ pub use context::Context;
 pub use error::{Error, ResultExt};
 pub use plugin::{parse_settings, NoSettings, Plugin};
 pub use secret::Secret;
-pub use backoff::{Backoff, Timeout};
 
 /// The FFI-safe standard types [`Record`]'s fields are made of (`ROption`, `RString`, …).
 pub use abi_stable::std_types::{ROption, RString, RVec, Tuple2};
@@ -112,8 +114,8 @@ pub use serde;
 /// Everything a plugin usually needs: `use calllogger_plugin_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugins, settings, Answered, CallType, Context, Error, LogLevel, NoSettings, Plugin,
-        Backoff, Record, ResultExt, Secret, Timeout, Timestamp,
+        export_plugins, settings, Answered, Backoff, CallType, Context, Error, LogLevel,
+        NoSettings, Plugin, Record, ResultExt, Secret, Timeout, Timestamp,
     };
 }
 
@@ -123,7 +125,8 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Exports plugin classes from this library: `export_plugins!(MockCalls, serial MyPbx);`.
 ///
 /// Each name is a type implementing [`Plugin`], or, after `serial`, a type implementing
-/// `serial::SerialPlugin` (feature `serial`). The type name is the class name. Use it once per
+/// `serial::SerialPlugin` (feature `serial`), or, after `polling`, a type implementing
+/// [`polling::PollingPlugin`]. The type name is the class name. Use it once per
 /// library. It generates the library's root module and all FFI glue, records the plugin
 /// crate's name, version and description as the library's identity, and refuses to compile
 /// under `panic = "abort"`.
@@ -140,6 +143,9 @@ macro_rules! export_plugins {
 macro_rules! __export_plugins {
     (@parse [$($done:tt)*] serial $class:ident $(, $($rest:tt)*)?) => {
         $crate::__export_plugins!(@parse [$($done)* ($class, $crate::serial::Serial<$class>)] $($($rest)*)?);
+    };
+    (@parse [$($done:tt)*] polling $class:ident $(, $($rest:tt)*)?) => {
+        $crate::__export_plugins!(@parse [$($done)* ($class, $crate::polling::Polling<$class>)] $($($rest)*)?);
     };
     (@parse [$($done:tt)*] $class:ident $(, $($rest:tt)*)?) => {
         $crate::__export_plugins!(@parse [$($done)* ($class, $class)] $($($rest)*)?);

@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use calllogger_beronet::{BeroNet, Settings};
+use calllogger_beronet::BeroNet;
+use calllogger_plugin_sdk::__private::{construct, InstanceBox};
+use calllogger_plugin_sdk::polling::Polling;
 use calllogger_plugin_sdk::testing::TestHost;
 use calllogger_plugin_sdk::LogLevel;
-use calllogger_plugin_sdk::{Plugin, Record};
+use calllogger_plugin_sdk::Record;
 
 const SAMPLES: &str = include_str!("../../../tests/data/beronet/samples.csv");
 /// `admin:secret`, as the gateway expects it.
@@ -66,13 +68,15 @@ impl Gateway {
         }
     }
 
-    fn plugin(&self, password: &str, extra: &str) -> BeroNet {
+    /// The plugin on the polling base, built by the glue the host calls.
+    fn plugin(&self, password: &str, extra: &str) -> InstanceBox {
         let yaml = format!(
             "address: {}\nusername: admin\npassword: {password}\npoll_seconds: 0.05\ntimezone: UTC\n{extra}",
             self.address
         );
-        BeroNet::new(calllogger_plugin_sdk::parse_settings::<Settings>("BeroNet", &yaml).unwrap())
-            .unwrap()
+        construct::<Polling<BeroNet>>("BeroNet", &yaml)
+            .into_result()
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -86,15 +90,20 @@ impl Drop for Gateway {
 }
 
 /// Runs `plugin` on `host` until `done` holds for the host (or 10 s pass), then stops it.
-fn run_until(mut plugin: BeroNet, host: &TestHost, done: impl Fn(&TestHost) -> bool) {
-    let ctx = host.context();
-    let runner = std::thread::spawn(move || plugin.run(&ctx).map_err(|e| e.to_string()));
+fn run_until(plugin: InstanceBox, host: &TestHost, done: impl Fn(&TestHost) -> bool) {
+    let runner = spawn(plugin, host);
     let start = Instant::now();
     while !done(host) && start.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
     host.stop();
     runner.join().unwrap().unwrap();
+}
+
+/// Runs `plugin` on `host` on a thread; its result as text.
+fn spawn(mut plugin: InstanceBox, host: &TestHost) -> JoinHandle<Result<(), String>> {
+    let handle = host.handle();
+    std::thread::spawn(move || plugin.run(handle).into_result().map_err(|e| e.to_string()))
 }
 
 fn numbers(records: &[Record]) -> Vec<String> {
@@ -265,9 +274,7 @@ fn a_call_whose_push_is_refused_is_pushed_by_a_later_poll() {
         max_timeout: 0.5,
     });
     host.refuse_pushes(Some("the spool is full"));
-    let mut plugin = gateway.plugin("secret", "");
-    let ctx = host.context();
-    let runner = std::thread::spawn(move || plugin.run(&ctx).map_err(|e| e.to_string()));
+    let runner = spawn(gateway.plugin("secret", ""), &host);
     let until = Instant::now() + Duration::from_secs(20);
     while !host
         .logs()
