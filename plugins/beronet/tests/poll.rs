@@ -294,3 +294,37 @@ fn a_call_whose_push_is_refused_is_pushed_by_a_later_poll() {
     runner.join().unwrap().unwrap();
     assert_eq!(host.records().len(), 5, "{:?}", numbers(&host.records()));
 }
+
+/// The `seen-cdrs` file as the 0.2 plugin wrote it (FNV-1a of each trimmed line, 16 hex digits
+/// a line) keeps its calls from being pushed again by the plugin on the polling base.
+#[test]
+fn a_seen_file_written_by_the_0_2_plugin_is_honoured() {
+    fn fnv1a(line: &str) -> u64 {
+        line.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+    let lines: Vec<&str> = SAMPLES
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    let state = tempfile::tempdir().unwrap();
+    let old: String = lines[1..]
+        .iter()
+        .map(|l| format!("{:016x}\n", fnv1a(l)))
+        .collect();
+    std::fs::write(state.path().join("seen-cdrs"), old).unwrap();
+    let gateway = Gateway::start(SAMPLES);
+    let host = TestHost::with_state_dir(state.path());
+    run_until(gateway.plugin("secret", ""), &host, |_| {
+        gateway.requests.lock().unwrap().len() >= 3
+    });
+    assert_eq!(host.records().len(), 1, "{:?}", numbers(&host.records()));
+    assert!(lines[0].contains(host.records()[0].get_number().unwrap()));
+    assert!(host
+        .logs()
+        .iter()
+        .any(|(_, m)| m.contains("(4 records already pushed)")));
+}
