@@ -328,3 +328,38 @@ fn a_seen_file_written_by_the_0_2_plugin_is_honoured() {
         .iter()
         .any(|(_, m)| m.contains("(4 records already pushed)")));
 }
+
+/// The 0.2 keys still read, and bad values refused with the key named.
+#[test]
+fn settings_errors_name_the_key() {
+    let base = "address: 10.0.0.2\nusername: a\npassword: b\n";
+    for (extra, needle) in [
+        (
+            "timezone: Mars/Olympus",
+            "settings key `timezone`: unknown time zone `Mars/Olympus`",
+        ),
+        (
+            "request_timeout: 0",
+            "settings key `request_timeout`: must be a number of seconds above 0",
+        ),
+        (
+            "poll_seconds: -1",
+            "settings key `poll_seconds`: must be a number of seconds above 0",
+        ),
+    ] {
+        let err = construct::<Polling<BeroNet>>("BeroNet", &format!("{base}{extra}"))
+            .into_result()
+            .err()
+            .unwrap_or_else(|| panic!("{extra} must be refused"));
+        assert!(
+            err.message.starts_with("BeroNet: ") && err.message.contains(needle),
+            "{err}"
+        );
+    }
+    construct::<Polling<BeroNet>>(
+        "BeroNet",
+        &format!("{base}poll_seconds: 30\nrequest_timeout: 2.5\ntimezone: Europe/Berlin"),
+    )
+    .into_result()
+    .unwrap_or_else(|e| panic!("{e}"));
+}
