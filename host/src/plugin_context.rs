@@ -14,7 +14,7 @@ use abi_stable::{
 use calllogger_plugin_abi::{
     HostApi, HostApi_TO, HostHandle, LogLevel, PushError, PushErrorKind, Record, TimeoutSettings,
 };
-use calllogger_plugin_sdk::Timeout;
+use calllogger_plugin_sdk::Backoff;
 use parking_lot::Mutex;
 
 use crate::json;
@@ -112,11 +112,11 @@ impl HostApi for InstanceContext {
     fn push(&self, record: Record) -> RResult<(), PushError> {
         let id = json::new_id();
         let body = json::to_json(&id, &record);
-        let mut retry: Option<Timeout> = None;
+        let mut retry: Option<Backoff> = None;
         while let Err(e) = self.intake.spool.append(&id, record.call_type.0, &body) {
             self.intake.telemetry.push_stalled();
             let wait = retry
-                .get_or_insert_with(|| Timeout::new(self.timeouts))
+                .get_or_insert_with(|| Backoff::new(self.timeouts))
                 .advance();
             if !self.stop.running() {
                 tracing::warn!(instance = %self.name, "cannot store a record while stopping: {e}; handed back to the plugin");

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use calllogger_plugin_abi::TimeoutSettings;
-use calllogger_plugin_sdk::{Secret, Timeout};
+use calllogger_plugin_sdk::{Backoff, Secret};
 
 use crate::spool::{Pending, Spool, SpoolError};
 use crate::stop::Stop;
@@ -130,7 +130,7 @@ struct Sender {
     /// `Token …`, marked sensitive so that no HTTP-layer log shows it.
     authorization: reqwest::header::HeaderValue,
     telemetry: Arc<Telemetry>,
-    backoff: Timeout,
+    backoff: Backoff,
     /// Records the frontend accepted that the spool could not remove yet: removed before
     /// anything else is sent, never sent again.
     unremoved: Vec<i64>,
@@ -150,7 +150,7 @@ impl Sender {
             .timeout(settings.request_timeout)
             .build()?;
         let url = format!("{}/{CDR_PATH}", settings.frontend.trim_end_matches('/'));
-        let backoff = Timeout::new(settings.timeouts);
+        let backoff = Backoff::new(settings.timeouts);
         let mut authorization =
             reqwest::header::HeaderValue::from_str(&format!("Token {}", settings.token.expose()))
                 .map_err(|_| SenderError::TokenCharacters)?;
@@ -172,7 +172,7 @@ impl Sender {
     /// out with the decayed timeout; only a refused token ends the sender.
     fn run(&mut self) -> Result<(), SenderError> {
         tracing::info!("delivering records to {}", self.url);
-        let mut spool_retry = Timeout::new(self.settings.timeouts);
+        let mut spool_retry = Backoff::new(self.settings.timeouts);
         while self.stop.running() {
             match self.step() {
                 Ok(()) => spool_retry.reset(),
@@ -282,7 +282,7 @@ impl Sender {
     /// longer when the frontend asked for that, but never more than `max_timeout`.
     fn retry_wait(&mut self, told: Option<Duration>) -> Duration {
         let decayed = self.backoff.advance();
-        let cap = Duration::try_from_secs_f64(self.backoff.max_timeout).unwrap_or(Duration::MAX);
+        let cap = self.backoff.max();
         let wait = retry_wait(told, decayed, cap);
         if let Some(told) = told.filter(|told| *told > wait) {
             tracing::warn!(

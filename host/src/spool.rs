@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use calllogger_plugin_abi::TimeoutSettings;
-use calllogger_plugin_sdk::Timeout;
+use calllogger_plugin_sdk::Backoff;
 use parking_lot::{Condvar as FairCondvar, Mutex as FairMutex, MutexGuard};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
@@ -559,7 +559,7 @@ impl Spool {
         };
         let mut checkpoint_at: Option<Instant> = None;
         let mut last_apply = Instant::now();
-        let mut retry = Timeout::new(APPLY_RETRY);
+        let mut retry = Backoff::new(APPLY_RETRY);
         let mut failing = false;
         loop {
             let running = stop.running();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calllogger_plugin_abi::{ErrorKind, InstanceBox, PluginError, StopHookBox, TimeoutSettings};
-use calllogger_plugin_sdk::Timeout;
+use calllogger_plugin_sdk::Backoff;
 use parking_lot::Mutex;
 
 use crate::crash::RunningInstance;
@@ -194,7 +194,7 @@ impl Life<'_> {
         // A crash on this thread from here on is reported as this instance's at the next start.
         let _running = RunningInstance::enter(&name, &class, &library.file);
         let (stop, telemetry) = (self.stop, self.telemetry);
-        let mut backoff = Timeout::new(self.timeouts);
+        let mut backoff = Backoff::new(self.timeouts);
         let mut next = Some(instance);
         // A run this long counts as healthy: the next failure starts the backoff over.
         let healthy_after =

@@ -83,21 +83,21 @@ impl Timestamp {
 
     /// The current time, with the system's local UTC offset.
     pub fn now() -> Self {
-        Self::from(&jiff::Zoned::now())
+        Self::from(&jiff::ZonedDateTime::now())
     }
 
     /// This timestamp as a `jiff` zoned datetime in a fixed-offset zone.
     ///
     /// Fails only for a timestamp or offset outside `jiff`'s range.
-    pub fn to_zoned(self) -> Result<jiff::Zoned, jiff::Error> {
+    pub fn to_zoned(self) -> Result<jiff::ZonedDateTime, jiff::Error> {
         let offset = jiff::tz::Offset::from_seconds(self.offset_seconds)?;
         let ts = jiff::Timestamp::from_second(self.unix_seconds)?;
-        Ok(ts.to_zoned(jiff::tz::TimeZone::fixed(offset)))
+        Ok(ts.to_zoned_datetime(jiff::tz::TimeZone::fixed(offset)))
     }
 }
 
-impl From<&jiff::Zoned> for Timestamp {
-    fn from(zoned: &jiff::Zoned) -> Self {
+impl From<&jiff::ZonedDateTime> for Timestamp {
+    fn from(zoned: &jiff::ZonedDateTime) -> Self {
         Self::new(zoned.timestamp().as_second(), zoned.offset().seconds())
     }
 }

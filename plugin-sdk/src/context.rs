@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use abi_stable::std_types::RStr;
 use calllogger_plugin_abi::{HostHandle, LogLevel, PushError};
 
-use crate::{Record, Timeout};
+use crate::{Backoff, Record};
 
 /// A running instance's view of the host: the `running` flag, `push`, logging and timeouts.
 ///
@@ -57,9 +57,14 @@ impl Context {
         self.stop.set(Box::new(hook));
     }
 
-    /// A fresh [`Timeout`] with the host's settings (`timeout`, `decay`, `max_timeout`).
-    pub fn timeout(&self) -> Timeout {
-        Timeout::new(self.host.timeouts()).with_context(self.clone())
+    /// A fresh [`Backoff`] with the host's settings (`timeout`, `decay`, `max_timeout`).
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.host.timeouts()).with_context(self.clone())
+    }
+
+    /// The 0.2 name of [`backoff`](Context::backoff), kept so 0.2 plugin code compiles.
+    pub fn timeout(&self) -> Backoff {
+        self.backoff()
     }
 
     /// Logs `message` at `level` in the host's log, tagged with this instance. Nothing is

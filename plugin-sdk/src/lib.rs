@@ -55,7 +55,7 @@
 //! `HelloCalls` to `settings.plugins` and restart the service.
 //!
 //! Panics and errors in your plugin never take the host down: the SDK catches them at the
-//! boundary and the host restarts the instance after its decayed [`Timeout`] (or, for an
+//! boundary and the host restarts the instance after its decayed [`Backoff`] (or, for an
 //! error marked [`error::fatal`], stops it until its config section or library changes).
 //! The `log` output of your dependencies goes into the host's log under the instance.
 //!
@@ -64,18 +64,21 @@
 
 #![warn(missing_docs)]
 
+mod backoff;
 mod context;
 pub mod error;
 #[cfg(feature = "lines")]
 pub mod lines;
 mod logging;
 mod plugin;
+pub mod polling;
 mod secret;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod testing;
-mod timeout;
+pub mod types;
 
+pub use backoff::{Backoff, Timeout};
 pub use calllogger_plugin_abi::{
     Answered, CallType, ErrorKind, LibraryInfo, LogLevel, PushError, PushErrorKind, Record,
     TimeoutSettings, Timestamp,
@@ -84,7 +87,6 @@ pub use context::Context;
 pub use error::{Error, ResultExt};
 pub use plugin::{parse_settings, NoSettings, Plugin};
 pub use secret::Secret;
-pub use timeout::Timeout;
 
 /// The FFI-safe standard types [`Record`]'s fields are made of (`ROption`, `RString`, …).
 pub use abi_stable::std_types::{ROption, RString, RVec, Tuple2};
@@ -112,8 +114,8 @@ pub use serde;
 /// Everything a plugin usually needs: `use calllogger_plugin_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugins, settings, Answered, CallType, Context, Error, LogLevel, NoSettings, Plugin,
-        Record, ResultExt, Secret, Timeout, Timestamp,
+        export_plugins, settings, Answered, Backoff, CallType, Context, Error, LogLevel,
+        NoSettings, Plugin, Record, ResultExt, Secret, Timeout, Timestamp,
     };
 }
 
@@ -123,7 +125,8 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Exports plugin classes from this library: `export_plugins!(MockCalls, serial MyPbx);`.
 ///
 /// Each name is a type implementing [`Plugin`], or, after `serial`, a type implementing
-/// `serial::SerialPlugin` (feature `serial`). The type name is the class name. Use it once per
+/// `serial::SerialPlugin` (feature `serial`), or, after `polling`, a type implementing
+/// [`polling::PollingPlugin`]. The type name is the class name. Use it once per
 /// library. It generates the library's root module and all FFI glue, records the plugin
 /// crate's name, version and description as the library's identity, and refuses to compile
 /// under `panic = "abort"`.
@@ -140,6 +143,9 @@ macro_rules! export_plugins {
 macro_rules! __export_plugins {
     (@parse [$($done:tt)*] serial $class:ident $(, $($rest:tt)*)?) => {
         $crate::__export_plugins!(@parse [$($done)* ($class, $crate::serial::Serial<$class>)] $($($rest)*)?);
+    };
+    (@parse [$($done:tt)*] polling $class:ident $(, $($rest:tt)*)?) => {
+        $crate::__export_plugins!(@parse [$($done)* ($class, $crate::polling::Polling<$class>)] $($($rest)*)?);
     };
     (@parse [$($done:tt)*] $class:ident $(, $($rest:tt)*)?) => {
         $crate::__export_plugins!(@parse [$($done)* ($class, $class)] $($($rest)*)?);

@@ -48,7 +48,7 @@ pub trait Plugin: Sized + Send + 'static {
 pub struct NoSettings {}
 
 /// What the export glue needs of a class: implemented for every [`Plugin`], and by the serial
-/// base for every `SerialPlugin`.
+/// and polling bases for their plugins.
 #[doc(hidden)]
 pub trait Class: Sized + Send + 'static {
     /// One line saying what the class does.
@@ -130,6 +130,33 @@ pub(crate) fn parse_settings_value<S: DeserializeOwned>(
         )),
         Ok(settings) => Ok(settings),
     }
+}
+
+/// Splits a section's YAML text into the mapping of `keys` (read by a base) and the rest (the
+/// plugin's own settings).
+pub(crate) fn split_settings(
+    class: &str,
+    yaml: &str,
+    keys: &[&str],
+) -> Result<(serde_yaml::Value, serde_yaml::Value), PluginError> {
+    let config = |e: String| PluginError::new(ErrorKind::Config, e);
+    let value: serde_yaml::Value = serde_yaml::from_str(yaml)
+        .map_err(|e| config(format!("{class}: settings are not valid YAML: {e}")))?;
+    let mut own = match value {
+        serde_yaml::Value::Mapping(mapping) => mapping,
+        serde_yaml::Value::Null => Default::default(),
+        _ => return Err(config(format!("{class}: settings must be a mapping"))),
+    };
+    let mut base = serde_yaml::Mapping::new();
+    for key in keys {
+        if let Some(value) = own.remove(key) {
+            base.insert((*key).into(), value);
+        }
+    }
+    Ok((
+        serde_yaml::Value::Mapping(base),
+        serde_yaml::Value::Mapping(own),
+    ))
 }
 
 /// A constructor's error as the host sees it: named after the class, a settings error

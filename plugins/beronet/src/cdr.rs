@@ -17,7 +17,7 @@
 
 use calllogger_plugin_sdk::jiff::civil::DateTime;
 use calllogger_plugin_sdk::jiff::tz::TimeZone;
-use calllogger_plugin_sdk::jiff::Zoned;
+use calllogger_plugin_sdk::jiff::ZonedDateTime;
 use calllogger_plugin_sdk::{Answered, CallType, Record, Timestamp};
 
 /// Why a line is not a call record.
@@ -75,7 +75,7 @@ pub fn parse(line: &str, tz: &TimeZone) -> Result<Record, CdrError> {
         start: fields[at].into(),
         end: fields[at + 1].into(),
     };
-    let seconds = |from: &Zoned, to: &Zoned| {
+    let seconds = |from: &ZonedDateTime, to: &ZonedDateTime| {
         u32::try_from(to.timestamp().as_second() - from.timestamp().as_second()).ok()
     };
     let mut record = Record::new(if outgoing {
@@ -174,10 +174,10 @@ fn local(
     field: usize,
     name: &'static str,
     tz: &TimeZone,
-    after: Option<&Zoned>,
-) -> Result<Zoned, CdrError> {
+    after: Option<&ZonedDateTime>,
+) -> Result<ZonedDateTime, CdrError> {
     let bad = || field_error(field, name, text, "a time yy/mm/dd-HH:MM:SS");
-    let ambiguous = tz.to_ambiguous_zoned(civil(text).ok_or_else(bad)?);
+    let ambiguous = tz.to_ambiguous_zoned_datetime(civil(text).ok_or_else(bad)?);
     let Some(start) = after else {
         return ambiguous.compatible().map_err(|_| bad());
     };

@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use calllogger_beronet::{BeroNet, Settings};
+use calllogger_beronet::BeroNet;
+use calllogger_plugin_sdk::__private::{construct, InstanceBox};
+use calllogger_plugin_sdk::polling::Polling;
 use calllogger_plugin_sdk::testing::TestHost;
 use calllogger_plugin_sdk::LogLevel;
-use calllogger_plugin_sdk::{Plugin, Record};
+use calllogger_plugin_sdk::Record;
 
 const SAMPLES: &str = include_str!("../../../tests/data/beronet/samples.csv");
 /// `admin:secret`, as the gateway expects it.
@@ -66,13 +68,15 @@ impl Gateway {
         }
     }
 
-    fn plugin(&self, password: &str, extra: &str) -> BeroNet {
+    /// The plugin on the polling base, built by the glue the host calls.
+    fn plugin(&self, password: &str, extra: &str) -> InstanceBox {
         let yaml = format!(
             "address: {}\nusername: admin\npassword: {password}\npoll_seconds: 0.05\ntimezone: UTC\n{extra}",
             self.address
         );
-        BeroNet::new(calllogger_plugin_sdk::parse_settings::<Settings>("BeroNet", &yaml).unwrap())
-            .unwrap()
+        construct::<Polling<BeroNet>>("BeroNet", &yaml)
+            .into_result()
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -86,15 +90,20 @@ impl Drop for Gateway {
 }
 
 /// Runs `plugin` on `host` until `done` holds for the host (or 10 s pass), then stops it.
-fn run_until(mut plugin: BeroNet, host: &TestHost, done: impl Fn(&TestHost) -> bool) {
-    let ctx = host.context();
-    let runner = std::thread::spawn(move || plugin.run(&ctx).map_err(|e| e.to_string()));
+fn run_until(plugin: InstanceBox, host: &TestHost, done: impl Fn(&TestHost) -> bool) {
+    let runner = spawn(plugin, host);
     let start = Instant::now();
     while !done(host) && start.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
     host.stop();
     runner.join().unwrap().unwrap();
+}
+
+/// Runs `plugin` on `host` on a thread; its result as text.
+fn spawn(mut plugin: InstanceBox, host: &TestHost) -> JoinHandle<Result<(), String>> {
+    let handle = host.handle();
+    std::thread::spawn(move || plugin.run(handle).into_result().map_err(|e| e.to_string()))
 }
 
 fn numbers(records: &[Record]) -> Vec<String> {
@@ -265,9 +274,7 @@ fn a_call_whose_push_is_refused_is_pushed_by_a_later_poll() {
         max_timeout: 0.5,
     });
     host.refuse_pushes(Some("the spool is full"));
-    let mut plugin = gateway.plugin("secret", "");
-    let ctx = host.context();
-    let runner = std::thread::spawn(move || plugin.run(&ctx).map_err(|e| e.to_string()));
+    let runner = spawn(gateway.plugin("secret", ""), &host);
     let until = Instant::now() + Duration::from_secs(20);
     while !host
         .logs()
@@ -286,4 +293,73 @@ fn a_call_whose_push_is_refused_is_pushed_by_a_later_poll() {
     host.stop();
     runner.join().unwrap().unwrap();
     assert_eq!(host.records().len(), 5, "{:?}", numbers(&host.records()));
+}
+
+/// The `seen-cdrs` file as the 0.2 plugin wrote it (FNV-1a of each trimmed line, 16 hex digits
+/// a line) keeps its calls from being pushed again by the plugin on the polling base.
+#[test]
+fn a_seen_file_written_by_the_0_2_plugin_is_honoured() {
+    fn fnv1a(line: &str) -> u64 {
+        line.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+    let lines: Vec<&str> = SAMPLES
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    let state = tempfile::tempdir().unwrap();
+    let old: String = lines[1..]
+        .iter()
+        .map(|l| format!("{:016x}\n", fnv1a(l)))
+        .collect();
+    std::fs::write(state.path().join("seen-cdrs"), old).unwrap();
+    let gateway = Gateway::start(SAMPLES);
+    let host = TestHost::with_state_dir(state.path());
+    run_until(gateway.plugin("secret", ""), &host, |_| {
+        gateway.requests.lock().unwrap().len() >= 3
+    });
+    assert_eq!(host.records().len(), 1, "{:?}", numbers(&host.records()));
+    assert!(lines[0].contains(host.records()[0].get_number().unwrap()));
+    assert!(host
+        .logs()
+        .iter()
+        .any(|(_, m)| m.contains("(4 records already pushed)")));
+}
+
+/// The 0.2 keys still read, and bad values refused with the key named.
+#[test]
+fn settings_errors_name_the_key() {
+    let base = "address: 10.0.0.2\nusername: a\npassword: b\n";
+    for (extra, needle) in [
+        (
+            "timezone: Mars/Olympus",
+            "settings key `timezone`: unknown time zone `Mars/Olympus`",
+        ),
+        (
+            "request_timeout: 0",
+            "settings key `request_timeout`: must be a number of seconds above 0",
+        ),
+        (
+            "poll_seconds: -1",
+            "settings key `poll_seconds`: must be a number of seconds above 0",
+        ),
+    ] {
+        let err = construct::<Polling<BeroNet>>("BeroNet", &format!("{base}{extra}"))
+            .into_result()
+            .err()
+            .unwrap_or_else(|| panic!("{extra} must be refused"));
+        assert!(
+            err.message.starts_with("BeroNet: ") && err.message.contains(needle),
+            "{err}"
+        );
+    }
+    construct::<Polling<BeroNet>>(
+        "BeroNet",
+        &format!("{base}poll_seconds: 30\nrequest_timeout: 2.5\ntimezone: Europe/Berlin"),
+    )
+    .into_result()
+    .unwrap_or_else(|e| panic!("{e}"));
 }

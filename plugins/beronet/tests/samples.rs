@@ -29,7 +29,7 @@ fn every_sample_parses_as_expected() {
         let date = r.date.unwrap();
         let civil = Timestamp::from_second(date.unix_seconds)
             .unwrap()
-            .to_zoned(TimeZone::UTC)
+            .to_zoned_datetime(TimeZone::UTC)
             .datetime()
             .to_string();
         assert_eq!(civil, f[6], "date of {line}");

@@ -236,7 +236,7 @@ pub fn parse(line: &str, tz: &TimeZone) -> Result<Record, ParseError> {
     let time =
         Time::new(time[0] as i8, time[1] as i8, time[2] as i8, 0).map_err(|_| TIME.error(line))?;
     let ended = tz
-        .to_ambiguous_zoned(DateTime::from_parts(date, time))
+        .to_ambiguous_zoned_datetime(DateTime::from_parts(date, time))
         .compatible()
         .map_err(|_| TIME.error(line))?;
     let call_type = CALL_TYPE

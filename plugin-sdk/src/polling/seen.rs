@@ -1,21 +1,23 @@
-//! The CDR lines already pushed, kept in a file so that no call is pushed twice across polls
-//! and restarts.
+//! The keys of the records already pushed, kept in a file so that no record is pushed twice
+//! across polls and restarts.
 //!
-//! The gateway serves its whole CDR list at every poll. A line is pushed, then recorded here
-//! (a crash in between pushes it once more at the next start: at least once, never lost).
-//! Lines are kept as 64-bit FNV-1a hashes (written by hand: a hash that must stay the same
-//! across plugin builds and Rust versions, which `std`'s hasher does not promise), the newest
-//! [`CAPACITY`], far more than a gateway lists. The file is rewritten whole, through a
-//! temporary file and a rename, so a crash leaves the old or the new version.
+//! A PBX that serves its whole list at every poll gives each record a key (the BeroNet plugin:
+//! the CDR line). A record is pushed, then its key recorded here (a crash in between pushes it
+//! once more at the next start: at least once, never lost). Keys are kept as 64-bit FNV-1a
+//! hashes (written by hand: a hash that must stay the same across plugin builds and Rust
+//! versions, which `std`'s hasher does not promise), one per line in hex, the newest
+//! [`CAPACITY`]. This is the format of the 0.2 BeroNet plugin's `seen-cdrs` file, which
+//! therefore still works. The file is rewritten whole, through a temporary file and a rename,
+//! so a crash leaves the old or the new version.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// How many lines are remembered; the oldest are forgotten first.
+/// How many keys are remembered; the oldest are forgotten first.
 pub const CAPACITY: usize = 200_000;
 
-/// The set of lines seen, and where it is kept.
+/// The set of keys seen, and where it is kept.
 pub struct Seen {
     file: PathBuf,
     order: VecDeque<u64>,
@@ -24,8 +26,8 @@ pub struct Seen {
 }
 
 /// FNV-1a, 64 bits.
-fn hash(line: &str) -> u64 {
-    line.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+fn hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
@@ -51,14 +53,14 @@ impl Seen {
         Ok(seen)
     }
 
-    /// Whether `line` was pushed before.
-    pub fn contains(&self, line: &str) -> bool {
-        self.set.contains(&hash(line))
+    /// Whether the record with `key` was pushed before.
+    pub fn contains(&self, key: &str) -> bool {
+        self.set.contains(&hash(key))
     }
 
-    /// Notes `line` as pushed.
-    pub fn insert(&mut self, line: &str) {
-        self.add(hash(line));
+    /// Notes the record with `key` as pushed.
+    pub fn insert(&mut self, key: &str) {
+        self.add(hash(key));
     }
 
     fn add(&mut self, value: u64) {
@@ -89,12 +91,17 @@ impl Seen {
         Ok(())
     }
 
-    /// How many lines are remembered.
+    /// The file it is kept in.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// How many keys are remembered.
     pub fn len(&self) -> usize {
         self.order.len()
     }
 
-    /// Whether no line is remembered.
+    /// Whether no key is remembered.
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
