@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use calllogger_beronet::{BeroNet, Settings};
-use calllogger_plugin_sdk::testing::TestHost;
+use calllogger_plugin_test::TestHost;
 use calllogger_plugin_sdk::LogLevel;
 use calllogger_plugin_sdk::{Plugin, Record};
 
