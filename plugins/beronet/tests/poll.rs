@@ -7,9 +7,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use calllogger_beronet::{BeroNet, Settings};
-use calllogger_plugin_test::TestHost;
 use calllogger_plugin_sdk::LogLevel;
 use calllogger_plugin_sdk::{Plugin, Record};
+use calllogger_plugin_test::TestHost;
 
 const SAMPLES: &str = include_str!("../../../tests/data/beronet/samples.csv");
 /// `admin:secret`, as the gateway expects it.
