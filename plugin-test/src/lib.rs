@@ -14,35 +14,41 @@
 //!
 //! #[settings]
 //! pub struct Settings {
-//!     number: String,
+//!     host: String,
+//!     #[serde(default)]
+//!     line: u32,
 //! }
 //!
-//! pub struct OneCall(Settings);
+//! pub struct MyPbx {
+//!     settings: Settings,
+//! }
 //!
-//! impl Plugin for OneCall {
+//! impl Plugin for MyPbx {
 //!     type Settings = Settings;
-//!     const DESCRIPTION: &'static str = "Pushes one call, then waits for the stop";
+//!     const DESCRIPTION: &'static str = "Reads call records from My PBX";
 //!
 //!     fn new(settings: Settings) -> Result<Self, Error> {
-//!         Ok(Self(settings))
+//!         Ok(Self { settings })
 //!     }
 //!
 //!     fn run(&mut self, ctx: &Context) -> Result<(), Error> {
-//!         ctx.push(Record::new(CallType::RECEIVED).number(&self.0.number))?;
-//!         while ctx.wait(60.0) {}
+//!         while ctx.running() {
+//!             ctx.push(Record::new(CallType::RECEIVED).number("0876156584").line(self.settings.line))?;
+//!             ctx.wait(1.0);
+//!         }
 //!         Ok(())
 //!     }
 //! }
 //!
-//! let mut run = Runner::new().start::<OneCall>("number: '0876156584'").unwrap();
+//! // In a test: the section as YAML, built and run as the host would.
+//! let mut run = Runner::new().start::<MyPbx>("host: pbx.example.local\nline: 2").unwrap();
 //! let records = run.wait_for_records(1, Duration::from_secs(10));
-//! assert_eq!(records[0].get_number(), Some("0876156584"));
-//! run.stop().unwrap(); // Err if `run` failed or ignored the stop
+//! assert_eq!(records[0].get_line(), Some(2));
+//! run.stop().unwrap(); // an error if `run` failed, panicked or ignored the stop
 //!
-//! // A settings error, as the host reports it.
-//! let error = Runner::new().start::<OneCall>("numbr: 1").err().unwrap();
-//! assert_eq!(error.kind, calllogger_plugin_sdk::ErrorKind::Config);
-//! assert!(error.message.contains("OneCall"), "{}", error.message);
+//! // Settings errors come back as the host reports them.
+//! let error = Runner::new().start::<MyPbx>("host: pbx\nlin: 2").err().unwrap();
+//! assert!(error.message.contains("MyPbx: unknown settings key `lin`"), "{error}");
 //! ```
 //!
 //! A serial plugin runs as `Runner::new().start::<serial::Serial<MyPbx>>(&pty.settings())`
@@ -58,3 +64,31 @@ mod run;
 
 pub use host::TestHost;
 pub use run::{Runner, Running, StopError};
+
+#[cfg(test)]
+mod tests {
+    /// The README's "Testing your plugin" example is the example above, line for line.
+    #[test]
+    fn the_readmes_example_is_the_compiled_one() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("### Testing your plugin")
+            .nth(1)
+            .expect("README has a Testing your plugin section");
+        let example = section
+            .split("```rust,ignore\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the section has a rust example");
+        let docs: Vec<&str> = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! ").or(l.strip_prefix("//!")))
+            .collect();
+        for line in example.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                docs.contains(&line),
+                "README line not in the crate docs: {line}"
+            );
+        }
+    }
+}
