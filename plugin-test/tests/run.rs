@@ -73,6 +73,22 @@ fn a_tcp_client_source_reads_the_pbx_and_reconnects() {
 }
 
 #[test]
+fn a_tcp_client_source_logs_in_first() {
+    let mut pbx = PbxServer::listen().unwrap();
+    let settings = format!(
+        "{}\nlogin: [{{expect: \"Password:\", send: \"secret\\r\\n\"}}]",
+        pbx.settings()
+    );
+    let mut run = Runner::new().start::<Numbers>(&settings).unwrap();
+    pbx.send(b"Password:").unwrap();
+    assert!(pbx.expect("secret\r\n").unwrap().ends_with("secret\r\n"));
+    pbx.send(b"111\r\n").unwrap();
+    run.wait_for_records(1, WAIT);
+    run.stop().unwrap();
+    assert_eq!(numbers(&run), ["111"]);
+}
+
+#[test]
 fn a_tcp_server_source_takes_the_pbxs_connections() {
     let mut pbx = PbxClient::new().unwrap();
     let mut run = Runner::new().start::<Numbers>(&pbx.settings()).unwrap();
