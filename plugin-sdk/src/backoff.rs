@@ -122,8 +122,6 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::TestHost;
-    use std::time::Instant;
 
     #[test]
     fn waits_grow_by_decay_up_to_the_cap_and_reset_to_the_base() {
@@ -191,46 +189,5 @@ mod tests {
         };
         let mut b = Backoff::new(settings).with_jitter(0.25).with_seed(7);
         assert_eq!(again, (0..3).map(|_| b.advance()).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn sleep_waits_the_current_wait_then_lengthens_it() {
-        let host = TestHost::with_timeouts(TimeoutSettings {
-            timeout: 0.05,
-            decay: 2.0,
-            max_timeout: 0.15,
-        });
-        let mut t = host.context().backoff();
-        for expected in [0.05, 0.1, 0.15, 0.15] {
-            let start = Instant::now();
-            assert!(t.sleep());
-            assert!(
-                start.elapsed().as_secs_f64() >= expected * 0.99,
-                "slept at least {expected} s"
-            );
-        }
-    }
-
-    #[test]
-    fn sleep_wakes_at_once_when_the_instance_stops() {
-        let host = TestHost::with_timeouts(TimeoutSettings {
-            timeout: 600.0,
-            decay: 1.5,
-            max_timeout: 600.0,
-        });
-        let mut t = host.context().backoff();
-        let stopper = host.clone();
-        let thread = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            stopper.stop();
-        });
-        let start = Instant::now();
-        assert!(!t.sleep(), "reports that the instance stopped");
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "woke after {:?}",
-            start.elapsed()
-        );
-        thread.join().unwrap();
     }
 }

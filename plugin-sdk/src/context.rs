@@ -19,8 +19,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// Wraps the host's handle. The SDK's glue does this; plugin tests use
-    /// [`testing::TestHost`](crate::testing::TestHost) instead.
+    /// Wraps the host's handle. The SDK's glue does this; plugin tests use the
+    /// `calllogger-plugin-test` crate's `TestHost` instead.
     pub fn new(host: HostHandle) -> Self {
         Self::with_stop(host, Arc::default())
     }

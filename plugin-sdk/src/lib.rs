@@ -75,7 +75,6 @@ pub mod polling;
 mod secret;
 #[cfg(feature = "serial")]
 pub mod serial;
-pub mod testing;
 pub mod types;
 
 pub use backoff::{Backoff, Timeout};
@@ -212,14 +211,14 @@ macro_rules! __export_plugins {
 /// Support for [`export_plugins!`]; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::plugin::{class_info, construct, library_info};
+    pub use crate::plugin::{class_info, construct, detached_context, library_info, Class};
     pub use abi_stable::library::{
         __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
         RootModuleResult,
     };
     pub use abi_stable::std_types::{RResult, RStr, RVec};
     pub use calllogger_plugin_abi::{
-        ClassInfo, InstanceBox, PluginError, PluginModuleRef, StopHookBox,
+        ClassInfo, HostHandle, InstanceBox, PluginError, PluginModuleRef, StopHookBox,
     };
 
     use abi_stable::prefix_type::PrefixTypeTrait;

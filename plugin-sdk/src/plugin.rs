@@ -279,6 +279,15 @@ impl<P: Class> Drop for Instance<P> {
     }
 }
 
+/// A context on `host` outside any instance, and the hook that runs what the plugin
+/// registers with [`Context::on_stop`]: what a test host hands a plugin's `run`.
+#[doc(hidden)]
+pub fn detached_context(host: HostHandle) -> (Context, StopHookBox) {
+    let slot = Arc::<StopSlot>::default();
+    let hook = StopHook_TO::from_value(Hook(slot.clone()), TD_Opaque);
+    (Context::with_stop(host, slot), hook)
+}
+
 /// The FFI description of class `P` named `name`.
 #[doc(hidden)]
 pub fn class_info<P: Class>(name: &str) -> ClassInfo {

@@ -14,9 +14,9 @@ use calllogger_plugin_abi::{PluginKind, StopHookBox};
 use calllogger_plugin_sdk::__private::{class_info, construct, InstanceBox};
 use calllogger_plugin_sdk::polling::{Polled, Polling, PollingPlugin};
 use calllogger_plugin_sdk::prelude::*;
-use calllogger_plugin_sdk::testing::TestHost;
 use calllogger_plugin_sdk::types::HostPort;
 use calllogger_plugin_sdk::ErrorKind;
+use calllogger_plugin_test::TestHost;
 
 /// Settings of the test PBX.
 #[settings]

@@ -1,13 +1,12 @@
 //! The serial base on a real pseudo-terminal, with the in-process test host.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use calllogger_plugin_sdk::prelude::*;
 use calllogger_plugin_sdk::serial::SerialPlugin;
-use calllogger_plugin_sdk::testing::TestHost;
 use calllogger_plugin_sdk::{ErrorKind, PushErrorKind, TimeoutSettings};
-use serialport::{SerialPort, TTYPort};
+use calllogger_plugin_test::feed::Pty;
+use calllogger_plugin_test::{Runner, Running, TestHost};
 
 /// Lines `number,ext`; `#` lines fail validation; a line without a comma fails parsing.
 struct Csv;
@@ -35,62 +34,43 @@ impl SerialPlugin for Csv {
 
 export_plugins!(serial Csv);
 
+type Exported = calllogger_plugin_sdk::serial::Serial<Csv>;
+
 /// A pty whose slave path the plugin opens; the test writes to the master.
-fn pty() -> (TTYPort, String) {
-    let (master, slave) = TTYPort::pair().expect("a pseudo-terminal");
-    let path = slave.name().expect("the slave's path");
-    drop(slave); // the plugin opens it exclusively
-    (master, path)
+fn pty() -> (Pty, String) {
+    let pty = Pty::new().expect("a pseudo-terminal");
+    let path = pty.path().to_owned();
+    (pty, path)
 }
 
-fn instance(yaml: &str) -> calllogger_plugin_sdk::__private::InstanceBox {
-    let module = {
-        // Through the same glue the host uses: the exported constructor.
-        calllogger_plugin_sdk::__private::construct::<calllogger_plugin_sdk::serial::Serial<Csv>>(
-            "Csv", yaml,
-        )
-    };
-    module.into_result().unwrap_or_else(|e| panic!("{e}"))
-}
-
-struct Running {
-    host: TestHost,
-    /// The instance's stop hook, taken before `run` as the host does.
-    hook: calllogger_plugin_sdk::__private::StopHookBox,
-    thread: std::thread::JoinHandle<()>,
-}
-
+/// The plugin on its own thread, built through the export glue, as the host runs it.
 fn start(yaml: &str, timeouts: TimeoutSettings) -> Running {
-    let host = TestHost::with_timeouts(timeouts);
-    let mut instance = instance(yaml);
-    let hook = instance.stop_hook();
-    let handle = host.handle();
-    let thread = std::thread::spawn(move || {
-        instance.run(handle).into_result().unwrap();
-    });
-    Running { host, hook, thread }
+    Runner::new()
+        .timeouts(timeouts)
+        .start::<Exported>(yaml)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Running {
-    fn wait_for(&self, what: &str, pred: impl Fn(&TestHost) -> bool) {
-        let until = Instant::now() + Duration::from_secs(20);
-        while !pred(&self.host) {
-            assert!(
-                Instant::now() < until,
-                "timed out waiting for {what}; logs: {:?}",
-                self.host.logs()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+const WAIT: Duration = Duration::from_secs(20);
 
-    fn stop(self) -> (TestHost, Duration) {
-        let start = Instant::now();
-        self.host.stop();
-        self.hook.stop();
-        self.thread.join().unwrap();
-        (self.host, start.elapsed())
+/// Waits until `pred` holds of the host.
+fn wait_for(run: &Running, what: &str, pred: impl Fn(&TestHost) -> bool) {
+    let until = Instant::now() + WAIT;
+    while !pred(run) {
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}; logs: {:?}",
+            run.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Stops the run as the host does; how long that took.
+fn stop(run: &mut Running) -> Duration {
+    let start = Instant::now();
+    run.stop().unwrap();
+    start.elapsed()
 }
 
 fn fast() -> TimeoutSettings {
@@ -104,21 +84,19 @@ fn fast() -> TimeoutSettings {
 #[test]
 fn lines_become_records_in_order_and_rejects_are_counted_per_stage() {
     let (mut master, path) = pty();
-    let run = start(&format!("port: {path}\nrate: 19200"), fast());
-    run.wait_for("the port to open", |h| {
-        h.logs().iter().any(|(_, m)| m.contains("reading"))
-    });
+    let mut run = start(&format!("port: {path}\nrate: 19200"), fast());
+    run.wait_for_log("reading", WAIT);
     // Control bytes and CR are dropped; a line may arrive in pieces; blank lines are skipped.
     master
-        .write_all(b"\x10\x02\x10\x03\x13\x11111,100\r\n222,")
+        .send(b"\x10\x02\x10\x03\x13\x11111,100\r\n222,")
         .unwrap();
-    master.flush().unwrap();
     std::thread::sleep(Duration::from_millis(150));
     master
-        .write_all(b"101\r\n\r\n# comment\r\nno comma\r\nbad \xff byte\r\n333,102\r\n")
+        .send(b"101\r\n\r\n# comment\r\nno comma\r\nbad \xff byte\r\n333,102\r\n")
         .unwrap();
-    run.wait_for("three records", |h| h.records().len() == 3);
-    let (host, _) = run.stop();
+    wait_for(&run, "three records", |h| h.records().len() == 3);
+    stop(&mut run);
+    let host = run.host();
     let numbers: Vec<String> = host
         .records()
         .iter()
@@ -165,19 +143,18 @@ fn peak_rss_kib() -> u64 {
 #[test]
 fn a_stream_without_newlines_is_skipped_with_bounded_memory() {
     let (mut master, path) = pty();
-    let run = start(&format!("port: {path}\nmax_line_length: 200"), fast());
-    run.wait_for("the port to open", |h| {
-        h.logs().iter().any(|(_, m)| m.contains("reading"))
-    });
+    let mut run = start(&format!("port: {path}\nmax_line_length: 200"), fast());
+    run.wait_for_log("reading", WAIT);
     let before = peak_rss_kib();
     let chunk = vec![b'7'; 64 * 1024];
     for _ in 0..160 {
-        master.write_all(&chunk).unwrap(); // 10 MiB without a newline
+        master.send(&chunk).unwrap(); // 10 MiB without a newline
     }
-    master.write_all(b"\r\n444,104\r\n").unwrap();
-    run.wait_for("the line after the flood", |h| h.records().len() == 1);
+    master.send(b"\r\n444,104\r\n").unwrap();
+    wait_for(&run, "the line after the flood", |h| h.records().len() == 1);
     let grown = peak_rss_kib().saturating_sub(before);
-    let (host, _) = run.stop();
+    stop(&mut run);
+    let host = run.host();
     assert_eq!(host.records()[0].number.as_ref().unwrap().as_str(), "444");
     assert!(
         grown < 4 * 1024,
@@ -193,26 +170,25 @@ fn a_stream_without_newlines_is_skipped_with_bounded_memory() {
 #[test]
 fn stop_wakes_a_read_on_a_silent_port_promptly() {
     let (_master, path) = pty();
-    let run = start(&format!("port: {path}"), fast());
-    run.wait_for("the port to open", |h| {
-        h.logs().iter().any(|(_, m)| m.contains("reading"))
-    });
+    let mut run = start(&format!("port: {path}"), fast());
+    run.wait_for_log("reading", WAIT);
     std::thread::sleep(Duration::from_millis(300));
-    let (_, took) = run.stop();
+    let took = stop(&mut run);
     assert!(took < Duration::from_secs(2), "stopping took {took:?}");
 }
 
 #[test]
 fn a_missing_port_is_retried_with_growing_waits() {
-    let run = start("port: /dev/calllogger-no-such-port", fast());
-    run.wait_for("four attempts", |h| {
+    let mut run = start("port: /dev/calllogger-no-such-port", fast());
+    wait_for(&run, "four attempts", |h| {
         h.logs()
             .iter()
             .filter(|(_, m)| m.contains("cannot open"))
             .count()
             >= 4
     });
-    let (host, took) = run.stop();
+    let took = stop(&mut run);
+    let host = run.host();
     assert!(
         took < Duration::from_secs(2),
         "a retry wait wakes on stop: {took:?}"
@@ -240,12 +216,10 @@ fn port_settings_are_checked_and_named() {
         ("port: /dev/x\nparity: sometimes", "settings key `parity`"),
         ("port: /dev/x\nbaud: 9600", "`baud`"),
     ] {
-        let err = calllogger_plugin_sdk::__private::construct::<
-            calllogger_plugin_sdk::serial::Serial<Csv>,
-        >("Csv", yaml)
-        .into_result()
-        .err()
-        .unwrap_or_else(|| panic!("{yaml} must be refused"));
+        let err = Runner::new()
+            .start::<Exported>(yaml)
+            .err()
+            .unwrap_or_else(|| panic!("{yaml} must be refused"));
         assert_eq!(err.kind, ErrorKind::Config, "{yaml}: {err}");
         let err = err.message;
         assert!(err.contains("Csv") && err.contains(needle), "{yaml}: {err}");
@@ -255,22 +229,20 @@ fn port_settings_are_checked_and_named() {
 #[test]
 fn a_line_whose_push_is_refused_is_pushed_again_not_lost() {
     let (mut master, path) = pty();
-    let run = start(&format!("port: {path}"), fast());
-    run.wait_for("the port to open", |h| {
-        h.logs().iter().any(|(_, m)| m.contains("reading"))
-    });
-    run.host.refuse_pushes(Some("the disk is full"));
-    master.write_all(b"111,100\r\n222,101\r\n").unwrap();
-    master.flush().unwrap();
-    run.wait_for("the refusal to reach the base", |h| {
+    let mut run = start(&format!("port: {path}"), fast());
+    run.wait_for_log("reading", WAIT);
+    run.refuse_pushes(Some("the disk is full"));
+    master.send(b"111,100\r\n222,101\r\n").unwrap();
+    wait_for(&run, "the refusal to reach the base", |h| {
         h.logs()
             .iter()
             .any(|(_, m)| m.contains("record not stored: the disk is full"))
     });
-    assert!(run.host.records().is_empty());
-    run.host.refuse_pushes(None);
-    run.wait_for("both records", |h| h.records().len() == 2);
-    let (host, _) = run.stop();
+    assert!(run.records().is_empty());
+    run.refuse_pushes(None);
+    wait_for(&run, "both records", |h| h.records().len() == 2);
+    stop(&mut run);
+    let host = run.host();
     let numbers: Vec<_> = host
         .records()
         .iter()
@@ -282,17 +254,15 @@ fn a_line_whose_push_is_refused_is_pushed_again_not_lost() {
 #[test]
 fn a_push_refused_until_the_stop_ends_the_loop() {
     let (mut master, path) = pty();
-    let run = start(&format!("port: {path}"), fast());
-    run.wait_for("the port to open", |h| {
-        h.logs().iter().any(|(_, m)| m.contains("reading"))
-    });
-    run.host.refuse_pushes(Some("no spool"));
-    master.write_all(b"111,100\r\n").unwrap();
-    master.flush().unwrap();
-    run.wait_for("the refusal", |h| {
+    let mut run = start(&format!("port: {path}"), fast());
+    run.wait_for_log("reading", WAIT);
+    run.refuse_pushes(Some("no spool"));
+    master.send(b"111,100\r\n").unwrap();
+    wait_for(&run, "the refusal", |h| {
         h.logs().iter().any(|(_, m)| m.contains("no spool"))
     });
-    let (host, _) = run.stop();
+    stop(&mut run);
+    let host = run.host();
     assert!(host.records().is_empty());
     // The Stopping kind is what the real host returns; the test host's is Unavailable.
     let e = host

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use calllogger_beronet::BeroNet;
 use calllogger_plugin_sdk::__private::{construct, InstanceBox};
 use calllogger_plugin_sdk::polling::Polling;
-use calllogger_plugin_sdk::testing::TestHost;
 use calllogger_plugin_sdk::LogLevel;
 use calllogger_plugin_sdk::Record;
+use calllogger_plugin_test::TestHost;
 
 const SAMPLES: &str = include_str!("../../../tests/data/beronet/samples.csv");
 /// `admin:secret`, as the gateway expects it.

@@ -212,7 +212,11 @@ export_plugins!(MockCalls);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calllogger_plugin_sdk::testing::TestHost;
+    use calllogger_plugin_sdk::ErrorKind;
+    use calllogger_plugin_test::Runner;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(30);
 
     fn plugin(yaml: &str) -> MockCalls {
         let settings = calllogger_plugin_sdk::parse_settings("MockCalls", yaml).unwrap();
@@ -221,28 +225,20 @@ mod tests {
 
     #[test]
     fn limit_bounds_the_calls_and_every_record_uses_the_settings() {
-        let mut mock = plugin(
-            "{sleep: 0, limit: 200, exts: ['048', '201'], numbers: ['555'], lines: 2, seed: 7}",
-        );
-        let host = TestHost::new();
-        let ctx = host.context();
-        let stopper = host.clone();
-        let waiter = std::thread::spawn(move || {
-            while stopper.records().len() < 200 {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            stopper.stop();
-        });
-        mock.run(&ctx).unwrap();
-        waiter.join().unwrap();
-        let records = host.records();
+        let mut run = Runner::new()
+            .start::<MockCalls>(
+                "{sleep: 0, limit: 200, exts: ['048', '201'], numbers: ['555'], lines: 2, seed: 7}",
+            )
+            .unwrap();
+        run.wait_for_log("made 200 calls: idle until stopped", WAIT);
+        // Idle in a one-hour wait: the stop must wake it.
+        run.stop().unwrap();
+        let records = run.records();
         assert!(records.len() >= 200, "200 calls make at least 200 records");
-        assert_eq!(mock.calls, 200);
         for r in &records {
-            assert_eq!(r.number.as_ref().unwrap().as_str(), "555");
-            assert!(["048", "201"].contains(&r.ext.as_ref().unwrap().as_str()));
-            assert!((1..=2).contains(r.line.as_ref().unwrap()));
+            assert_eq!(r.get_number(), Some("555"));
+            assert!(["048", "201"].contains(&r.get_ext().unwrap()));
+            assert!((1..=2).contains(&r.get_line().unwrap()));
         }
         let types: std::collections::BTreeSet<i32> =
             records.iter().map(|r| r.call_type.0).collect();
@@ -252,6 +248,15 @@ mod tests {
                 "call type {t} appears in 200 calls: {types:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_refused_push_ends_the_run_with_the_reason() {
+        let mut run = Runner::new().start::<MockCalls>("{sleep: 0}").unwrap();
+        run.wait_for_records(10, WAIT);
+        run.refuse_pushes(Some("the disk is full"));
+        let error = run.join(WAIT).unwrap_err().to_string();
+        assert!(error.contains("the disk is full"), "{error}");
     }
 
     #[test]
@@ -274,16 +279,24 @@ mod tests {
     }
 
     #[test]
-    fn nonsense_settings_are_refused() {
-        for yaml in [
-            "{exts: []}",
-            "{lines: 0}",
-            "{answer_chance: 2}",
-            "{sleep: -1}",
+    fn nonsense_settings_are_refused_as_the_host_sees_them() {
+        for (yaml, needle) in [
+            ("{exts: []}", "`exts` and `numbers`"),
+            ("{lines: 0}", "`lines` must be at least 1"),
+            ("{answer_chance: 2}", "`answer_chance`"),
+            ("{sleep: -1}", "`sleep`"),
+            ("{sleep: fast}", "settings key `sleep`"),
+            ("{slep: 1}", "unknown settings key `slep`"),
         ] {
-            let settings =
-                calllogger_plugin_sdk::parse_settings::<Settings>("MockCalls", yaml).unwrap();
-            assert!(MockCalls::new(settings).is_err(), "{yaml} must be refused");
+            let error = Runner::new()
+                .start::<MockCalls>(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("{yaml} must be refused"));
+            assert_eq!(error.kind, ErrorKind::Config, "{yaml}: {error}");
+            assert!(
+                error.message.starts_with("MockCalls: ") && error.message.contains(needle),
+                "{yaml}: {error}"
+            );
         }
     }
 }
