@@ -71,8 +71,6 @@ pub mod lines;
 mod logging;
 mod plugin;
 mod secret;
-#[cfg(feature = "serial")]
-pub mod serial;
 pub mod testing;
 mod timeout;
 
@@ -111,6 +109,8 @@ pub use serde;
 
 /// Everything a plugin usually needs: `use calllogger_plugin_sdk::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "lines")]
+    pub use crate::lines::{LinePlugin, Records};
     pub use crate::{
         export_plugins, settings, Answered, CallType, Context, Error, LogLevel, NoSettings, Plugin,
         Record, ResultExt, Secret, Timeout, Timestamp,
@@ -120,10 +120,11 @@ pub mod prelude {
 /// The version of this SDK, recorded in every library built with it.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Exports plugin classes from this library: `export_plugins!(MockCalls, serial MyPbx);`.
+/// Exports plugin classes from this library: `export_plugins!(MockCalls, lines MyPbx);`.
 ///
-/// Each name is a type implementing [`Plugin`], or, after `serial`, a type implementing
-/// `serial::SerialPlugin` (feature `serial`). The type name is the class name. Use it once per
+/// Each name is a type implementing [`Plugin`], or, after `lines`, a type implementing
+/// `lines::LinePlugin` (feature `lines`; `serial` is accepted for `lines`, as 0.2 code has
+/// it). The type name is the class name. Use it once per
 /// library. It generates the library's root module and all FFI glue, records the plugin
 /// crate's name, version and description as the library's identity, and refuses to compile
 /// under `panic = "abort"`.
@@ -138,8 +139,11 @@ macro_rules! export_plugins {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_plugins {
+    (@parse [$($done:tt)*] lines $class:ident $(, $($rest:tt)*)?) => {
+        $crate::__export_plugins!(@parse [$($done)* ($class, $crate::lines::Lines<$class>)] $($($rest)*)?);
+    };
     (@parse [$($done:tt)*] serial $class:ident $(, $($rest:tt)*)?) => {
-        $crate::__export_plugins!(@parse [$($done)* ($class, $crate::serial::Serial<$class>)] $($($rest)*)?);
+        $crate::__export_plugins!(@parse [$($done)*] lines $class $(, $($rest)*)?);
     };
     (@parse [$($done:tt)*] $class:ident $(, $($rest:tt)*)?) => {
         $crate::__export_plugins!(@parse [$($done)* ($class, $class)] $($($rest)*)?);

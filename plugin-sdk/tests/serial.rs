@@ -1,18 +1,18 @@
-//! The serial base on a real pseudo-terminal, with the in-process test host.
+//! The line base on a real pseudo-terminal, with the in-process test host.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use calllogger_plugin_sdk::prelude::*;
-use calllogger_plugin_sdk::serial::SerialPlugin;
 use calllogger_plugin_sdk::testing::TestHost;
 use calllogger_plugin_sdk::{ErrorKind, PushErrorKind, TimeoutSettings};
 use serialport::{SerialPort, TTYPort};
 
-/// Lines `number,ext`; `#` lines fail validation; a line without a comma fails parsing.
+/// Lines `number,ext`, or several joined by `;`; `HB` is a heartbeat (no record, logged);
+/// `#` lines fail validation; a line without a comma fails parsing.
 struct Csv;
 
-impl SerialPlugin for Csv {
+impl LinePlugin for Csv {
     type Settings = NoSettings;
     const DESCRIPTION: &'static str = "test: number,ext lines";
 
@@ -27,9 +27,18 @@ impl SerialPlugin for Csv {
         Ok(())
     }
 
-    fn parse(&mut self, text: &str) -> Result<Record, Error> {
-        let (number, ext) = text.split_once(',').ok_or("no comma")?;
-        Ok(Record::new(CallType::RECEIVED).number(number).ext(ext))
+    fn parse(&mut self, text: &str, ctx: &Context) -> Result<Records, Error> {
+        if text == "HB" {
+            ctx.debug("heartbeat");
+            return Ok(Records::none());
+        }
+        text.split(';')
+            .map(|call| {
+                let (number, ext) = call.split_once(',').ok_or("no comma")?;
+                Ok(Record::new(CallType::RECEIVED).number(number).ext(ext))
+            })
+            .collect::<Result<Vec<_>, Error>>()
+            .map(Records::from)
     }
 }
 
@@ -46,7 +55,7 @@ fn pty() -> (TTYPort, String) {
 fn instance(yaml: &str) -> calllogger_plugin_sdk::__private::InstanceBox {
     let module = {
         // Through the same glue the host uses: the exported constructor.
-        calllogger_plugin_sdk::__private::construct::<calllogger_plugin_sdk::serial::Serial<Csv>>(
+        calllogger_plugin_sdk::__private::construct::<calllogger_plugin_sdk::lines::Lines<Csv>>(
             "Csv", yaml,
         )
     };
@@ -55,17 +64,20 @@ fn instance(yaml: &str) -> calllogger_plugin_sdk::__private::InstanceBox {
 
 struct Running {
     host: TestHost,
+    hook: calllogger_plugin_abi::StopHookBox,
     thread: std::thread::JoinHandle<()>,
 }
 
 fn start(yaml: &str, timeouts: TimeoutSettings) -> Running {
     let host = TestHost::with_timeouts(timeouts);
     let mut instance = instance(yaml);
+    // Taken before `run`, as the host does: its `stop` is what wakes the base.
+    let hook = instance.stop_hook();
     let handle = host.handle();
     let thread = std::thread::spawn(move || {
         instance.run(handle).into_result().unwrap();
     });
-    Running { host, thread }
+    Running { host, hook, thread }
 }
 
 impl Running {
@@ -84,6 +96,7 @@ impl Running {
     fn stop(self) -> (TestHost, Duration) {
         let start = Instant::now();
         self.host.stop();
+        self.hook.stop();
         self.thread.join().unwrap();
         (self.host, start.elapsed())
     }
@@ -111,16 +124,16 @@ fn lines_become_records_in_order_and_rejects_are_counted_per_stage() {
     master.flush().unwrap();
     std::thread::sleep(Duration::from_millis(150));
     master
-        .write_all(b"101\r\n\r\n# comment\r\nno comma\r\nbad \xff byte\r\n333,102\r\n")
+        .write_all(b"101\r\n\r\n# comment\r\nno comma\r\nbad \xff byte\r\n333,102\r\nHB\r\n444,103;555,104\r\n")
         .unwrap();
-    run.wait_for("three records", |h| h.records().len() == 3);
+    run.wait_for("five records", |h| h.records().len() == 5);
     let (host, _) = run.stop();
     let numbers: Vec<String> = host
         .records()
         .iter()
         .map(|r| r.number.as_ref().unwrap().to_string())
         .collect();
-    assert_eq!(numbers, ["111", "222", "333"]);
+    assert_eq!(numbers, ["111", "222", "333", "444", "555"]);
     let logs = host.logs();
     let rejected: Vec<&String> = logs
         .iter()
@@ -148,7 +161,15 @@ fn lines_become_records_in_order_and_rejects_are_counted_per_stage() {
     let summary = &logs.last().unwrap().1;
     assert_eq!(
         summary,
-        "6 lines read, 3 records; skipped: 0 too long, 1 undecodable, 1 invalid, 1 unparsable"
+        "8 lines read, 5 records; skipped: 0 too long, 1 undecodable, 1 invalid, 1 unparsable"
+    );
+    assert!(logs
+        .iter()
+        .any(|(l, m)| *l == LogLevel::Debug && m == "heartbeat"));
+    assert_eq!(
+        host.rejected().values().sum::<u64>(),
+        3,
+        "a heartbeat is no reject"
     );
 }
 
@@ -230,14 +251,14 @@ fn a_missing_port_is_retried_with_growing_waits() {
 #[test]
 fn port_settings_are_checked_and_named() {
     for (yaml, needle) in [
-        ("rate: 9600", "missing field `port`"),
+        ("rate: 9600", "missing key `port`"),
         ("port: /dev/x\ndata_bits: 9", "data_bits must be 5 to 8"),
         ("port: /dev/x\nstop_bits: 3", "stop_bits must be 1 or 2"),
         ("port: /dev/x\nparity: sometimes", "settings key `parity`"),
         ("port: /dev/x\nbaud: 9600", "`baud`"),
     ] {
         let err = calllogger_plugin_sdk::__private::construct::<
-            calllogger_plugin_sdk::serial::Serial<Csv>,
+            calllogger_plugin_sdk::lines::Lines<Csv>,
         >("Csv", yaml)
         .into_result()
         .err()

@@ -68,6 +68,7 @@
 //! repeats nothing, a power cut may repeat the lines of the last moments.
 
 mod buffer;
+mod plugin;
 #[cfg(feature = "serial")]
 pub(crate) mod serial;
 mod settings;
@@ -83,6 +84,9 @@ use std::time::Duration;
 
 pub use buffer::LineEnd;
 pub(crate) use buffer::{LineBuffer, Next};
+#[doc(hidden)]
+pub use plugin::Lines;
+pub use plugin::{decode_ascii, LinePlugin, Records};
 pub use settings::{
     FileSettings, FlowControl, LineSettings, LoginStep, Parity, PortSettings, Source, StartAt,
     TcpClientSettings, TcpServerSettings, MAX_LINE_LENGTH,
