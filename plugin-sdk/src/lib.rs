@@ -261,6 +261,6 @@ mod tests {
 }
 
 /// The README's "Writing a plugin" example, compiled as a doctest so the guide stays true.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "serial"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
