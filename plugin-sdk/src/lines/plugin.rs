@@ -53,47 +53,35 @@ pub trait LinePlugin: Sized + Send + 'static {
 /// The records one line gave: none, one or several (from `Record`, `Option<Record>`,
 /// `Vec<Record>` or an array, with `.into()`).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Records(Many);
-
-#[derive(Debug, Clone, Default, PartialEq)]
-enum Many {
-    #[default]
-    None,
-    One(Record),
-    Several(Vec<Record>),
-}
+pub struct Records(Vec<Record>);
 
 impl Records {
     /// No record: the line is skipped without being counted as rejected.
     pub fn none() -> Self {
-        Self(Many::None)
+        Self(Vec::new())
     }
 
     /// The records, in order.
     pub fn as_slice(&self) -> &[Record] {
-        match &self.0 {
-            Many::None => &[],
-            Many::One(record) => std::slice::from_ref(record),
-            Many::Several(records) => records,
-        }
+        &self.0
     }
 }
 
 impl From<Record> for Records {
     fn from(record: Record) -> Self {
-        Self(Many::One(record))
+        Self(vec![record])
     }
 }
 
 impl From<Option<Record>> for Records {
     fn from(record: Option<Record>) -> Self {
-        record.map_or_else(Self::none, Self::from)
+        Self(record.into_iter().collect())
     }
 }
 
 impl From<Vec<Record>> for Records {
     fn from(records: Vec<Record>) -> Self {
-        Self(Many::Several(records))
+        Self(records)
     }
 }
 
