@@ -215,3 +215,70 @@ fn unplug_and_replug_reconnects_with_growing_waits_and_reads_on() {
     );
     host.terminate();
 }
+
+/// Whether `record` is the call of expected.tsv row `want`.
+fn is_call(record: &serde_json::Value, want: &std::collections::BTreeMap<String, String>) -> bool {
+    let text = |field: &str| record[field].as_str().unwrap_or("").to_owned();
+    let shown = |field: &str| record[field].to_string();
+    shown("call_type") == want["call_type"]
+        && text("number") == want["number"]
+        && text("ext") == want["ext"]
+        && shown("line") == want["line"]
+        && text("date").starts_with(&want["date"])
+}
+
+#[test]
+fn over_tcp_every_sample_line_gives_one_record_across_a_reconnect() {
+    // The PBX stand-in: a loopback listener the plugin connects to (`source: tcp-client`).
+    let pbx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let install = Install::new(
+        &[HIPATH],
+        &format!(
+            "settings: {{plugins: [SiemensHipathSerial], timeout: 0.2, decay: 2, max_timeout: 5}}\n\
+             SiemensHipathSerial: {{source: tcp-client, connect: \"{}\", timezone: Europe/Dublin}}\n",
+            pbx.local_addr().unwrap()
+        ),
+    );
+    let mut host = install.start();
+    let (lines, expected) = samples();
+    let want: Vec<_> = expected.iter().filter(|e| e["status"] == "ok").collect();
+    // Half the samples on a first connection, which the PBX then closes; the rest on the
+    // connection the plugin makes again.
+    let (first, second) = lines.split_at(lines.len() / 2);
+    for half in [first, second] {
+        let (mut pbx_side, _) = pbx.accept().unwrap();
+        for line in half {
+            pbx_side.write_all(line).unwrap();
+            pbx_side.write_all(b"\r\n").unwrap();
+        }
+        pbx_side.shutdown(std::net::Shutdown::Write).unwrap();
+        // The plugin closes its end once it has read to our end: nothing is in flight.
+        std::io::Read::read_to_end(&mut pbx_side, &mut Vec::new()).unwrap();
+    }
+    let mut got: Vec<_> = host
+        .records_until(Duration::from_secs(30), {
+            let (mut n, all) = (0, want.len());
+            move |_| {
+                n += 1;
+                n == all
+            }
+        })
+        .into_iter()
+        .map(|(_, record)| record)
+        .collect();
+    let log = host.terminate();
+    got.extend(host.remaining_records());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "one record per accepted line, none repeated"
+    );
+    for (i, (record, row)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            is_call(record, row),
+            "record {i} is not sample {}: {record}",
+            row["sample"]
+        );
+    }
+    assert!(log.contains("closed by the other end"), "{log}");
+}

@@ -3,8 +3,9 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Install;
 
@@ -54,8 +55,8 @@ fn the_vendor_fixture_is_the_guide_word_for_word() {
     let manifest = std::fs::read_to_string(fixture().join("Cargo.toml")).unwrap();
     let from_guide = &manifest[manifest.find("[lib]").unwrap()..];
     let expected = guide_blocks("toml")[0].replace(
-        "calllogger-plugin-sdk = \"0.3\"",
-        "calllogger-plugin-sdk = { version = \"0.3\", path = \"../../../plugin-sdk\" }",
+        "calllogger-plugin-sdk = { version = \"0.3\", features",
+        "calllogger-plugin-sdk = { version = \"0.3\", path = \"../../../plugin-sdk\", features",
     );
     assert_eq!(from_guide, expected, "Cargo.toml differs from the guide");
     assert!(
@@ -64,44 +65,104 @@ fn the_vendor_fixture_is_the_guide_word_for_word() {
     );
 }
 
+/// The guide's calls from the PBX stand-ins: `n` lines `number,ext` with numbers unique to
+/// `line`, a heartbeat first and a line the plugin rejects in the middle.
+fn calls(line: u32, n: u32) -> (Vec<u8>, Vec<String>) {
+    let numbers: Vec<String> = (0..n).map(|i| format!("08761{line}{i:05}")).collect();
+    let mut bytes = b"HEARTBEAT\r\n".to_vec();
+    for (i, number) in numbers.iter().enumerate() {
+        bytes.extend_from_slice(format!("{number},1{:02}\r\n", i % 100).as_bytes());
+        if i == numbers.len() / 2 {
+            bytes.extend_from_slice(b"no comma here\r\n");
+        }
+    }
+    (bytes, numbers)
+}
+
 #[test]
 fn a_vendor_plugin_built_out_of_tree_in_release_mode_loads_and_runs() {
     let built = common::build_out_of_tree(&fixture(), "my_pbx");
 
-    // Step 3's config, and step 4's install: hidden temporary name, rename, into a running host.
-    let config = &guide_blocks("yaml")[0];
-    let install = Install::new(&[], config);
+    // Step 3's config, the PBX being a loopback stand-in and the serial port a pty.
+    let pbx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut serial, slave) = serialport::TTYPort::pair().expect("a pseudo-terminal");
+    let tty = serialport::SerialPort::name(&slave).unwrap();
+    drop(slave);
+    let config = guide_blocks("yaml")[0]
+        .replace(
+            "pbx.example.local:2300",
+            &pbx.local_addr().unwrap().to_string(),
+        )
+        .replace("/dev/ttyUSB0", &tty);
+    assert!(
+        config.contains("127.0.0.1:") && config.contains(&tty),
+        "{config}"
+    );
+    let install = Install::new(&[], &config);
     let mut host = install.start();
     host.wait_for_log(
         "no plugin library exports class `MyPbx`",
         1,
         Duration::from_secs(20),
     );
+    // Step 4's install: hidden temporary name, rename, into a running host.
     let temporary = install.plugins().join(".libmy_pbx.so.partial");
     std::fs::copy(&built, &temporary).unwrap();
     install.chmod(&temporary, 0o644);
     std::fs::rename(&temporary, install.plugins().join("libmy_pbx.so")).unwrap();
-    let records = host.records_until(Duration::from_secs(20), |r| r["line"] == 2);
-    let record = &records.last().unwrap().1;
-    assert_eq!(record["number"], "0876156584");
-    assert_eq!(record["ext"], "101");
-    host.wait_for_log(
-        "pushed a call from pbx.example.local",
-        1,
-        Duration::from_secs(5),
+
+    let (tcp_bytes, tcp_numbers) = calls(2, 500);
+    let (serial_bytes, serial_numbers) = calls(3, 50);
+    let (mut connection, _) = pbx.accept().unwrap();
+    connection.write_all(&tcp_bytes).unwrap();
+    host.wait_for_log("reading", 2, Duration::from_secs(20)); // the connection and the port
+    serial.write_all(&serial_bytes).unwrap();
+    let total = tcp_numbers.len() + serial_numbers.len();
+    let mut records = host.records_until(Duration::from_secs(30), {
+        let mut n = 0;
+        move |_| {
+            n += 1;
+            n == total
+        }
+    });
+    let log = host.terminate();
+    records.extend(
+        host.remaining_records()
+            .into_iter()
+            .map(|r| (Instant::now(), r)),
     );
-    host.terminate();
+    for (line, numbers) in [(2, &tcp_numbers), (3, &serial_numbers)] {
+        let got: Vec<&str> = records
+            .iter()
+            .filter(|(_, r)| r["line"] == line)
+            .map(|(_, r)| r["number"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(got, *numbers, "line {line}: each call once, in order");
+    }
+    assert_eq!(records.len(), total, "no other records");
+    assert!(
+        log.matches("line rejected by parse: expected `number,ext`")
+            .count()
+            == 2,
+        "{log}"
+    );
+    assert!(
+        !log.contains("HEARTBEAT"),
+        "a heartbeat is skipped quietly: {log}"
+    );
 
     let (ok, table, _) = install.run_cli(&["plugins"]);
     assert!(ok);
-    let row = table.lines().find(|l| l.starts_with("MyPbx")).unwrap_or("");
-    assert!(
-        row.contains("libmy_pbx.so")
-            && row.contains("my-pbx 0.1.0")
-            && row.contains("0.3.0")
-            && row.contains("Reads call records from My PBX"),
-        "{table}"
-    );
+    for class in ["MyPbx ", "MyPbxSerial "] {
+        let row = table.lines().find(|l| l.starts_with(class)).unwrap_or("");
+        assert!(
+            row.contains("libmy_pbx.so")
+                && row.contains("my-pbx 0.1.0")
+                && row.contains("0.3.0")
+                && row.contains("Reads call records from My PBX (lines)"),
+            "{table}"
+        );
+    }
 }
 
 /// A plugin built with an SDK patch release (0.3.1) over the same ABI crate loads and runs in

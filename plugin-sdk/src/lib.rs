@@ -73,8 +73,6 @@ mod logging;
 mod plugin;
 pub mod polling;
 mod secret;
-#[cfg(feature = "serial")]
-pub mod serial;
 pub mod types;
 
 pub use backoff::{Backoff, Timeout};
@@ -112,6 +110,8 @@ pub use serde;
 
 /// Everything a plugin usually needs: `use calllogger_plugin_sdk::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "lines")]
+    pub use crate::lines::{LinePlugin, Records};
     pub use crate::{
         export_plugins, settings, Answered, Backoff, CallType, Context, Error, LogLevel,
         NoSettings, Plugin, Record, ResultExt, Secret, Timeout, Timestamp,
@@ -121,11 +121,12 @@ pub mod prelude {
 /// The version of this SDK, recorded in every library built with it.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Exports plugin classes from this library: `export_plugins!(MockCalls, serial MyPbx);`.
+/// Exports plugin classes from this library: `export_plugins!(MockCalls, lines MyPbx);`.
 ///
-/// Each name is a type implementing [`Plugin`], or, after `serial`, a type implementing
-/// `serial::SerialPlugin` (feature `serial`), or, after `polling`, a type implementing
-/// [`polling::PollingPlugin`]. The type name is the class name. Use it once per
+/// Each name is a type implementing [`Plugin`], or, after `lines`, a type implementing
+/// `lines::LinePlugin` (feature `lines`; `serial` is accepted for `lines`, as 0.2 code has
+/// it), or, after `polling`, a type implementing [`polling::PollingPlugin`]. The type name is
+/// the class name. Use it once per
 /// library. It generates the library's root module and all FFI glue, records the plugin
 /// crate's name, version and description as the library's identity, and refuses to compile
 /// under `panic = "abort"`.
@@ -140,8 +141,11 @@ macro_rules! export_plugins {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_plugins {
+    (@parse [$($done:tt)*] lines $class:ident $(, $($rest:tt)*)?) => {
+        $crate::__export_plugins!(@parse [$($done)* ($class, $crate::lines::Lines<$class>)] $($($rest)*)?);
+    };
     (@parse [$($done:tt)*] serial $class:ident $(, $($rest:tt)*)?) => {
-        $crate::__export_plugins!(@parse [$($done)* ($class, $crate::serial::Serial<$class>)] $($($rest)*)?);
+        $crate::__export_plugins!(@parse [$($done)*] lines $class $(, $($rest)*)?);
     };
     (@parse [$($done:tt)*] polling $class:ident $(, $($rest:tt)*)?) => {
         $crate::__export_plugins!(@parse [$($done)* ($class, $crate::polling::Polling<$class>)] $($($rest)*)?);
@@ -264,6 +268,6 @@ mod tests {
 }
 
 /// The README's "Writing a plugin" example, compiled as a doctest so the guide stays true.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "serial"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

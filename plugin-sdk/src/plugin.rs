@@ -47,13 +47,13 @@ pub trait Plugin: Sized + Send + 'static {
 #[serde(deny_unknown_fields)]
 pub struct NoSettings {}
 
-/// What the export glue needs of a class: implemented for every [`Plugin`], and by the serial
+/// What the export glue needs of a class: implemented for every [`Plugin`], and by the line
 /// and polling bases for their plugins.
 #[doc(hidden)]
 pub trait Class: Sized + Send + 'static {
     /// One line saying what the class does.
     const DESCRIPTION: &'static str;
-    /// Plain or serial.
+    /// Plain or line-based.
     const KIND: PluginKind;
     /// Reads the settings from the section's YAML text and builds an instance.
     fn build(class: &str, settings_yaml: &str) -> Result<Self, PluginError>;

@@ -1,17 +1,17 @@
-//! The serial base on a real pseudo-terminal, with the in-process test host.
+//! The line base on a real pseudo-terminal, with the in-process test host.
 
 use std::time::{Duration, Instant};
 
 use calllogger_plugin_sdk::prelude::*;
-use calllogger_plugin_sdk::serial::SerialPlugin;
 use calllogger_plugin_sdk::{ErrorKind, PushErrorKind, TimeoutSettings};
 use calllogger_plugin_test::feed::Pty;
 use calllogger_plugin_test::{Runner, Running, TestHost};
 
-/// Lines `number,ext`; `#` lines fail validation; a line without a comma fails parsing.
+/// Lines `number,ext`, or several joined by `;`; `HB` is a heartbeat (no record, logged);
+/// `#` lines fail validation; a line without a comma fails parsing.
 struct Csv;
 
-impl SerialPlugin for Csv {
+impl LinePlugin for Csv {
     type Settings = NoSettings;
     const DESCRIPTION: &'static str = "test: number,ext lines";
 
@@ -26,15 +26,24 @@ impl SerialPlugin for Csv {
         Ok(())
     }
 
-    fn parse(&mut self, text: &str) -> Result<Record, Error> {
-        let (number, ext) = text.split_once(',').ok_or("no comma")?;
-        Ok(Record::new(CallType::RECEIVED).number(number).ext(ext))
+    fn parse(&mut self, text: &str, ctx: &Context) -> Result<Records, Error> {
+        if text == "HB" {
+            ctx.debug("heartbeat");
+            return Ok(Records::none());
+        }
+        text.split(';')
+            .map(|call| {
+                let (number, ext) = call.split_once(',').ok_or("no comma")?;
+                Ok(Record::new(CallType::RECEIVED).number(number).ext(ext))
+            })
+            .collect::<Result<Vec<_>, Error>>()
+            .map(Records::from)
     }
 }
 
 export_plugins!(serial Csv);
 
-type Exported = calllogger_plugin_sdk::serial::Serial<Csv>;
+type Exported = calllogger_plugin_sdk::lines::Lines<Csv>;
 
 /// A pty whose slave path the plugin opens; the test writes to the master.
 fn pty() -> (Pty, String) {
@@ -92,9 +101,9 @@ fn lines_become_records_in_order_and_rejects_are_counted_per_stage() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(150));
     master
-        .send(b"101\r\n\r\n# comment\r\nno comma\r\nbad \xff byte\r\n333,102\r\n")
+        .send(b"101\r\n\r\n# comment\r\nno comma\r\nbad \xff byte\r\n333,102\r\nHB\r\n444,103;555,104\r\n")
         .unwrap();
-    wait_for(&run, "three records", |h| h.records().len() == 3);
+    wait_for(&run, "five records", |h| h.records().len() == 5);
     stop(&mut run);
     let host = run.host();
     let numbers: Vec<String> = host
@@ -102,7 +111,7 @@ fn lines_become_records_in_order_and_rejects_are_counted_per_stage() {
         .iter()
         .map(|r| r.number.as_ref().unwrap().to_string())
         .collect();
-    assert_eq!(numbers, ["111", "222", "333"]);
+    assert_eq!(numbers, ["111", "222", "333", "444", "555"]);
     let logs = host.logs();
     let rejected: Vec<&String> = logs
         .iter()
@@ -130,8 +139,11 @@ fn lines_become_records_in_order_and_rejects_are_counted_per_stage() {
     let summary = &logs.last().unwrap().1;
     assert_eq!(
         summary,
-        "6 lines read, 3 records; skipped: 0 too long, 1 undecodable, 1 invalid, 1 unparsable"
+        "8 lines read, 5 records; skipped: 0 too long, 1 undecodable, 1 invalid, 1 unparsable"
     );
+    assert!(logs
+        .iter()
+        .any(|(l, m)| *l == LogLevel::Debug && m == "heartbeat"));
 }
 
 fn peak_rss_kib() -> u64 {
@@ -210,7 +222,7 @@ fn a_missing_port_is_retried_with_growing_waits() {
 #[test]
 fn port_settings_are_checked_and_named() {
     for (yaml, needle) in [
-        ("rate: 9600", "missing field `port`"),
+        ("rate: 9600", "missing key `port`"),
         ("port: /dev/x\ndata_bits: 9", "data_bits must be 5 to 8"),
         ("port: /dev/x\nstop_bits: 3", "stop_bits must be 1 or 2"),
         ("port: /dev/x\nparity: sometimes", "settings key `parity`"),

@@ -480,7 +480,7 @@ fn hipath_parse_rate() -> f64 {
     let mut parsed = 0u64;
     while start.elapsed() < Duration::from_secs(2) {
         for line in &lines {
-            if let Ok(text) = calllogger_plugin_sdk::serial::decode_ascii(line) {
+            if let Ok(text) = calllogger_plugin_sdk::lines::decode_ascii(line) {
                 std::hint::black_box(parse(&text, &tz).is_ok());
             }
             parsed += 1;
@@ -516,7 +516,7 @@ impl Bench<'_> {
         let valid: Vec<Vec<u8>> = samples
             .split(|b| *b == b'\n')
             .filter(|l| {
-                calllogger_plugin_sdk::serial::decode_ascii(l)
+                calllogger_plugin_sdk::lines::decode_ascii(l)
                     .is_ok_and(|t| calllogger_siemens_hipath_serial::format::parse(&t, &tz).is_ok())
             })
             .map(|l| [l, b"\r\n"].concat())

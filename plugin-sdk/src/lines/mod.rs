@@ -35,6 +35,82 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Line plugins
+//!
+//! Most plugins need no loop of their own: a [`LinePlugin`] is a parser, and the base reads
+//! the source its section names, pushes what `parse` returns and consumes a line only once
+//! its records are stored. `parse` keeps state in `&mut self` when a call spans lines, and
+//! overrides `decode` when the text is not ASCII:
+//!
+//! ```
+//! use std::borrow::Cow;
+//! use calllogger_plugin_sdk::prelude::*;
+//!
+//! /// Avaya IP Office SMDR: CSV segments; the call is complete at Continuation = 0.
+//! pub struct AvayaIpo {
+//!     segments: Vec<Record>,
+//! }
+//!
+//! impl LinePlugin for AvayaIpo {
+//!     type Settings = NoSettings; // the section: `source: tcp-server`, `bind: 0.0.0.0:1150`
+//!     const DESCRIPTION: &'static str = "Avaya IP Office SMDR over TCP";
+//!
+//!     fn new(_: NoSettings) -> Result<Self, Error> {
+//!         Ok(Self { segments: Vec::new() })
+//!     }
+//!
+//!     fn decode<'a>(&mut self, bytes: &'a [u8]) -> Result<Cow<'a, str>, Error> {
+//!         let bytes = &bytes[bytes.iter().take_while(|&&b| b == 0).count()..]; // NUL prefix
+//!         Ok(match std::str::from_utf8(bytes) {
+//!             Ok(text) => Cow::Borrowed(text),
+//!             Err(_) => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()), // Latin-1
+//!         })
+//!     }
+//!
+//!     fn parse(&mut self, text: &str, _: &Context) -> Result<Records, Error> {
+//!         let fields: Vec<&str> = text.split(',').collect();
+//!         if fields.len() < 17 {
+//!             return Err(format!("{} fields, expected at least 17", fields.len()).into());
+//!         }
+//!         let call_type = if fields[4] == "I" { CallType::RECEIVED } else { CallType::OUTGOING };
+//!         self.segments.push(Record::new(call_type).number(fields[3]).raw(text));
+//!         Ok(match fields[10] {
+//!             "0" => std::mem::take(&mut self.segments).into(), // the whole call at once
+//!             _ => Records::none(),                             // more segments follow
+//!         })
+//!     }
+//! }
+//!
+//! calllogger_plugin_sdk::export_plugins!(lines AvayaIpo);
+//! # fn main() {}
+//! ```
+//!
+//! How the other PBXs of the table below come out (sketches; `tests/data/hipath` and the
+//! `SiemensHipathSerial` plugin are the full example):
+//! - **Avaya IP Office** (above): `source: tcp-server` when the PBX connects to us, or
+//!   `source: tcp-client` in its "Listen" mode; the settings add `timezone`. `parse` splits
+//!   on every comma (fields are never quoted), reads Call Start as local time in the zone,
+//!   maps Party1/Party2 devices (`E…` extension, `T9000+n` line), skips a Delta Server
+//!   header row with `Records::none()`, and returns a call's segments together.
+//! - **Panasonic KX-TDA/TDE/NS**: `source: tcp-client`, `connect: pbx:2300` and the `login:`
+//!   steps of the table, or the serial keys (7E2, line end CR). `parse` slices Pattern A's
+//!   fixed columns; page headers, dashed separators and events (`LOG IN`, …) give
+//!   `Records::none()`, so only malformed lines count as rejected.
+//! - **Mitel MiVoice Business**: `source: tcp-client`, `connect: mivb:1752`; settings add the
+//!   layout (`standard-90` or `extended-observed`) and `timezone`. The record has month/day
+//!   but no year: `parse` takes the year from the clock of its context
+//!   (`jiff::Zoned::now().with_time_zone(tz.clone()).date()`; a date after today is last year's),
+//!   through a `today` function held in `self` so a test pins it.
+//! - **Asterisk `Master.csv`**: `source: file`, `path: /var/log/asterisk/cdr-csv/Master.csv`
+//!   (`start_at: end` to skip the history), `line_end: lf`; settings add `timezone` and the
+//!   trunk channel prefixes (`trunks: [SIP/sip0-, PJSIP/trunk-]`). `decode` is UTF-8; `parse`
+//!   splits quoted CSV (`"` doubled inside, commas inside quotes, an unquoted empty field for
+//!   an unset time) and picks the direction from which channel is a trunk. The file source
+//!   follows logrotate and keeps its position, so a restart repeats nothing.
+//! - **Unify OpenScape Business**: the HiPath keys (serial) or `source: tcp-client`/
+//!   `tcp-server`; `parse` splits on `|` (each field ends with one), maps the fields as
+//!   HiPath does, and skips the column-name line `Datum|Uhrzeit|…` with `Records::none()`.
+//!
 //! # The PBXs and their settings
 //!
 //! | PBX | transport | section keys |
@@ -68,6 +144,7 @@
 //! repeats nothing, a power cut may repeat the lines of the last moments.
 
 mod buffer;
+mod plugin;
 #[cfg(feature = "serial")]
 pub(crate) mod serial;
 mod settings;
@@ -83,6 +160,9 @@ use std::time::Duration;
 
 pub use buffer::LineEnd;
 pub(crate) use buffer::{LineBuffer, Next};
+#[doc(hidden)]
+pub use plugin::Lines;
+pub use plugin::{decode_ascii, LinePlugin, Records};
 pub use settings::{
     FileSettings, FlowControl, LineSettings, LoginStep, Parity, PortSettings, Source, StartAt,
     TcpClientSettings, TcpServerSettings, MAX_LINE_LENGTH,

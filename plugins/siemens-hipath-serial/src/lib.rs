@@ -1,8 +1,11 @@
-//! `SiemensHipathSerial`: Siemens HiPath / Hicom call records from the PBX's serial port.
+//! `SiemensHipathSerial`: Siemens HiPath / Hicom call records from the PBX's serial port or
+//! over TCP.
 //!
-//! The PBX prints one fixed-width record per call (see [`format`]); the SDK's serial base
-//! opens the port, reads the lines and drops control bytes, and this plugin validates and
-//! parses them. Settings, besides the port keys (`port`, `rate`, …):
+//! The PBX prints one fixed-width record per call (see [`format`]); the SDK's line base
+//! reads the lines from the source the section names (no `source:`: the serial port of the
+//! `port`, `rate`, … keys; or `source: tcp-client` with `connect: host:port`, or
+//! `source: tcp-server` with `bind:`), drops control bytes, and this plugin validates and
+//! parses them. Its own setting:
 //!
 //! - `timezone`: the IANA zone the PBX's clock runs in (default: this machine's zone), so
 //!   that each record's date carries the right UTC offset, daylight saving included.
@@ -11,9 +14,8 @@ pub mod format;
 
 use calllogger_plugin_sdk::jiff::tz::TimeZone;
 use calllogger_plugin_sdk::prelude::*;
-use calllogger_plugin_sdk::serial::SerialPlugin;
 
-/// Settings of the `SiemensHipathSerial:` section, besides the port keys.
+/// Settings of the `SiemensHipathSerial:` section, besides the line source keys.
 #[settings]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -26,9 +28,10 @@ pub struct SiemensHipathSerial {
     tz: TimeZone,
 }
 
-impl SerialPlugin for SiemensHipathSerial {
+impl LinePlugin for SiemensHipathSerial {
     type Settings = Settings;
-    const DESCRIPTION: &'static str = "Siemens HiPath / Hicom call records from a serial port";
+    const DESCRIPTION: &'static str =
+        "Siemens HiPath / Hicom call records from a serial port or TCP";
 
     fn new(settings: Settings) -> Result<Self, Error> {
         let tz = match settings.timezone {
@@ -42,9 +45,9 @@ impl SerialPlugin for SiemensHipathSerial {
         Ok(format::validate(text)?)
     }
 
-    fn parse(&mut self, text: &str) -> Result<Record, Error> {
-        Ok(format::parse(text, &self.tz)?)
+    fn parse(&mut self, text: &str, _: &Context) -> Result<Records, Error> {
+        Ok(format::parse(text, &self.tz)?.into())
     }
 }
 
-export_plugins!(serial SiemensHipathSerial);
+export_plugins!(lines SiemensHipathSerial);

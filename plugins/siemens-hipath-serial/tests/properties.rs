@@ -2,7 +2,7 @@
 
 use calllogger_plugin_sdk::jiff::civil::{date, DateTime};
 use calllogger_plugin_sdk::jiff::tz::TimeZone;
-use calllogger_plugin_sdk::serial::decode_ascii;
+use calllogger_plugin_sdk::lines::decode_ascii;
 use calllogger_plugin_sdk::{Answered, Record};
 use calllogger_siemens_hipath_serial::format::{parse, ParseError};
 use proptest::prelude::*;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use calllogger_plugin_sdk::jiff::tz::TimeZone;
-use calllogger_plugin_sdk::serial::decode_ascii;
+use calllogger_plugin_sdk::lines::decode_ascii;
 use calllogger_plugin_sdk::{Answered, ROption, RString, Record};
 use calllogger_siemens_hipath_serial::format::parse;
 
@@ -17,7 +17,7 @@ fn data(file: &str) -> Vec<u8> {
     .unwrap()
 }
 
-/// What the serial base does before `parse`: decode (validation is part of `parse`).
+/// What the line base does before `parse`: decode (validation is part of `parse`).
 fn read(bytes: &[u8], tz: &TimeZone) -> Result<Record, String> {
     let text = decode_ascii(bytes).map_err(|e| e.to_string())?;
     parse(&text, tz).map_err(|e| e.to_string())
