@@ -190,23 +190,38 @@ fn a_push_the_host_cannot_store_before_it_stops_is_handed_back_and_pushed_by_the
     let mut host = install.start();
     let until = Instant::now() + WAIT;
     loop {
-        let lines: Vec<u64> = frontend
+        // Each line's ids: one push stored it; more than one id would be a record pushed twice.
+        let mut ids: std::collections::BTreeMap<u64, BTreeSet<String>> = Default::default();
+        let mut copies = 0;
+        for r in frontend
             .delivered()
             .iter()
             .filter(|r| r["number"] == "disk")
-            .map(|r| r["line"].as_u64().unwrap())
-            .collect();
-        let distinct: BTreeSet<u64> = lines.iter().copied().collect();
-        if distinct.len() as u64 == COUNT {
-            assert_eq!(lines.len() as u64, COUNT, "duplicates: {lines:?}");
-            assert_eq!(distinct, (1..=COUNT).collect(), "{lines:?}");
+        {
+            copies += 1;
+            ids.entry(r["line"].as_u64().unwrap())
+                .or_default()
+                .insert(r["id"].as_str().unwrap().to_owned());
+        }
+        if ids.len() as u64 == COUNT {
+            assert!(ids.values().all(|i| i.len() == 1), "pushed twice: {ids:?}");
+            assert_eq!(
+                ids.keys().copied().collect::<BTreeSet<u64>>(),
+                (1..=COUNT).collect()
+            );
+            // A record the frontend took while the full disk kept the spool from removing it
+            // is sent again under its id (at least once; the frontend drops it): counted.
+            eprintln!(
+                "delivered {COUNT} lines once each, {} same-id resends",
+                copies - ids.len()
+            );
             break;
         }
         assert!(
             Instant::now() < until,
             "lost: {:?}\n{}",
             (1..=COUNT)
-                .filter(|l| !distinct.contains(l))
+                .filter(|l| !ids.contains_key(l))
                 .collect::<Vec<_>>(),
             host.log()
         );
