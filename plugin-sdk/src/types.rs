@@ -22,7 +22,9 @@
 //! assert_eq!(s.timezone.name(), Some("Europe/Berlin"));
 //! assert_eq!(s.every.as_secs_f64(), 1.5);
 //!
-//! let e = calllogger_plugin_sdk::parse_settings::<Settings>("Demo", "pbx: a\nevery: 0").unwrap_err();
+//! let Err(e) = calllogger_plugin_sdk::parse_settings::<Settings>("Demo", "pbx: a\nevery: 0") else {
+//!     panic!("every: 0 is refused");
+//! };
 //! assert!(e.contains("`every`") && e.contains("above 0"), "{e}");
 //! ```
 
