@@ -132,7 +132,7 @@ fn a_fatal_error_stops_only_its_instance_shows_in_health_and_waits_for_a_changed
 }
 
 #[test]
-fn the_log_output_of_a_plugins_dependencies_reaches_the_host_log_under_the_instance() {
+fn the_log_and_tracing_output_of_a_plugins_dependencies_reaches_the_host_log_under_the_instance() {
     let install = Install::new(&[TEST_PLUGINS], "settings: {plugins: [LogCrate]}\n");
     let mut host = install.start();
     host.wait_for_log("a warning from a dependency", 1, WAIT);
@@ -149,6 +149,20 @@ fn the_log_output_of_a_plugins_dependencies_reaches_the_host_log_under_the_insta
     );
     assert!(
         !log.contains("a trace line the host does not want"),
+        "{log}"
+    );
+    let traced = log
+        .lines()
+        .find(|l| l.contains("a tracing event from a dependency"))
+        .unwrap_or_else(|| panic!("the tracing event is missing:\n{log}"));
+    assert!(
+        traced.contains("WARN")
+            && traced.contains("traced_dependency: a tracing event from a dependency answer=42")
+            && traced.contains("instance=LogCrate"),
+        "{traced}"
+    );
+    assert!(
+        !log.contains("a tracing line the host does not want"),
         "{log}"
     );
 }
