@@ -7,7 +7,7 @@ use calllogger_plugin_abi::{PluginError, PluginKind, PushError, PushErrorKind};
 use serde::de::DeserializeOwned;
 
 use super::{Event, LineEnd, LineSettings, LineSource, Retry, Source, Stopper};
-use crate::plugin::{construction_error, parse_settings_value, Class};
+use crate::plugin::{construction_error, parse_settings_value, split_settings, Class};
 use crate::{Backoff, Context, Error, ErrorKind, Record};
 
 /// A plugin that turns lines into records; export it with `export_plugins!(lines MyPbx)`.
@@ -140,28 +140,14 @@ impl<P: LinePlugin> Class for Lines<P> {
 
     fn build(class: &str, yaml: &str) -> Result<Self, PluginError> {
         let config = |e: String| PluginError::new(ErrorKind::Config, e);
-        let value: serde_yaml::Value = serde_yaml::from_str(yaml)
-            .map_err(|e| config(format!("{class}: settings are not valid YAML: {e}")))?;
-        let mut own = match value {
-            serde_yaml::Value::Mapping(mapping) => mapping,
-            serde_yaml::Value::Null => Default::default(),
-            _ => return Err(config(format!("{class}: settings must be a mapping"))),
-        };
-        let mut keys = serde_yaml::Mapping::new();
-        for key in LineSettings::KEYS {
-            if let Some(value) = own.remove(key) {
-                keys.insert(key.into(), value);
-            }
-        }
-        let line_end_given = keys.contains_key("line_end");
-        let mut lines: LineSettings =
-            parse_settings_value(class, serde_yaml::Value::Mapping(keys)).map_err(config)?;
+        let (keys, own) = split_settings(class, yaml, &LineSettings::KEYS)?;
+        let line_end_given = keys.get("line_end").is_some();
+        let mut lines: LineSettings = parse_settings_value(class, keys).map_err(config)?;
         if matches!(lines.source, Source::Serial(_)) && !line_end_given {
             // As the 0.2 serial base: a line ends at LF; a CR is dropped, never a line end.
             lines.line_end = LineEnd::Lf;
         }
-        let plugin =
-            parse_settings_value(class, serde_yaml::Value::Mapping(own)).map_err(config)?;
+        let plugin = parse_settings_value(class, own).map_err(config)?;
         Ok(Self {
             lines,
             plugin: P::new(plugin).map_err(|e| construction_error(class, &*e))?,
