@@ -1,0 +1,57 @@
+//! The command line: global flags and the sub-commands.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Collects call data records from PBX plugins and forwards them to the call-monitoring
+/// frontend.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// Config file merged over the built-in defaults [default: $CALLLOGGER_CONFIG, else
+    /// /etc/calllogger/config.yml if it exists].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Folder to load plugin libraries from (overrides settings.plugin_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// Folder for the host's private files (overrides settings.state_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Run the configured plugin instances until SIGINT or SIGTERM (the default). Libraries
+    /// added to, replaced in or removed from the plugins folder are applied at once; SIGHUP
+    /// re-reads the config.
+    Run,
+    /// List the plugin classes found in the plugins folder, and the files refused.
+    Plugins,
+    /// Load the config and the plugins, build every instance, start nothing; report every
+    /// problem (non-zero exit status if there is any).
+    Check,
+    /// Show the spool: pending records, dead letters, the oldest pending record's age.
+    Spool {
+        #[command(subcommand)]
+        action: Option<SpoolAction>,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolAction {
+    /// Print the newest pending records as JSON lines, oldest first.
+    Tail {
+        /// How many records.
+        #[arg(short = 'n', default_value_t = 10)]
+        lines: usize,
+        /// Keep printing records as they are pushed.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Put every dead letter back in line for delivery.
+    RetryDead,
+}
