@@ -3,8 +3,9 @@
 //! A record's path, top-down: the **config** names plugin instances; the **loader** finds the
 //! libraries that export their classes; the **supervisor** runs each instance on a thread; an
 //! instance `push`es a record, which is committed to the **spool** before `push` returns; the
-//! **sender** delivers the spool to the frontend, oldest first, and removes what was delivered.
-//! With no frontend configured, records stay in the spool and are echoed to stdout.
+//! **sinks** read the spool, each from its own cursor: the frontend sink delivers it oldest
+//! first and removes what was delivered; with no frontend configured, records stay in the
+//! spool and the stdout sink echoes them.
 //!
 //! While it runs, the host **watch**es the plugins folder and **reload**s a library that is
 //! added, replaced or removed, and re-reads the config on SIGHUP; a **plan** says which
@@ -15,13 +16,12 @@ mod crash;
 mod journal;
 mod json;
 mod loader;
-mod output;
 mod plan;
 mod plugin_context;
 mod reload;
-mod sender;
 mod service;
 mod signals;
+mod sinks;
 mod spool;
 mod status;
 mod stop;
@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -43,8 +44,10 @@ use loader::Registry;
 use plan::{MissingClass, Plan};
 use plugin_context::Intake;
 use reload::Plugins;
-use sender::SenderSettings;
 use signals::{Event, Shutdown};
+use sinks::frontend::{self, FrontendSink, SenderSettings};
+use sinks::legacy_source::{Mode, SpoolCursor};
+use sinks::{stdout, SinkEvent};
 use spool::Spool;
 use stop::Stop;
 use supervisor::Supervisor;
@@ -314,38 +317,13 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
     #[cfg(unix)]
     signals::forward(events_tx.clone()).context("installing signal handlers")?;
 
-    // 4. Sender: spool → frontend. Without a frontend, records are echoed to stdout instead.
-    let sender_stop = Arc::new(Stop::default());
-    let (sender, echo) = if config.delivers() {
-        let failed = events_tx.clone();
-        let thread = sender::start(
-            spool.clone(),
-            sender_settings(&config),
-            sender_stop.clone(),
-            telemetry.clone(),
-            move |e| {
-                let _ = failed.send(Event::Shutdown(Shutdown::Failed(e.to_string())));
-            },
-        )?;
-        (Some(thread), None)
-    } else {
-        tracing::info!(
-            "no frontend and token configured: records are kept in the spool and written to stdout"
-        );
-        let failed = events_tx.clone();
-        let stdout = stdout().context("opening stdout")?;
-        let (records, stage) = output::start(output::JsonLines::new(stdout), move |e| {
-            let _ = failed.send(Event::Shutdown(Shutdown::Failed(format!(
-                "stdout failed: {e}"
-            ))));
-        })?;
-        (None, Some((records, stage)))
-    };
+    // 4. Sinks: spool → frontend; without a frontend, spool → stdout.
+    let sinks_stop = Arc::new(Stop::default());
+    let sinks = start_sinks(&config, &spool, &sinks_stop, &telemetry, &events_tx)?;
 
     // 5. Supervisor: one thread per instance, pushing into the spool.
     let intake = Intake {
         spool: spool.clone(),
-        echo: echo.as_ref().map(|(records, _)| records.clone()),
         telemetry: telemetry.clone(),
         plugin_state: config.state_dir.join("plugins"),
     };
@@ -387,7 +365,7 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         Shutdown::Failed(e) => tracing::error!("shutting down: {e}"),
         Shutdown::Signal(_) => tracing::info!("shutting down: {reason}"),
     }
-    // Plugins first, so nothing is pushed after the sender's last look at the spool.
+    // Plugins first, so nothing is pushed after the sinks' last look at the spool.
     let stragglers = plugins.stop(shutdown_timeout);
     if !stragglers.is_empty() {
         tracing::warn!(
@@ -396,24 +374,19 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
             stragglers.join(", ")
         );
     }
-    // Then everything pushed goes from the journal into the queue, before the sender stops.
+    // Then everything pushed goes from the journal into the queue, before the sinks stop (the
+    // echo writes what the queue holds before it ends).
     applier_stop.stop();
     spool.wake_applier();
     let _ = applier.join();
-    sender_stop.stop();
+    sinks_stop.stop();
     spool.wake();
-    if let Some(sender) = sender {
-        // The request in flight is bounded by request_timeout.
-        let _ = sender.join();
+    for sink in sinks {
+        // A request in flight is bounded by request_timeout.
+        let _ = sink.join();
     }
     if let Some(listener) = listener {
         listener.stop();
-    }
-    if let Some((records, stage)) = echo {
-        drop(records);
-        if let Err(e) = stage.finish() {
-            tracing::error!("stdout failed: {e}");
-        }
     }
     let counts = spool.counts()?;
     tracing::info!(
@@ -460,6 +433,57 @@ fn start_listener(
     Ok(Some(listener))
 }
 
+/// A sink's fatal failure shuts the host down.
+impl From<SinkEvent> for Event {
+    fn from(event: SinkEvent) -> Self {
+        match event {
+            SinkEvent::Failed(failed) => Event::Shutdown(Shutdown::Failed(failed.to_string())),
+        }
+    }
+}
+
+/// Starts the configured sinks, each on its own thread with its own cursor: the frontend when
+/// one is configured, else the stdout echo.
+fn start_sinks(
+    config: &Config,
+    spool: &Arc<Spool>,
+    stop: &Arc<Stop>,
+    telemetry: &Arc<Telemetry>,
+    events: &std::sync::mpsc::Sender<Event>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    if config.delivers() {
+        let sink = FrontendSink::new(sender_settings(config), telemetry.clone())?;
+        let cursor = SpoolCursor::new(spool.clone(), frontend::NAME, Mode::Consuming)?;
+        let metrics = telemetry.sink(frontend::NAME);
+        let retry = sink.timeouts();
+        threads.push(sinks::start(
+            sink,
+            cursor,
+            retry,
+            stop.clone(),
+            metrics,
+            events.clone(),
+        )?);
+    } else {
+        tracing::info!(
+            "no frontend and token configured: records are kept in the spool and written to stdout"
+        );
+        let sink = stdout::JsonLines::new(stdout::stdout().context("opening stdout")?);
+        let cursor = SpoolCursor::new(spool.clone(), stdout::NAME, Mode::Following)?;
+        let metrics = telemetry.sink(stdout::NAME);
+        threads.push(sinks::start(
+            sink,
+            cursor,
+            config.timeouts,
+            stop.clone(),
+            metrics,
+            events.clone(),
+        )?);
+    }
+    Ok(threads)
+}
+
 fn sender_settings(config: &Config) -> SenderSettings {
     SenderSettings {
         frontend: config.frontend.clone(),
@@ -470,20 +494,6 @@ fn sender_settings(config: &Config) -> SenderSettings {
         timeouts: config.timeouts,
         request_timeout: Duration::from_secs_f64(config.request_timeout),
     }
-}
-
-/// Standard output without the line buffering `std::io::Stdout` adds: the output stage does
-/// its own buffering and flushes whenever its queue runs dry.
-#[cfg(unix)]
-fn stdout() -> std::io::Result<std::fs::File> {
-    use std::os::fd::AsFd;
-    let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
-    Ok(std::fs::File::from(fd))
-}
-
-#[cfg(not(unix))]
-fn stdout() -> std::io::Result<std::io::Stdout> {
-    Ok(std::io::stdout())
 }
 
 /// `calllogger plugins`: the class table, then the refused files.

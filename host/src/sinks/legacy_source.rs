@@ -1,0 +1,107 @@
+//! A [`Source`] over the host's single-queue spool (`crate::spool`), until the spool has a
+//! cursor per sink: a consuming cursor removes what it acks (the frontend), a following one
+//! only moves past it (the stdout echo, which starts at the newest record).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::{Pending, Source};
+use crate::spool::{self, Spool, SpoolError};
+
+/// How a cursor treats the records it acks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Acked records leave the spool; refused ones go to its dead letters.
+    Consuming,
+    /// Records stay in the spool; the cursor only moves past them (a refused one is skipped).
+    Following,
+}
+
+/// One sink's cursor into a [`Spool`].
+pub struct SpoolCursor {
+    spool: Arc<Spool>,
+    sink: String,
+    mode: Mode,
+    /// Following: the last seq acked.
+    after: i64,
+    /// Consuming: the seqs read and not yet acked (the spool removes by seq).
+    read: Mutex<BTreeSet<i64>>,
+}
+
+impl SpoolCursor {
+    /// A cursor for `sink`; a following one starts after the newest record.
+    pub fn new(spool: Arc<Spool>, sink: &str, mode: Mode) -> Result<Self, SpoolError> {
+        let after = match mode {
+            Mode::Consuming => i64::MIN,
+            Mode::Following => spool.newest(1)?.first().map_or(0, |p| p.seq),
+        };
+        Ok(Self {
+            spool,
+            sink: sink.to_owned(),
+            mode,
+            after,
+            read: Mutex::default(),
+        })
+    }
+}
+
+fn pending(p: spool::Pending) -> Pending {
+    Pending {
+        seq: p.seq,
+        id: p.id,
+        kind: p.call_type,
+        body: p.body,
+    }
+}
+
+impl Source for SpoolCursor {
+    type Error = SpoolError;
+
+    fn sink(&self) -> &str {
+        &self.sink
+    }
+
+    /// Consuming: the records pending. Following: the same count, an upper bound (this spool
+    /// cannot count past a seq cheaply).
+    fn backlog(&self) -> u64 {
+        self.spool.pending()
+    }
+
+    fn read(&self, limit: usize) -> Result<Vec<Pending>, SpoolError> {
+        let records = match self.mode {
+            Mode::Consuming => self.spool.oldest(limit)?,
+            Mode::Following => self.spool.after(self.after, limit)?,
+        };
+        if self.mode == Mode::Consuming {
+            self.read.lock().extend(records.iter().map(|p| p.seq));
+        }
+        Ok(records.into_iter().map(pending).collect())
+    }
+
+    fn wait(&self, timeout: Duration) {
+        self.spool.wait_for_append(timeout);
+    }
+
+    fn ack(&mut self, through_seq: i64) -> Result<(), SpoolError> {
+        match self.mode {
+            Mode::Following => self.after = self.after.max(through_seq),
+            Mode::Consuming => {
+                let mut read = self.read.lock();
+                let done: Vec<i64> = read.range(..=through_seq).copied().collect();
+                self.spool.remove(&done)?;
+                read.retain(|seq| *seq > through_seq);
+            }
+        }
+        Ok(())
+    }
+
+    fn bury(&mut self, seq: i64, status: u16, response: &str) -> Result<(), SpoolError> {
+        if self.mode == Mode::Consuming {
+            self.spool.bury(seq, status, response)?;
+        }
+        self.ack(seq)
+    }
+}
