@@ -456,6 +456,7 @@ fn start_sinks(
         let sink = FrontendSink::new(sender_settings(config), telemetry.clone())?;
         let cursor = SpoolCursor::new(spool.clone(), frontend::NAME, Mode::Consuming)?;
         let metrics = telemetry.sink(frontend::NAME);
+        telemetry.sender_enabled(true);
         let retry = sink.timeouts();
         threads.push(sinks::start(
             sink,

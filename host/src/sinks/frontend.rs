@@ -115,7 +115,6 @@ impl FrontendSink {
             reqwest::header::HeaderValue::from_str(&format!("Token {}", settings.token.expose()))
                 .map_err(|_| FrontendError::TokenCharacters)?;
         authorization.set_sensitive(true);
-        telemetry.sender_enabled(true);
         tracing::info!("delivering records to {url}");
         Ok(Self {
             settings,

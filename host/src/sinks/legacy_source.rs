@@ -105,3 +105,60 @@ impl Source for SpoolCursor {
         self.ack(seq)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{Fsync, Role};
+
+    fn push(spool: &Spool, kinds: &[i32]) {
+        for (n, kind) in kinds.iter().enumerate() {
+            spool
+                .append(&format!("id-{n}"), *kind, &format!(r#"{{"n":{n}}}"#))
+                .unwrap();
+        }
+        spool.apply().unwrap();
+    }
+
+    #[test]
+    fn a_consuming_cursor_removes_what_it_acks_and_buries_what_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path(), Fsync::Periodic, 100, Role::Owner).unwrap());
+        push(&spool, &[2, 0, 2, 2]);
+        let mut cursor = SpoolCursor::new(spool.clone(), "frontend", Mode::Consuming).unwrap();
+        assert_eq!(cursor.sink(), "frontend");
+        assert_eq!(cursor.backlog(), 4);
+        let read = cursor.read(3).unwrap();
+        assert_eq!(read.iter().map(|p| p.kind).collect::<Vec<_>>(), [2, 0, 2]);
+        // Through the third: the second (skipped by policy) goes with it.
+        cursor.ack(read[2].seq).unwrap();
+        assert_eq!(cursor.backlog(), 1);
+        let last = cursor.read(10).unwrap();
+        assert_eq!(last[0].body, r#"{"n":3}"#);
+        cursor.bury(last[0].seq, 422, "bad").unwrap();
+        let counts = spool.counts().unwrap();
+        assert_eq!((counts.pending, counts.dead), (0, 1));
+        assert!(cursor.read(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_following_cursor_starts_after_the_newest_record_and_keeps_what_it_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path(), Fsync::Periodic, 100, Role::Owner).unwrap());
+        push(&spool, &[2, 2]);
+        let mut cursor = SpoolCursor::new(spool.clone(), "stdout", Mode::Following).unwrap();
+        assert!(cursor.read(10).unwrap().is_empty(), "what was there before");
+        push(&spool, &[2, 0]);
+        let fresh = cursor.read(10).unwrap();
+        assert_eq!(fresh.len(), 2);
+        cursor.ack(fresh[0].seq).unwrap();
+        cursor.bury(fresh[1].seq, 500, "").unwrap();
+        assert!(cursor.read(10).unwrap().is_empty());
+        let counts = spool.counts().unwrap();
+        assert_eq!(
+            (counts.pending, counts.dead),
+            (4, 0),
+            "a tap holds nothing back"
+        );
+    }
+}
