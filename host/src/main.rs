@@ -45,8 +45,8 @@ use plan::{MissingClass, Plan};
 use plugin_context::Intake;
 use reload::Plugins;
 use signals::{Event, Shutdown};
-use sinks::frontend::{self, FrontendSink, SenderSettings};
-use sinks::legacy_source::{Mode, SpoolCursor};
+use sinks::frontend::{FrontendSink, SenderSettings};
+use sinks::legacy_source::{self, Mode};
 use sinks::{stdout, SinkEvent};
 use spool::Spool;
 use stop::Stop;
@@ -451,38 +451,27 @@ fn start_sinks(
     telemetry: &Arc<Telemetry>,
     events: &std::sync::mpsc::Sender<Event>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mut threads = Vec::new();
-    if config.delivers() {
+    let thread = if config.delivers() {
         let sink = FrontendSink::new(sender_settings(config), telemetry.clone())?;
-        let cursor = SpoolCursor::new(spool.clone(), frontend::NAME, Mode::Consuming)?;
-        let metrics = telemetry.sink(frontend::NAME);
         telemetry.sender_enabled(true);
         let retry = sink.timeouts();
-        threads.push(sinks::start(
-            sink,
-            cursor,
-            retry,
-            stop.clone(),
-            metrics,
-            events.clone(),
-        )?);
+        legacy_source::start(sink, Mode::Consuming, retry, spool, stop, telemetry, events)?
     } else {
         tracing::info!(
             "no frontend and token configured: records are kept in the spool and written to stdout"
         );
         let sink = stdout::JsonLines::new(stdout::stdout().context("opening stdout")?);
-        let cursor = SpoolCursor::new(spool.clone(), stdout::NAME, Mode::Following)?;
-        let metrics = telemetry.sink(stdout::NAME);
-        threads.push(sinks::start(
+        legacy_source::start(
             sink,
-            cursor,
+            Mode::Following,
             config.timeouts,
-            stop.clone(),
-            metrics,
-            events.clone(),
-        )?);
-    }
-    Ok(threads)
+            spool,
+            stop,
+            telemetry,
+            events,
+        )?
+    };
+    Ok(vec![thread])
 }
 
 fn sender_settings(config: &Config) -> SenderSettings {

@@ -3,13 +3,51 @@
 //! only moves past it (the stdout echo, which starts at the newest record).
 
 use std::collections::BTreeSet;
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
+use calllogger_plugin_abi::TimeoutSettings;
 use parking_lot::Mutex;
 
-use super::{Pending, Source};
+use super::{Pending, Sink, SinkEvent, Source};
 use crate::spool::{self, Spool, SpoolError};
+use crate::stop::Stop;
+use crate::telemetry::Telemetry;
+
+/// Why a sink did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the spool cursor of sink {sink}: {source}")]
+    Cursor { sink: String, source: SpoolError },
+    #[error("cannot start the thread of sink {sink}: {source}")]
+    Thread {
+        sink: String,
+        source: std::io::Error,
+    },
+}
+
+/// Starts `sink` (see [`super::start`]) over its own cursor into `spool`, with its metrics.
+pub fn start<K: Sink + 'static, E: From<SinkEvent> + Send + 'static>(
+    sink: K,
+    mode: Mode,
+    retry: TimeoutSettings,
+    spool: &Arc<Spool>,
+    stop: &Arc<Stop>,
+    telemetry: &Telemetry,
+    events: &Sender<E>,
+) -> Result<JoinHandle<()>, StartError> {
+    let name = sink.name().to_owned();
+    let cursor =
+        SpoolCursor::new(spool.clone(), &name, mode).map_err(|source| StartError::Cursor {
+            sink: name.clone(),
+            source,
+        })?;
+    let metrics = telemetry.sink(&name);
+    super::start(sink, cursor, retry, stop.clone(), metrics, events.clone())
+        .map_err(|source| StartError::Thread { sink: name, source })
+}
 
 /// How a cursor treats the records it acks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
