@@ -1,5 +1,5 @@
 //! The running host: what `calllogger run` starts, in the record's order (config → loader →
-//! spool → sender → supervisor), the loop that applies reloads, and the shutdown in the order
+//! spool → sinks → supervisor), the loop that applies reloads, and the shutdown in the order
 //! that loses nothing.
 
 use std::path::Path;
@@ -12,12 +12,13 @@ use anyhow::Context as _;
 
 use crate::config::{self, Config, ConfigError};
 use crate::loader::{self, Registry};
-use crate::output::{self, OutputStage, RecordSender};
 use crate::plan::{self, MissingClass, Plan};
 use crate::plugin_context::Intake;
 use crate::reload::Plugins;
-use crate::sender::{self, SenderSettings};
 use crate::signals::{self, Event, Shutdown};
+use crate::sinks::frontend::{FrontendSink, SenderSettings};
+use crate::sinks::legacy_source::{self, Mode};
+use crate::sinks::{stdout, SinkEvent};
 use crate::spool::{self, Spool};
 use crate::stop::Stop;
 use crate::supervisor::Supervisor;
@@ -37,8 +38,8 @@ pub struct Host {
     _watcher: Option<watch::Watcher>,
     spool: Arc<Spool>,
     applier: Worker,
-    sender: Option<Worker>,
-    echo: Option<(RecordSender, OutputStage)>,
+    sinks_stop: Arc<Stop>,
+    sinks: Vec<JoinHandle<()>>,
     listener: Option<status::Listener>,
     plugins: Plugins,
     shutdown_timeout: Duration,
@@ -100,38 +101,13 @@ impl Host {
         #[cfg(unix)]
         signals::forward(events_tx.clone()).context("installing signal handlers")?;
 
-        // Sender: spool → frontend. Without a frontend, records are echoed to stdout instead.
-        let (sender, echo) = if config.delivers() {
-            let failed = events_tx.clone();
-            let stop = Arc::new(Stop::default());
-            let thread = sender::start(
-                spool.clone(),
-                sender_settings(&config),
-                stop.clone(),
-                telemetry.clone(),
-                move |e| {
-                    let _ = failed.send(Event::Shutdown(Shutdown::Failed(e.to_string())));
-                },
-            )?;
-            (Some(Worker { stop, thread }), None)
-        } else {
-            tracing::info!(
-                "no frontend and token configured: records are kept in the spool and written to stdout"
-            );
-            let failed = events_tx.clone();
-            let stdout = stdout().context("opening stdout")?;
-            let echo = output::start(output::JsonLines::new(stdout), move |e| {
-                let _ = failed.send(Event::Shutdown(Shutdown::Failed(format!(
-                    "stdout failed: {e}"
-                ))));
-            })?;
-            (None, Some(echo))
-        };
+        // Sinks: spool → frontend; without a frontend, spool → stdout.
+        let sinks_stop = Arc::new(Stop::default());
+        let sinks = start_sinks(&config, &spool, &sinks_stop, &telemetry, &events_tx)?;
 
         // Supervisor: one thread per instance, pushing into the spool.
         let intake = Intake {
             spool: spool.clone(),
-            echo: echo.as_ref().map(|(records, _)| records.clone()),
             telemetry: telemetry.clone(),
             plugin_state: config.state_dir.join("plugins"),
         };
@@ -153,8 +129,8 @@ impl Host {
             _watcher: watcher,
             spool,
             applier,
-            sender,
-            echo,
+            sinks_stop,
+            sinks,
             listener,
             plugins,
             shutdown_timeout,
@@ -184,7 +160,7 @@ impl Host {
     }
 
     /// Stops everything, in the order that loses nothing: the instances (nothing is pushed
-    /// after), the applier (everything pushed reaches the queue), then the sender or the echo.
+    /// after), the applier (everything pushed reaches the queue), then the sinks.
     pub fn stop(self, reason: &Shutdown) -> anyhow::Result<()> {
         service::stopping();
         match reason {
@@ -203,20 +179,15 @@ impl Host {
         stop.stop();
         self.spool.wake_applier();
         let _ = thread.join();
-        if let Some(Worker { stop, thread }) = self.sender {
-            stop.stop();
-            self.spool.wake();
-            // The request in flight is bounded by request_timeout.
-            let _ = thread.join();
+        // The echo writes what the queue holds before it ends.
+        self.sinks_stop.stop();
+        self.spool.wake();
+        for sink in self.sinks {
+            // A request in flight is bounded by request_timeout.
+            let _ = sink.join();
         }
         if let Some(listener) = self.listener {
             listener.stop();
-        }
-        if let Some((records, stage)) = self.echo {
-            drop(records);
-            if let Err(e) = stage.finish() {
-                tracing::error!("stdout failed: {e}");
-            }
         }
         let counts = self.spool.counts()?;
         tracing::info!(
@@ -338,6 +309,47 @@ fn start_listener(
     Ok(Some(listener))
 }
 
+/// A sink's fatal failure shuts the host down.
+impl From<SinkEvent> for Event {
+    fn from(event: SinkEvent) -> Self {
+        match event {
+            SinkEvent::Failed(failed) => Event::Shutdown(Shutdown::Failed(failed.to_string())),
+        }
+    }
+}
+
+/// Starts the configured sinks, each on its own thread with its own cursor: the frontend when
+/// one is configured, else the stdout echo.
+fn start_sinks(
+    config: &Config,
+    spool: &Arc<Spool>,
+    stop: &Arc<Stop>,
+    telemetry: &Arc<Telemetry>,
+    events: &std::sync::mpsc::Sender<Event>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let thread = if config.delivers() {
+        let sink = FrontendSink::new(sender_settings(config), telemetry.clone())?;
+        telemetry.sender_enabled(true);
+        let retry = sink.timeouts();
+        legacy_source::start(sink, Mode::Consuming, retry, spool, stop, telemetry, events)?
+    } else {
+        tracing::info!(
+            "no frontend and token configured: records are kept in the spool and written to stdout"
+        );
+        let sink = stdout::JsonLines::new(stdout::stdout().context("opening stdout")?);
+        legacy_source::start(
+            sink,
+            Mode::Following,
+            config.timeouts,
+            spool,
+            stop,
+            telemetry,
+            events,
+        )?
+    };
+    Ok(vec![thread])
+}
+
 fn sender_settings(config: &Config) -> SenderSettings {
     SenderSettings {
         frontend: config.frontend.clone(),
@@ -348,18 +360,4 @@ fn sender_settings(config: &Config) -> SenderSettings {
         timeouts: config.timeouts,
         request_timeout: Duration::from_secs_f64(config.request_timeout),
     }
-}
-
-/// Standard output without the line buffering `std::io::Stdout` adds: the output stage does
-/// its own buffering and flushes whenever its queue runs dry.
-#[cfg(unix)]
-fn stdout() -> std::io::Result<std::fs::File> {
-    use std::os::fd::AsFd;
-    let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
-    Ok(std::fs::File::from(fd))
-}
-
-#[cfg(not(unix))]
-fn stdout() -> std::io::Result<std::io::Stdout> {
-    Ok(std::io::stdout())
 }

@@ -4,8 +4,8 @@
 //! A record's path, top-down, one module per hop: [`config`](crate::config) names the plugin
 //! instances; the loader finds the libraries that export their classes; the supervisor runs each
 //! instance on a thread; an instance `push`es a record through its plugin context, which commits
-//! it to the spool before `push` returns; the sender delivers the spool to the frontend, oldest
-//! first, and removes what was delivered. No module imports one that comes after it on that path.
+//! it to the spool before `push` returns; the sinks read the spool, each from its own cursor
+//! (the frontend, or the stdout echo). No module imports one that comes after it on that path.
 
 pub mod cli;
 pub mod commands;
@@ -17,13 +17,12 @@ mod host;
 mod journal;
 mod json;
 mod loader;
-mod output;
 mod plan;
 mod plugin_context;
 mod reload;
-mod sender;
 mod service;
 mod signals;
+mod sinks;
 mod spool;
 mod status;
 mod stop;

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,17 +17,15 @@ use calllogger_plugin_sdk::Backoff;
 use parking_lot::Mutex;
 
 use crate::json;
-use crate::output::RecordSender;
 use crate::spool::Spool;
 use crate::stop::Stop;
 use crate::telemetry::{PushCounter, Telemetry};
 
-/// Where pushed records go (the spool, and stdout too when no frontend is configured), and
-/// what instances share: telemetry and the folder for their state.
+/// Where pushed records go (the spool; the sinks read them from there), and what instances
+/// share: telemetry and the folder for their state.
 #[derive(Clone)]
 pub struct Intake {
     pub spool: Arc<Spool>,
-    pub echo: Option<RecordSender>,
     pub telemetry: Arc<Telemetry>,
     /// `state_dir/plugins`: one folder per instance below it.
     pub plugin_state: PathBuf,
@@ -42,7 +39,6 @@ pub struct InstanceContext {
     intake: Intake,
     timeouts: TimeoutSettings,
     pushed: PushCounter,
-    echo_lost_reported: Arc<AtomicBool>,
     repeats: Arc<Mutex<Repeats>>,
 }
 
@@ -61,7 +57,6 @@ impl InstanceContext {
             stop,
             intake,
             timeouts,
-            echo_lost_reported: Arc::default(),
             repeats: Arc::default(),
         }
     }
@@ -126,11 +121,6 @@ impl HostApi for InstanceContext {
             self.stop.wait(wait);
         }
         self.pushed.add();
-        if let Some(echo) = &self.intake.echo {
-            if echo.push(body).is_err() && !self.echo_lost_reported.swap(true, Ordering::Relaxed) {
-                tracing::error!(instance = %self.name, "stdout has stopped: records are only kept in the spool");
-            }
-        }
         RResult::ROk(())
     }
 

@@ -56,7 +56,7 @@ pub struct Listener {
 pub struct Sources {
     pub telemetry: Arc<Telemetry>,
     pub spool: Arc<Spool>,
-    /// How long deliveries may fail before the sender counts as stuck.
+    /// How long a sink's deliveries may fail before it counts as stuck.
     pub stuck_after: Duration,
 }
 

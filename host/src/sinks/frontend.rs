@@ -1,0 +1,324 @@
+//! The HTTP frontend sink: delivers spooled records to the frontend, oldest first, following
+//! its contract.
+//!
+//! `POST {frontend}/api/v1/monitor/cdr/` with `Authorization: Token …`: one record as a JSON
+//! object, or a batch as an array while a backlog is being worked off. 2xx: delivered. 401, 402,
+//! 403: the token is not accepted; the host keeps every record and exits non-zero. Another 4xx:
+//! the frontend refuses that record; it goes to the dead letters (in a refused batch, each
+//! record is tried alone to find the culprit, so a 413 for a batch delivers it one by one).
+//! Anything else (3xx, connection errors, timeouts, 404, 408, 429, 5xx): retry after the
+//! decayed timeout, or after `Retry-After` when the frontend asks for longer, at most
+//! `max_timeout`. Redirects are never followed: the token and the records go only to
+//! `settings.frontend`, and a 3xx is logged with where it pointed. Under a backlog, INCOMING
+//! ("ringing now") records can be skipped (`drop_stale_incoming`): the next ack covers them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use calllogger_plugin_abi::TimeoutSettings;
+use calllogger_plugin_sdk::Secret;
+
+use super::{AtStop, Outcome, Pending, Sink};
+use crate::telemetry::Telemetry;
+
+/// How the sender reaches the frontend and works off a backlog.
+#[derive(Debug, Clone)]
+pub struct SenderSettings {
+    /// The frontend's base URL (`settings.frontend`).
+    pub frontend: String,
+    /// `settings.token`; never logged.
+    pub token: Secret,
+    /// More pending records than this is a backlog: send batches.
+    pub backlog_trigger: u64,
+    /// Records per batch in a backlog.
+    pub batch_size: usize,
+    /// Drop INCOMING ("ringing now") records from a backlog: they only matter live.
+    pub drop_stale_incoming: bool,
+    /// The host's retry timeouts.
+    pub timeouts: TimeoutSettings,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+}
+
+/// The path records are posted to, below the frontend's base URL.
+pub const CDR_PATH: &str = "api/v1/monitor/cdr/";
+
+/// The frontend sink's name: its cursor, metrics label and log name.
+pub const NAME: &str = "frontend";
+
+/// Why the frontend sink cannot start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error(
+        "the frontend refused the token (HTTP {0}): set a valid settings.token (or TOKEN) for {1}; \
+         every record is kept in the spool and will be delivered once the token is accepted"
+    )]
+    Unauthorized(u16, String),
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("settings.token holds characters an HTTP header cannot carry")]
+    TokenCharacters,
+}
+
+/// Why one attempt failed in a way that keeps the records for a retry.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The request did not get an answer (see [`describe`]).
+    #[error("{0}")]
+    Request(String),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error(
+        "HTTP {status}, a redirect to {location}, which is not followed{}",
+        moved_hint(*.status, .location)
+    )]
+    Redirect { status: u16, location: String },
+}
+
+/// For a permanent redirect (301, 308): what to set `settings.frontend` to.
+fn moved_hint(status: u16, location: &str) -> String {
+    if !matches!(status, 301 | 308) {
+        return String::new();
+    }
+    let base = location
+        .strip_suffix(CDR_PATH)
+        .map(|base| base.trim_end_matches('/'))
+        .filter(|base| !base.is_empty())
+        .unwrap_or("the new base URL");
+    format!("; the frontend moved: set settings.frontend to {base}")
+}
+
+/// The frontend, as a [`Sink`].
+pub struct FrontendSink {
+    settings: SenderSettings,
+    client: reqwest::blocking::Client,
+    url: String,
+    /// `Token …`, marked sensitive so that no HTTP-layer log shows it.
+    authorization: reqwest::header::HeaderValue,
+    telemetry: Arc<Telemetry>,
+    /// The backlog [`take`](Sink::take) last saw, when it is one (more than
+    /// `backlog_trigger`).
+    backlog: Option<u64>,
+}
+
+impl FrontendSink {
+    /// The HTTP client for `settings.frontend`, with the token; redirects are not followed.
+    pub fn new(settings: SenderSettings, telemetry: Arc<Telemetry>) -> Result<Self, FrontendError> {
+        let client = reqwest::blocking::Client::builder()
+            .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.request_timeout)
+            .build()?;
+        let url = format!("{}/{CDR_PATH}", settings.frontend.trim_end_matches('/'));
+        let mut authorization =
+            reqwest::header::HeaderValue::from_str(&format!("Token {}", settings.token.expose()))
+                .map_err(|_| FrontendError::TokenCharacters)?;
+        authorization.set_sensitive(true);
+        tracing::info!("delivering records to {url}");
+        Ok(Self {
+            settings,
+            client,
+            url,
+            authorization,
+            telemetry,
+            backlog: None,
+        })
+    }
+
+    /// The decayed timeouts between attempts (`timeout`, `decay`, `max_timeout`).
+    pub fn timeouts(&self) -> TimeoutSettings {
+        self.settings.timeouts
+    }
+
+    fn post(&self, batch: &[Pending]) -> Outcome {
+        let body = match batch {
+            [one] => one.body.clone(),
+            many => format!(
+                "[{}]",
+                many.iter()
+                    .map(|p| p.body.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
+        let response = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send();
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => {
+                self.telemetry.delivery_attempt(None);
+                return retry(Failure::Request(describe(&e)), None);
+            }
+        };
+        let status = response.status().as_u16();
+        self.telemetry.delivery_attempt(Some(status));
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let told = header(reqwest::header::RETRY_AFTER).and_then(|v| retry_after(&v));
+        let through = batch.last().map_or(i64::MIN, |p| p.seq);
+        match status {
+            200..=299 => Outcome::Delivered { through },
+            300..=399 => {
+                let location = header(reqwest::header::LOCATION)
+                    .map(|l| match response.url().join(&l) {
+                        Ok(url) => url.to_string(),
+                        Err(_) => l,
+                    })
+                    .map(|l| l.chars().take(200).collect())
+                    .unwrap_or_else(|| "nowhere (no Location)".into());
+                retry(Failure::Redirect { status, location }, told)
+            }
+            401..=403 => Outcome::Fatal(Box::new(FrontendError::Unauthorized(
+                status,
+                self.url.clone(),
+            ))),
+            404 | 408 | 429 => retry(Failure::Status(status), told),
+            400..=499 => Outcome::Refused {
+                status,
+                response: response.text().unwrap_or_default(),
+            },
+            _ => retry(Failure::Status(status), told),
+        }
+    }
+}
+
+fn retry(failure: Failure, after: Option<Duration>) -> Outcome {
+    Outcome::Retry {
+        reason: failure.to_string(),
+        after,
+    }
+}
+
+impl Sink for FrontendSink {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    /// A batch while more than `backlog_trigger` records wait, else one record.
+    fn take(&mut self, backlog: u64) -> usize {
+        self.backlog = (backlog > self.settings.backlog_trigger).then_some(backlog);
+        if self.backlog.is_some() {
+            self.settings.batch_size
+        } else {
+            1
+        }
+    }
+
+    /// Posts the batch; under a backlog with `drop_stale_incoming`, INCOMING records are not
+    /// sent (the ack through the batch's last record covers them).
+    fn deliver(&mut self, batch: &[Pending]) -> Outcome {
+        let through = batch.last().map_or(i64::MIN, |p| p.seq);
+        let Some(backlog) = self.backlog.filter(|_| self.settings.drop_stale_incoming) else {
+            return self.post(batch);
+        };
+        let rest: Vec<Pending> = batch.iter().filter(|p| p.kind != 0).cloned().collect();
+        if rest.len() < batch.len() {
+            tracing::info!(
+                "backlog of {backlog} records: dropped {} stale INCOMING (ringing) records",
+                batch.len() - rest.len()
+            );
+        }
+        if rest.is_empty() {
+            return Outcome::Delivered { through };
+        }
+        match self.post(&rest) {
+            Outcome::Delivered { .. } => Outcome::Delivered { through },
+            other => other,
+        }
+    }
+
+    fn at_stop(&self) -> AtStop {
+        AtStop::End
+    }
+}
+
+/// A request error without the URL's query or anything secret: the kind and the cause.
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut cause = std::error::Error::source(error);
+    let mut root = None;
+    while let Some(c) = cause {
+        root = Some(c.to_string());
+        cause = c.source();
+    }
+    match root {
+        Some(root) => format!("{kind}: {root}"),
+        None => kind.to_owned(),
+    }
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP date.
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    let wait = when.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        assert_eq!(retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "a past date: now"
+        );
+        let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30);
+        let header = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&soon)
+            .unwrap();
+        let wait = retry_after(&header).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{header}: {wait:?}"
+        );
+        assert_eq!(retry_after("soon"), None);
+    }
+
+    #[test]
+    fn a_redirect_says_where_it_pointed_and_a_permanent_one_what_to_set() {
+        let redirect = |status, location: &str| {
+            Failure::Redirect {
+                status,
+                location: location.into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            redirect(301, "https://new.example/crm/api/v1/monitor/cdr/"),
+            "HTTP 301, a redirect to https://new.example/crm/api/v1/monitor/cdr/, which is not \
+             followed; the frontend moved: set settings.frontend to https://new.example/crm"
+        );
+        assert!(redirect(308, "https://new.example/login")
+            .ends_with("set settings.frontend to the new base URL"));
+        assert_eq!(
+            redirect(302, "https://sso.example/login"),
+            "HTTP 302, a redirect to https://sso.example/login, which is not followed"
+        );
+    }
+}
