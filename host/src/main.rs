@@ -12,7 +12,6 @@
 
 mod config;
 mod crash;
-mod journal;
 mod json;
 mod loader;
 mod output;
@@ -22,13 +21,13 @@ mod reload;
 mod sender;
 mod service;
 mod signals;
-mod spool;
 mod status;
 mod stop;
 mod supervisor;
 mod telemetry;
 mod watch;
 
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::channel;
@@ -36,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use calllogger_spool as spool;
 use clap::{Parser, Subcommand};
 
 use config::{Config, ConfigError, SettingsLayer};
@@ -45,7 +45,7 @@ use plugin_context::Intake;
 use reload::Plugins;
 use sender::SenderSettings;
 use signals::{Event, Shutdown};
-use spool::Spool;
+use spool::{Spool, SpoolReader};
 use stop::Stop;
 use supervisor::Supervisor;
 use telemetry::Telemetry;
@@ -300,17 +300,11 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
 
     // 3. Spool: a pushed record is on disk before `push` returns.
-    let spool = Arc::new(Spool::open(
-        &config.state_dir,
-        config.spool_fsync,
-        config.spool_max_records,
-        spool::Role::Owner,
-    )?);
+    let (writer, queue, applier) = Spool::open(&config.state_dir, spool_options(&config)?)?;
     if let Err(e) = crash::arm(&config.state_dir) {
         tracing::warn!("{e}: a crash of this run will not be reported at the next start");
     }
-    let applier_stop = Arc::new(Stop::default());
-    let applier = spool.start_applier(applier_stop.clone())?;
+    let applier = applier.start()?;
     #[cfg(unix)]
     signals::forward(events_tx.clone()).context("installing signal handlers")?;
 
@@ -319,7 +313,7 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
     let (sender, echo) = if config.delivers() {
         let failed = events_tx.clone();
         let thread = sender::start(
-            spool.clone(),
+            queue.cursor(sender::SINK, spool::Mode::Consuming)?,
             sender_settings(&config),
             sender_stop.clone(),
             telemetry.clone(),
@@ -344,13 +338,13 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
 
     // 5. Supervisor: one thread per instance, pushing into the spool.
     let intake = Intake {
-        spool: spool.clone(),
+        spool: writer,
         echo: echo.as_ref().map(|(records, _)| records.clone()),
         telemetry: telemetry.clone(),
         plugin_state: config.state_dir.join("plugins"),
     };
     let shutdown_timeout = Duration::from_secs_f64(config.shutdown_timeout);
-    let listener = start_listener(&config, &telemetry, &spool)?;
+    let listener = start_listener(&config, &telemetry, &queue)?;
     let mut plugins = Plugins::start(
         config,
         registry,
@@ -397,11 +391,9 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         );
     }
     // Then everything pushed goes from the journal into the queue, before the sender stops.
-    applier_stop.stop();
-    spool.wake_applier();
-    let _ = applier.join();
+    let _ = applier.stop();
     sender_stop.stop();
-    spool.wake();
+    queue.wake();
     if let Some(sender) = sender {
         // The request in flight is bounded by request_timeout.
         let _ = sender.join();
@@ -415,11 +407,11 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
             tracing::error!("stdout failed: {e}");
         }
     }
-    let counts = spool.counts()?;
+    let counts = queue.counts()?;
     tracing::info!(
         "stopped; {} records pending in {}",
         counts.pending,
-        spool.path().display()
+        queue.path().display()
     );
     Ok(match reason {
         Shutdown::Failed(_) => ExitCode::FAILURE,
@@ -439,14 +431,14 @@ fn running_line(plugins: &Plugins) -> String {
 fn start_listener(
     config: &Config,
     telemetry: &Arc<Telemetry>,
-    spool: &Arc<Spool>,
+    queue: &spool::Queue,
 ) -> anyhow::Result<Option<status::Listener>> {
     let Some(addr) = config.metrics_addr else {
         return Ok(None);
     };
     let sources = status::Sources {
         telemetry: telemetry.clone(),
-        spool: spool.clone(),
+        spool: queue.clone(),
         stuck_after: Duration::from_secs_f64(
             config.timeouts.max_timeout.max(config.request_timeout),
         ),
@@ -458,6 +450,25 @@ fn start_listener(
         listener.addr
     );
     Ok(Some(listener))
+}
+
+/// How this run uses the spool: the sender consumes it when there is a frontend; a full
+/// spool drops INCOMING ("ringing now", call type 0) records first.
+fn spool_options(config: &Config) -> anyhow::Result<spool::Options> {
+    Ok(spool::Options {
+        max_records: NonZeroU64::new(config.spool_max_records)
+            .context("settings.spool_max_records must be at least 1")?,
+        fsync: config.spool_fsync,
+        consumers: config
+            .delivers()
+            .then(|| sender::SINK.to_owned())
+            .into_iter()
+            .collect(),
+        evict_first: spool::EvictFirst {
+            applies: |kind| kind == 0,
+            what: "ringing INCOMING ones",
+        },
+    })
 }
 
 fn sender_settings(config: &Config) -> SenderSettings {
@@ -648,12 +659,7 @@ fn spool_command(cli: &Cli, action: Option<SpoolAction>) -> anyhow::Result<ExitC
             config.state_dir.display()
         );
     }
-    let spool = Spool::open(
-        &config.state_dir,
-        config.spool_fsync,
-        config.spool_max_records,
-        spool::Role::Reader,
-    )?;
+    let spool = SpoolReader::open(&config.state_dir)?;
     match action {
         None => {
             let counts = spool.counts()?;

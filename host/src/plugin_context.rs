@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use crate::json;
 use crate::output::RecordSender;
-use crate::spool::Spool;
+use crate::spool::Writer;
 use crate::stop::Stop;
 use crate::telemetry::{PushCounter, Telemetry};
 
@@ -27,7 +27,7 @@ use crate::telemetry::{PushCounter, Telemetry};
 /// what instances share: telemetry and the folder for their state.
 #[derive(Clone)]
 pub struct Intake {
-    pub spool: Arc<Spool>,
+    pub spool: Writer,
     pub echo: Option<RecordSender>,
     pub telemetry: Arc<Telemetry>,
     /// `state_dir/plugins`: one folder per instance below it.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use calllogger_plugin_abi::TimeoutSettings;
 use calllogger_plugin_sdk::{Backoff, Secret};
 
-use crate::spool::{Pending, Spool, SpoolError};
+use crate::spool::{AckError, Cursor, Pending, ReadError};
 use crate::stop::Stop;
 use crate::telemetry::Telemetry;
 
@@ -40,6 +40,9 @@ pub struct SenderSettings {
     pub request_timeout: Duration,
 }
 
+/// The sender's cursor in the spool.
+pub const SINK: &str = "frontend";
+
 /// The path records are posted to, below the frontend's base URL.
 pub const CDR_PATH: &str = "api/v1/monitor/cdr/";
 
@@ -56,7 +59,9 @@ pub enum SenderError {
     )]
     Unauthorized(u16, String),
     #[error("{0}")]
-    Spool(#[from] SpoolError),
+    Read(#[from] ReadError),
+    #[error("{0}")]
+    Ack(#[from] AckError),
     #[error("cannot set up the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("settings.token holds characters an HTTP header cannot carry")]
@@ -104,7 +109,7 @@ enum Outcome {
 /// Starts the sender thread. It runs until `stop`, or until the token is refused
 /// (`on_fatal` is called with the error).
 pub fn start(
-    spool: Arc<Spool>,
+    cursor: Cursor,
     settings: SenderSettings,
     stop: Arc<Stop>,
     telemetry: Arc<Telemetry>,
@@ -114,7 +119,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("sender".into())
         .spawn(move || {
-            let sender = Sender::new(spool, settings, stop, telemetry);
+            let sender = Sender::new(cursor, settings, stop, telemetry);
             if let Err(e) = sender.and_then(|mut s| s.run()) {
                 on_fatal(e);
             }
@@ -122,7 +127,7 @@ pub fn start(
 }
 
 struct Sender {
-    spool: Arc<Spool>,
+    cursor: Cursor,
     settings: SenderSettings,
     stop: Arc<Stop>,
     client: reqwest::blocking::Client,
@@ -131,14 +136,14 @@ struct Sender {
     authorization: reqwest::header::HeaderValue,
     telemetry: Arc<Telemetry>,
     backoff: Backoff,
-    /// Records the frontend accepted that the spool could not remove yet: removed before
-    /// anything else is sent, never sent again.
-    unremoved: Vec<i64>,
+    /// Records the frontend accepted (through this seq) that the spool could not ack yet:
+    /// acked before anything else is sent, never sent again.
+    unacked: Option<i64>,
 }
 
 impl Sender {
     fn new(
-        spool: Arc<Spool>,
+        cursor: Cursor,
         settings: SenderSettings,
         stop: Arc<Stop>,
         telemetry: Arc<Telemetry>,
@@ -156,7 +161,7 @@ impl Sender {
                 .map_err(|_| SenderError::TokenCharacters)?;
         authorization.set_sensitive(true);
         Ok(Self {
-            spool,
+            cursor,
             settings,
             stop,
             client,
@@ -164,7 +169,7 @@ impl Sender {
             authorization,
             telemetry,
             backoff,
-            unremoved: Vec::new(),
+            unacked: None,
         })
     }
 
@@ -176,7 +181,7 @@ impl Sender {
         while self.stop.running() {
             match self.step() {
                 Ok(()) => spool_retry.reset(),
-                Err(SenderError::Spool(e)) => {
+                Err(e @ (SenderError::Read(_) | SenderError::Ack(_))) => {
                     let wait = spool_retry.advance();
                     tracing::error!(
                         "delivery paused: {e}; retrying in {:.1} s (every record stays in the spool)",
@@ -192,50 +197,52 @@ impl Sender {
 
     /// One round: finish what was delivered, then send the oldest record or a batch.
     fn step(&mut self) -> Result<(), SenderError> {
-        if !self.unremoved.is_empty() {
-            self.spool.remove(&self.unremoved)?;
-            self.unremoved.clear();
+        if let Some(through) = self.unacked {
+            self.cursor.ack(through)?;
+            self.unacked = None;
         }
-        let pending = self.spool.pending();
+        let pending = self.cursor.backlog();
         if pending == 0 {
-            self.spool.wait_for_append(Duration::from_secs(1));
+            self.cursor.wait(Duration::from_secs(1));
             return Ok(());
         }
         let backlog = pending > self.settings.backlog_trigger;
         let mut batch = self
-            .spool
-            .oldest(if backlog { self.settings.batch_size } else { 1 })?;
+            .cursor
+            .read(if backlog { self.settings.batch_size } else { 1 })?;
+        // The ack after delivering the batch covers the records dropped from it.
+        let Some(through) = batch.last().map(|p| p.seq) else {
+            return Ok(());
+        };
         if backlog && self.settings.drop_stale_incoming {
             let (stale, rest): (Vec<Pending>, Vec<Pending>) =
-                batch.into_iter().partition(|p| p.call_type == 0);
+                batch.into_iter().partition(|p| p.kind == 0);
             if !stale.is_empty() {
-                self.spool
-                    .remove(&stale.iter().map(|p| p.seq).collect::<Vec<_>>())?;
                 tracing::info!(
                     "backlog of {pending} records: dropped {} stale INCOMING (ringing) records",
                     stale.len()
                 );
+                if rest.is_empty() {
+                    self.cursor.ack(through)?;
+                }
             }
             batch = rest;
         }
         if !batch.is_empty() {
-            self.deliver(&batch)?;
+            self.deliver(&batch, through)?;
         }
         Ok(())
     }
 
-    /// Delivers a batch (or one record), handling every outcome. Returns whether the batch
-    /// left the queue (delivered or dead-lettered) rather than waiting for a retry.
-    fn deliver(&mut self, batch: &[Pending]) -> Result<bool, SenderError> {
+    /// Delivers a batch (or one record), handling every outcome; once it is delivered, the
+    /// cursor is acked through `through`. Returns whether the batch left the queue
+    /// (delivered or dead-lettered) rather than waiting for a retry.
+    fn deliver(&mut self, batch: &[Pending], through: i64) -> Result<bool, SenderError> {
         match self.post(batch) {
             Outcome::Delivered => {
                 self.backoff.reset();
                 tracing::debug!("delivered {} record(s)", batch.len());
-                let seqs: Vec<i64> = batch.iter().map(|p| p.seq).collect();
-                if let Err(e) = self.spool.remove(&seqs) {
-                    self.unremoved = seqs;
-                    return Err(e.into());
-                }
+                self.ack(through)?;
                 Ok(true)
             }
             Outcome::Unauthorized(status) => {
@@ -259,7 +266,7 @@ impl Sender {
                      (`calllogger spool retry-dead` puts them back); response: {}",
                     response.chars().take(200).collect::<String>()
                 );
-                self.spool.bury(batch[0].seq, status, &response)?;
+                self.cursor.bury(batch[0].seq, status, &response)?;
                 Ok(true)
             }
             Outcome::Refused(status, _) => {
@@ -269,13 +276,24 @@ impl Sender {
                 );
                 for record in batch {
                     // Stop at the first that must wait, to keep the order.
-                    if !self.stop.running() || !self.deliver(std::slice::from_ref(record))? {
+                    if !self.stop.running()
+                        || !self.deliver(std::slice::from_ref(record), record.seq)?
+                    {
                         return Ok(false);
                     }
                 }
+                self.ack(through)?;
                 Ok(true)
             }
         }
+    }
+
+    /// Acks through `through`; when that fails, remembers to before sending anything else.
+    fn ack(&mut self, through: i64) -> Result<(), SenderError> {
+        self.cursor.ack(through).map_err(|e| {
+            self.unacked = Some(through);
+            e.into()
+        })
     }
 
     /// How long to wait before the next attempt: the decayed timeout (which advances), or
