@@ -54,9 +54,10 @@ pub struct AppendError {
     pub source: io::Error,
 }
 
-/// Why the journal could not be moved into the queue (the records wait in the journal).
+/// Why the journal could not be moved into the queue (the records wait in the journal); it
+/// shows in [`Queue::trouble`](crate::Queue::trouble).
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
+pub(crate) enum ApplyError {
     #[error(transparent)]
     Sqlite(#[from] SqliteError),
     #[error(transparent)]

@@ -1,6 +1,7 @@
 //! The file operations the journal and the state folder's handling need, behind a seam, so
 //! that tests can make them fail the way disks do (a full disk, an I/O error on flush).
-//! SQLite does its own file access and is not behind this seam.
+//! SQLite does its own file access, and the state folder's lock file is taken with the
+//! standard library: neither is behind this seam.
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -34,8 +34,7 @@ use std::sync::Arc;
 
 pub use applier::{Applier, ApplierThread};
 pub use error::{
-    AckError, AppendError, ApplyError, CursorError, JournalError, OpenError, ReadError, RetryError,
-    SqliteError,
+    AckError, AppendError, CursorError, JournalError, OpenError, ReadError, RetryError, SqliteError,
 };
 pub use queue::{Cursor, Mode, Queue};
 pub use reader::SpoolReader;
@@ -65,14 +64,6 @@ pub struct EvictFirst {
     pub applies: fn(kind: i32) -> bool,
     /// What those records are, for the log ("ringing INCOMING ones").
     pub what: &'static str,
-}
-
-impl EvictFirst {
-    /// No record goes before the oldest.
-    pub const NONE: Self = Self {
-        applies: |_| false,
-        what: "none",
-    };
 }
 
 /// How the spool is run.

@@ -125,11 +125,6 @@ impl Cursor {
         &self.sink
     }
 
-    /// Where this sink has acked to.
-    pub fn position(&self) -> i64 {
-        self.position
-    }
-
     /// How many records in the queue are after this cursor. Free of SQL while the cursor is
     /// at the queue's front (every record before it removed), as a sole consumer's is.
     pub fn backlog(&self) -> u64 {
