@@ -18,6 +18,17 @@ fn open_on(fs: &FaultFilesystem, dir: &Path, fsync: Fsync) -> Owned {
     }
 }
 
+/// Polls `check` until it gives an answer; a generous bound turns a hang into a failure.
+fn poll<T>(mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..6000 {
+        if let Some(answer) = check() {
+            return answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("no answer within a minute");
+}
+
 /// Every line of the journal file is whole, and how many there are after the header.
 fn journal_lines(dir: &Path) -> usize {
     let bytes = std::fs::read(dir.join(JOURNAL)).unwrap();
@@ -148,14 +159,7 @@ fn the_applier_reports_its_trouble_while_the_journal_cannot_be_repaired() {
     let line = format!("2\t{}\ta\t{{}}\n", schema::unix_now());
     fs.faults.fill_disk_after(line.len() as u64);
     writer.append("a", 2, "{}").unwrap();
-    let mut trouble = Vec::new();
-    for _ in 0..3000 {
-        trouble = queue.trouble();
-        if !trouble.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let trouble = poll(|| Some(queue.trouble()).filter(|t| !t.is_empty()));
     assert!(
         trouble.len() == 1
             && trouble[0].starts_with("cannot create the spool journal")
@@ -163,9 +167,7 @@ fn the_applier_reports_its_trouble_while_the_journal_cannot_be_repaired() {
         "{trouble:?}"
     );
     fs.faults.heal();
-    while !queue.trouble().is_empty() {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    poll(|| queue.trouble().is_empty().then_some(()));
     assert!(
         dir.path().join(JOURNAL).exists(),
         "written afresh once there is room"
