@@ -12,7 +12,7 @@ use calllogger_plugin_abi::TimeoutSettings;
 use calllogger_plugin_sdk::Secret;
 
 use crate::loader::trust::Policy;
-use crate::spool::Fsync;
+use calllogger_spool::Fsync;
 
 /// The defaults, as shipped in the repository's `defaults.yml`.
 pub const DEFAULTS: &str = include_str!("../../defaults.yml");

@@ -2,6 +2,7 @@
 //! spool → sinks → supervisor), the loop that applies reloads, and the shutdown in the order
 //! that loses nothing.
 
+use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
@@ -16,28 +17,22 @@ use crate::plan::{self, MissingClass, Plan};
 use crate::plugin_context::Intake;
 use crate::reload::Plugins;
 use crate::signals::{self, Event, Shutdown};
-use crate::sinks::frontend::{FrontendSink, SenderSettings};
-use crate::sinks::legacy_source::{self, Mode};
+use crate::sinks::frontend::{self, FrontendSink, SenderSettings};
+use crate::sinks::spool_source;
 use crate::sinks::{stdout, SinkEvent};
-use crate::spool::{self, Spool};
 use crate::stop::Stop;
 use crate::supervisor::Supervisor;
 use crate::telemetry::Telemetry;
 use crate::{crash, service, status, watch};
-
-/// A thread and the flag that ends it.
-struct Worker {
-    stop: Arc<Stop>,
-    thread: JoinHandle<()>,
-}
+use calllogger_spool::{self as spool, ApplierThread, Mode, Queue, Spool};
 
 /// Everything `run` started, owned in one place so that [`Host::stop`] can end it in order.
 pub struct Host {
     events: Receiver<Event>,
     /// Watches the plugins folder while it lives.
     _watcher: Option<watch::Watcher>,
-    spool: Arc<Spool>,
-    applier: Worker,
+    queue: Queue,
+    applier: ApplierThread,
     sinks_stop: Arc<Stop>,
     sinks: Vec<JoinHandle<()>>,
     listener: Option<status::Listener>,
@@ -84,35 +79,26 @@ impl Host {
             .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
 
         // Spool: a pushed record is on disk before `push` returns.
-        let spool = Arc::new(Spool::open(
-            &config.state_dir,
-            config.spool_fsync,
-            config.spool_max_records,
-            spool::Role::Owner,
-        )?);
+        let (writer, queue, applier) = Spool::open(&config.state_dir, spool_options(&config)?)?;
         if let Err(e) = crash::arm(&config.state_dir) {
             tracing::warn!("{e}: a crash of this run will not be reported at the next start");
         }
-        let applier_stop = Arc::new(Stop::default());
-        let applier = Worker {
-            thread: spool.start_applier(applier_stop.clone())?,
-            stop: applier_stop,
-        };
+        let applier = applier.start()?;
         #[cfg(unix)]
         signals::forward(events_tx.clone()).context("installing signal handlers")?;
 
         // Sinks: spool → frontend; without a frontend, spool → stdout.
         let sinks_stop = Arc::new(Stop::default());
-        let sinks = start_sinks(&config, &spool, &sinks_stop, &telemetry, &events_tx)?;
+        let sinks = start_sinks(&config, &queue, &sinks_stop, &telemetry, &events_tx)?;
 
         // Supervisor: one thread per instance, pushing into the spool.
         let intake = Intake {
-            spool: spool.clone(),
+            spool: writer,
             telemetry: telemetry.clone(),
             plugin_state: config.state_dir.join("plugins"),
         };
         let shutdown_timeout = Duration::from_secs_f64(config.shutdown_timeout);
-        let listener = start_listener(&config, &telemetry, &spool)?;
+        let listener = start_listener(&config, &telemetry, &queue)?;
         let plugins = Plugins::start(
             config,
             registry,
@@ -127,7 +113,7 @@ impl Host {
         Ok(Self {
             events,
             _watcher: watcher,
-            spool,
+            queue,
             applier,
             sinks_stop,
             sinks,
@@ -175,13 +161,10 @@ impl Host {
                 stragglers.join(", ")
             );
         }
-        let Worker { stop, thread } = self.applier;
-        stop.stop();
-        self.spool.wake_applier();
-        let _ = thread.join();
+        let _ = self.applier.stop();
         // The echo writes what the queue holds before it ends.
         self.sinks_stop.stop();
-        self.spool.wake();
+        self.queue.wake();
         for sink in self.sinks {
             // A request in flight is bounded by request_timeout.
             let _ = sink.join();
@@ -189,11 +172,11 @@ impl Host {
         if let Some(listener) = self.listener {
             listener.stop();
         }
-        let counts = self.spool.counts()?;
+        let counts = self.queue.counts()?;
         tracing::info!(
             "stopped; {} records pending in {}",
             counts.pending,
-            self.spool.path().display()
+            self.queue.path().display()
         );
         Ok(())
     }
@@ -288,14 +271,14 @@ fn running_line(plugins: &Plugins) -> String {
 fn start_listener(
     config: &Config,
     telemetry: &Arc<Telemetry>,
-    spool: &Arc<Spool>,
+    queue: &Queue,
 ) -> anyhow::Result<Option<status::Listener>> {
     let Some(addr) = config.metrics_addr else {
         return Ok(None);
     };
     let sources = status::Sources {
         telemetry: telemetry.clone(),
-        spool: spool.clone(),
+        spool: queue.clone(),
         stuck_after: Duration::from_secs_f64(
             config.timeouts.max_timeout.max(config.request_timeout),
         ),
@@ -322,7 +305,7 @@ impl From<SinkEvent> for Event {
 /// one is configured, else the stdout echo.
 fn start_sinks(
     config: &Config,
-    spool: &Arc<Spool>,
+    queue: &Queue,
     stop: &Arc<Stop>,
     telemetry: &Arc<Telemetry>,
     events: &std::sync::mpsc::Sender<Event>,
@@ -331,23 +314,42 @@ fn start_sinks(
         let sink = FrontendSink::new(sender_settings(config), telemetry.clone())?;
         telemetry.sender_enabled(true);
         let retry = sink.timeouts();
-        legacy_source::start(sink, Mode::Consuming, retry, spool, stop, telemetry, events)?
+        spool_source::start(sink, Mode::Consuming, retry, queue, stop, telemetry, events)?
     } else {
         tracing::info!(
             "no frontend and token configured: records are kept in the spool and written to stdout"
         );
         let sink = stdout::JsonLines::new(stdout::stdout().context("opening stdout")?);
-        legacy_source::start(
+        spool_source::start(
             sink,
             Mode::Following,
             config.timeouts,
-            spool,
+            queue,
             stop,
             telemetry,
             events,
         )?
     };
     Ok(vec![thread])
+}
+
+/// How this run uses the spool: the frontend sink consumes it when there is a frontend; a full
+/// spool drops INCOMING ("ringing now", call type 0) records first.
+fn spool_options(config: &Config) -> anyhow::Result<spool::Options> {
+    Ok(spool::Options {
+        max_records: NonZeroU64::new(config.spool_max_records)
+            .context("settings.spool_max_records must be at least 1")?,
+        fsync: config.spool_fsync,
+        consumers: config
+            .delivers()
+            .then(|| frontend::NAME.to_owned())
+            .into_iter()
+            .collect(),
+        evict_first: spool::EvictFirst {
+            applies: |kind| kind == 0,
+            what: "ringing INCOMING ones",
+        },
+    })
 }
 
 fn sender_settings(config: &Config) -> SenderSettings {

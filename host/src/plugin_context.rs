@@ -17,15 +17,15 @@ use calllogger_plugin_sdk::Backoff;
 use parking_lot::Mutex;
 
 use crate::json;
-use crate::spool::Spool;
 use crate::stop::Stop;
 use crate::telemetry::{PushCounter, Telemetry};
+use calllogger_spool::Writer;
 
 /// Where pushed records go (the spool; the sinks read them from there), and what instances
 /// share: telemetry and the folder for their state.
 #[derive(Clone)]
 pub struct Intake {
-    pub spool: Arc<Spool>,
+    pub spool: Writer,
     pub telemetry: Arc<Telemetry>,
     /// `state_dir/plugins`: one folder per instance below it.
     pub plugin_state: PathBuf,

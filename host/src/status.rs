@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use parking_lot::Mutex;
 
-use crate::spool::Spool;
 use crate::telemetry::{SpoolFigures, Telemetry};
+use calllogger_spool::Queue;
 
 const PAGE: &str = include_str!("status/page.html");
 
@@ -55,7 +55,7 @@ pub struct Listener {
 /// What the listener reads from.
 pub struct Sources {
     pub telemetry: Arc<Telemetry>,
-    pub spool: Arc<Spool>,
+    pub spool: Queue,
     /// How long a sink's deliveries may fail before it counts as stuck.
     pub stuck_after: Duration,
 }
@@ -429,7 +429,7 @@ fn response(code: u16, content_type: &str, body: String, with_body: bool) -> Vec
     out
 }
 
-fn spool_figures(spool: &Spool) -> SpoolFigures {
+fn spool_figures(spool: &Queue) -> SpoolFigures {
     let trouble = spool.trouble();
     match spool.counts() {
         Ok(counts) => SpoolFigures {

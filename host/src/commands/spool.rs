@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::load_config;
 use crate::cli::{Cli, SpoolAction};
-use crate::spool::{self, Spool};
+use calllogger_spool::{self as spool, SpoolReader};
 
 /// `calllogger spool`: look into the spool of the configured `state_dir`.
 pub fn spool(cli: &Cli, action: Option<SpoolAction>) -> anyhow::Result<ExitCode> {
@@ -16,12 +16,7 @@ pub fn spool(cli: &Cli, action: Option<SpoolAction>) -> anyhow::Result<ExitCode>
             config.state_dir.display()
         );
     }
-    let spool = Spool::open(
-        &config.state_dir,
-        config.spool_fsync,
-        config.spool_max_records,
-        spool::Role::Reader,
-    )?;
+    let spool = SpoolReader::open(&config.state_dir)?;
     match action {
         None => {
             let counts = spool.counts()?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::trust::{self, Policy};
-use crate::spool;
+use calllogger_spool as spool;
 
 /// Why `state_dir` cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@
 //! with its own cursor, retry state and metrics; a sink's fatal failure is a [`SinkEvent`].
 
 pub mod frontend;
-pub mod legacy_source;
+pub mod spool_source;
 pub mod stdout;
 
 use std::error::Error;
@@ -27,17 +27,7 @@ use crate::stop::Stop;
 use crate::telemetry::SinkTelemetry;
 
 /// A record waiting in the spool, as a sink reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
-    /// Position in the spool: delivery order.
-    pub seq: i64,
-    /// The record's unique id (also inside `body`).
-    pub id: String,
-    /// The record's call type (0: INCOMING, ringing now).
-    pub kind: i32,
-    /// The record's JSON, with `id`.
-    pub body: String,
-}
+pub use calllogger_spool::Pending;
 
 /// One sink's cursor into the spool.
 pub trait Source: Send {

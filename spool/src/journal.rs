@@ -20,31 +20,19 @@
 //! replaced while the host runs is noticed at the next apply ([`Journal::check`]) and written
 //! afresh from memory.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
+
+use crate::error::{AppendError, JournalError};
+use crate::fs::{FileHandle, Filesystem, Open};
 
 /// Most bytes of lines that wait in memory for the applier; a push waits while there are more.
 pub const MAX_TAIL: usize = 1 << 20;
 
 /// What the first line of a journal file starts with.
 const MAGIC: &str = "#calllogger-spool-journal 1 ";
-
-/// Why the journal could not do its job.
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    /// A push's line could not be written (or flushed) to the file.
-    #[error("cannot write to the spool journal {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    /// The file could not be read back.
-    #[error("cannot read the spool journal {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    /// A new generation of the file could not be created.
-    #[error("cannot create the spool journal {path}: {source}")]
-    Create { path: PathBuf, source: io::Error },
-}
 
 /// What the first line of the file at a journal's path says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,20 +49,14 @@ pub enum Header {
 
 impl Header {
     /// Reads the header of the file at `path`.
-    pub fn read(path: &Path) -> io::Result<Self> {
-        let mut file = match File::open(path) {
+    pub fn read(fs: &dyn Filesystem, path: &Path) -> io::Result<Self> {
+        let file = match fs.open(path, Open::Read) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::Missing),
             Err(e) => return Err(e),
         };
         let mut start = [0u8; 64];
-        let mut read = 0;
-        while read < start.len() {
-            match file.read(&mut start[read..])? {
-                0 => break,
-                n => read += n,
-            }
-        }
+        let read = file.fill_at(&mut start, 0)?;
         Ok(Self::parse(&start[..read]))
     }
 
@@ -94,7 +76,7 @@ impl Header {
             }
             return Self::Foreign;
         }
-        // A 0.1 journal line: `call_type \t pushed_at \t id \t body`.
+        // A 0.1 journal line: `kind \t pushed_at \t id \t body`.
         let legacy = start
             .split(|b| *b == b'\t')
             .next()
@@ -136,6 +118,7 @@ pub enum Found {
 
 /// The append side of the journal, owned by the running host.
 pub struct Journal {
+    fs: Arc<dyn Filesystem>,
     path: PathBuf,
     fsync: bool,
     state: Mutex<State>,
@@ -144,8 +127,8 @@ pub struct Journal {
 }
 
 struct State {
-    file: File,
-    identity: Identity,
+    file: Box<dyn FileHandle>,
+    identity: (u64, u64),
     generation: u64,
     /// Our length of the file: every byte before it is a whole line we wrote.
     end: u64,
@@ -158,78 +141,62 @@ struct State {
     woken: bool,
 }
 
-/// Which file a path names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Identity {
-    dev: u64,
-    ino: u64,
-}
-
-impl Identity {
-    #[cfg(unix)]
-    fn of(meta: &std::fs::Metadata) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
-    }
-
-    #[cfg(not(unix))]
-    fn of(_meta: &std::fs::Metadata) -> Self {
-        Self { dev: 0, ino: 0 }
-    }
-}
-
-fn open_options() -> OpenOptions {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-}
-
 impl Journal {
     /// Opens the existing journal at `path` of `generation` (`0`: a legacy file without a
     /// header). A torn last line (a power loss mid-write: it was never acknowledged) is cut
     /// off so that new lines start clean. Returns the journal and the length of its whole
     /// lines.
-    pub fn resume(path: &Path, generation: u64, fsync: bool) -> Result<(Self, u64), JournalError> {
+    pub fn resume(
+        fs: Arc<dyn Filesystem>,
+        path: &Path,
+        generation: u64,
+        fsync: bool,
+    ) -> Result<(Self, u64), JournalError> {
         let read = |source| JournalError::Read {
             path: path.to_owned(),
             source,
         };
-        let mut file = open_options().open(path).map_err(read)?;
+        let file = fs.open(path, Open::ReadWrite).map_err(read)?;
         let meta = file.metadata().map_err(read)?;
-        let len = meta.len();
-        let end = complete_prefix_len(&mut file, len).map_err(read)?;
-        if end < len {
-            file.set_len(end).map_err(|source| JournalError::Write {
+        let end = complete_prefix_len(file.as_ref(), meta.len).map_err(read)?;
+        if end < meta.len {
+            file.set_len(end).map_err(|source| JournalError::Cut {
                 path: path.to_owned(),
                 source,
             })?;
         }
-        let journal = Self::with(path, fsync, file, Identity::of(&meta), generation, end);
+        let journal = Self::with(fs, path, fsync, file, meta.identity, generation, end);
         Ok((journal, end))
     }
 
     /// Writes a new, empty journal of `generation` aside and renames it over `path`. Returns
     /// the journal and the offset its lines start at.
-    pub fn create(path: &Path, generation: u64, fsync: bool) -> Result<(Self, u64), JournalError> {
-        let (file, identity, start) = write_generation(path, generation, b"", fsync)?;
-        let journal = Self::with(path, fsync, file, identity, generation, start);
+    pub fn create(
+        fs: Arc<dyn Filesystem>,
+        path: &Path,
+        generation: u64,
+        fsync: bool,
+    ) -> Result<(Self, u64), JournalError> {
+        let Fresh {
+            file,
+            identity,
+            start,
+        } = write_generation(fs.as_ref(), path, generation, b"", fsync)?;
+        let journal = Self::with(fs, path, fsync, file, identity, generation, start);
         Ok((journal, start))
     }
 
     fn with(
+        fs: Arc<dyn Filesystem>,
         path: &Path,
         fsync: bool,
-        file: File,
-        identity: Identity,
+        file: Box<dyn FileHandle>,
+        identity: (u64, u64),
         generation: u64,
         end: u64,
     ) -> Self {
         Self {
+            fs,
             path: path.to_owned(),
             fsync,
             state: Mutex::new(State {
@@ -259,7 +226,7 @@ impl Journal {
     /// Appends one line (which must end with `\n`) in a single write; durable against a crash
     /// of the process when this returns, and against power loss too with `fsync`. Waits while
     /// the applier is [`MAX_TAIL`] behind. On an error nothing of the line stays in the file.
-    pub fn append(&self, line: &[u8]) -> Result<(), JournalError> {
+    pub fn append(&self, line: &[u8]) -> Result<(), AppendError> {
         debug_assert!(line.ends_with(b"\n"));
         let mut state = self.lock();
         while state.tail.len() >= MAX_TAIL {
@@ -271,7 +238,7 @@ impl Journal {
                 state.file.set_len(end)?;
                 state.cut = false;
             }
-            write_all_at(&state.file, line, end)?;
+            state.file.write_all_at(line, end)?;
             if self.fsync {
                 state.file.sync_data()?;
             }
@@ -281,7 +248,7 @@ impl Journal {
             // Cut back what part of the line reached the file; if even that fails, before the
             // next write.
             state.cut = state.file.set_len(end).is_err();
-            return Err(JournalError::Write {
+            return Err(AppendError {
                 path: self.path.clone(),
                 source,
             });
@@ -358,12 +325,12 @@ impl Journal {
         loop {
             let have = bytes.len();
             bytes.resize(want, 0);
-            let filled =
-                fill_at(&state.file, &mut bytes[have..], from + have as u64).map_err(|source| {
-                    JournalError::Read {
-                        path: self.path.clone(),
-                        source,
-                    }
+            let filled = state
+                .file
+                .fill_at(&mut bytes[have..], from + have as u64)
+                .map_err(|source| JournalError::Read {
+                    path: self.path.clone(),
+                    source,
                 })?;
             bytes.truncate(have + filled);
             let at_end = filled == 0 || bytes.len() >= span;
@@ -380,21 +347,23 @@ impl Journal {
     /// a push has its length back, but not its start).
     pub fn check(&self) -> Found {
         let state = self.lock();
-        let meta = match std::fs::metadata(&self.path) {
+        let meta = match self.fs.metadata(&self.path) {
             Err(_) => return Found::Vanished,
-            Ok(meta) if Identity::of(&meta) != state.identity => return Found::Replaced,
+            Ok(meta) if meta.identity != state.identity => return Found::Replaced,
             Ok(meta) => meta,
         };
-        if meta.len() < state.end {
-            return Found::Shrunk { len: meta.len() };
+        if meta.len < state.end {
+            return Found::Shrunk { len: meta.len };
         }
         if state.generation > 0 {
             let header = header_line(state.generation);
             let mut start = vec![0; header.len()];
-            let intact = fill_at(&state.file, &mut start, 0)
+            let intact = state
+                .file
+                .fill_at(&mut start, 0)
                 .is_ok_and(|n| n == start.len() && start == header.as_bytes());
             if !intact {
-                return Found::Shrunk { len: meta.len() };
+                return Found::Shrunk { len: meta.len };
             }
         }
         Found::Intact
@@ -407,10 +376,19 @@ impl Journal {
         let mut state = self.lock();
         if let Some(aside) = aside {
             // Best effort: it may have vanished meanwhile.
-            let _ = std::fs::rename(&self.path, aside);
+            let _ = self.fs.rename(&self.path, aside);
         }
-        let (file, identity, start) =
-            write_generation(&self.path, generation, &state.tail, self.fsync)?;
+        let Fresh {
+            file,
+            identity,
+            start,
+        } = write_generation(
+            self.fs.as_ref(),
+            &self.path,
+            generation,
+            &state.tail,
+            self.fsync,
+        )?;
         state.end = start + state.tail.len() as u64;
         state.file = file;
         state.identity = identity;
@@ -420,25 +398,22 @@ impl Journal {
     }
 }
 
-/// Reads into all of `bytes` from `offset`, or until the end of the file; returns how many.
-fn fill_at(file: &File, bytes: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < bytes.len() {
-        match read_at(file, &mut bytes[filled..], offset + filled as u64)? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
+/// A journal file just written.
+struct Fresh {
+    file: Box<dyn FileHandle>,
+    identity: (u64, u64),
+    /// Where its lines start.
+    start: u64,
 }
 
 /// Writes `header + carry` to a temporary file beside `path` and renames it over `path`.
 fn write_generation(
+    fs: &dyn Filesystem,
     path: &Path,
     generation: u64,
     carry: &[u8],
     fsync: bool,
-) -> Result<(File, Identity, u64), JournalError> {
+) -> Result<Fresh, JournalError> {
     let create = |source| JournalError::Create {
         path: path.to_owned(),
         source,
@@ -448,49 +423,28 @@ fn write_generation(
     let fresh = PathBuf::from(fresh);
     let header = header_line(generation);
     let file = (|| {
-        let _ = std::fs::remove_file(&fresh);
-        let mut file = open_options().create_new(true).open(&fresh)?;
+        let _ = fs.remove_file(&fresh);
+        let file = fs.open(&fresh, Open::CreateNew)?;
         let mut bytes = Vec::with_capacity(header.len() + carry.len());
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(carry);
-        file.write_all(&bytes)?;
+        file.write_all_at(&bytes, 0)?;
         if fsync {
             file.sync_data()?;
         }
-        std::fs::rename(&fresh, path)?;
+        fs.rename(&fresh, path)?;
         Ok(file)
     })()
     .map_err(|e| {
-        let _ = std::fs::remove_file(&fresh);
+        let _ = fs.remove_file(&fresh);
         create(e)
     })?;
-    let identity = Identity::of(&file.metadata().map_err(create)?);
-    Ok((file, identity, header.len() as u64))
-}
-
-#[cfg(unix)]
-fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, bytes: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, bytes, offset)
-}
-
-#[cfg(windows)]
-fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let n = std::os::windows::fs::FileExt::seek_write(file, bytes, offset)?;
-        bytes = &bytes[n..];
-        offset += n as u64;
-    }
-    Ok(())
-}
-
-#[cfg(windows)]
-fn read_at(file: &File, bytes: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_read(file, bytes, offset)
+    let identity = file.metadata().map_err(create)?.identity;
+    Ok(Fresh {
+        file,
+        identity,
+        start: header.len() as u64,
+    })
 }
 
 /// Keeps the whole lines of `bytes`; a last line without its `\n` stays only at the end of
@@ -505,28 +459,30 @@ fn whole_lines(bytes: &mut Vec<u8>, at_end: bool) {
 
 /// Whole lines of the file at `path` from `offset`, up to its end (for readers of the spool,
 /// which own no [`Journal`]); empty when there is no file.
-pub fn read_to_end(path: &Path, offset: u64) -> io::Result<Vec<u8>> {
-    let mut file = match File::open(path) {
+pub fn read_to_end(fs: &dyn Filesystem, path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+    let file = match fs.open(path, Open::Read) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    file.seek(SeekFrom::Start(offset))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    let len = file.metadata()?.len;
+    let mut bytes = vec![0; len.saturating_sub(offset) as usize];
+    let read = file.fill_at(&mut bytes, offset)?;
+    bytes.truncate(read);
     whole_lines(&mut bytes, false);
     Ok(bytes)
 }
 
 /// The length of the file up to and including its last `\n`.
-fn complete_prefix_len(file: &mut File, len: u64) -> io::Result<u64> {
+fn complete_prefix_len(file: &dyn FileHandle, len: u64) -> io::Result<u64> {
     let mut end = len;
     let mut buffer = [0u8; 4096];
     while end > 0 {
         let start = end.saturating_sub(buffer.len() as u64);
         let chunk = &mut buffer[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(chunk)?;
+        if file.fill_at(chunk, start)? < chunk.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
         if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
             return Ok(start + i as u64 + 1);
         }
@@ -538,6 +494,12 @@ fn complete_prefix_len(file: &mut File, len: u64) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::RealFilesystem;
+    use std::io::Write;
+
+    fn real() -> Arc<dyn Filesystem> {
+        Arc::new(RealFilesystem)
+    }
 
     fn lines(journal: &Journal) -> Vec<u8> {
         journal.take().bytes
@@ -547,8 +509,11 @@ mod tests {
     fn lines_go_to_the_file_and_the_tail_and_a_torn_line_is_cut_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        let (journal, start) = Journal::create(&path, 7, false).unwrap();
-        assert_eq!(Header::read(&path).unwrap(), Header::Generation(7));
+        let (journal, start) = Journal::create(real(), &path, 7, false).unwrap();
+        assert_eq!(
+            Header::read(&RealFilesystem, &path).unwrap(),
+            Header::Generation(7)
+        );
         journal.append(b"1\t0\tone\t{}\n").unwrap();
         journal.append(b"1\t0\ttwo\t{}\n").unwrap();
         assert_eq!(journal.waiting(), 2);
@@ -572,12 +537,12 @@ mod tests {
             .unwrap()
             .write_all(b"1\t0\tthr")
             .unwrap();
-        let (journal, len) = Journal::resume(&path, 7, false).unwrap();
+        let (journal, len) = Journal::resume(real(), &path, 7, false).unwrap();
         assert_eq!(len, end, "the torn line is gone");
         journal.append(b"1\t0\tthree\t{}\n").unwrap();
         assert_eq!(lines(&journal), b"1\t0\tthree\t{}\n");
         assert_eq!(
-            read_to_end(&path, start).unwrap(),
+            read_to_end(&RealFilesystem, &path, start).unwrap(),
             b"1\t0\tone\t{}\n1\t0\ttwo\t{}\n1\t0\tthree\t{}\n"
         );
     }
@@ -601,15 +566,21 @@ mod tests {
     fn rotation_carries_the_tail_and_a_removed_file_is_noticed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        let (journal, _) = Journal::create(&path, 1, false).unwrap();
+        let (journal, _) = Journal::create(real(), &path, 1, false).unwrap();
         journal.append(b"1\t0\ta\t{}\n").unwrap();
         assert_eq!(journal.check(), Found::Intact);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(journal.check(), Found::Vanished);
         let start = journal.rotate(2, None).unwrap();
         assert_eq!(journal.check(), Found::Intact);
-        assert_eq!(Header::read(&path).unwrap(), Header::Generation(2));
-        assert_eq!(read_to_end(&path, start).unwrap(), b"1\t0\ta\t{}\n");
+        assert_eq!(
+            Header::read(&RealFilesystem, &path).unwrap(),
+            Header::Generation(2)
+        );
+        assert_eq!(
+            read_to_end(&RealFilesystem, &path, start).unwrap(),
+            b"1\t0\ta\t{}\n"
+        );
         std::fs::write(dir.path().join("forged"), b"forged\n").unwrap();
         std::fs::rename(dir.path().join("forged"), &path).unwrap();
         assert_eq!(journal.check(), Found::Replaced);
@@ -623,7 +594,7 @@ mod tests {
     fn a_shortened_file_is_noticed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        let (journal, _) = Journal::create(&path, 1, false).unwrap();
+        let (journal, _) = Journal::create(real(), &path, 1, false).unwrap();
         journal.append(b"1\t0\ta\t{}\n").unwrap();
         std::fs::OpenOptions::new()
             .write(true)

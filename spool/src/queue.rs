@@ -1,0 +1,242 @@
+//! The queue as the sinks see it: one durable cursor per sink, by name.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::error::{AckError, CursorError, ReadError};
+use crate::open::{store_cursor, Shared};
+use crate::schema;
+use crate::{Counts, Pending};
+
+/// How a sink's cursor holds records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Records are kept until this sink has acked them (the sink is one of
+    /// [`Options::consumers`](crate::Options::consumers)).
+    Consuming,
+    /// A tap: holds nothing back; a new one starts at the newest record.
+    Following,
+}
+
+/// The sinks' side of the spool. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+}
+
+impl Queue {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The cursor of `sink`, where it was left (durable across runs). A consumer not seen
+    /// before starts at the beginning, a new follower at the newest record.
+    pub fn cursor(&self, sink: &str, mode: Mode) -> Result<Cursor, CursorError> {
+        let db = self.shared.db();
+        let consumer = db.consumers.get(sink).copied();
+        let position = match (mode, consumer) {
+            (Mode::Consuming, Some(acked)) => acked,
+            (Mode::Consuming, None) => return Err(CursorError::NotAConsumer(sink.to_owned())),
+            (Mode::Following, Some(_)) => return Err(CursorError::IsAConsumer(sink.to_owned())),
+            (Mode::Following, None) => {
+                let err = |e| self.shared.err(e);
+                let stored: Option<i64> = db
+                    .conn
+                    .query_row("SELECT acked FROM cursors WHERE sink = ?1", [sink], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(err)?;
+                match stored {
+                    Some(acked) => {
+                        store_cursor(&db.conn, sink, false, acked).map_err(err)?;
+                        acked
+                    }
+                    None => {
+                        let newest = self.shared.newest.load(Ordering::Relaxed);
+                        store_cursor(&db.conn, sink, false, newest).map_err(err)?;
+                        newest
+                    }
+                }
+            }
+        };
+        drop(db);
+        Ok(Cursor {
+            shared: self.shared.clone(),
+            sink: sink.to_owned(),
+            mode,
+            position,
+            seen_wakes: AtomicU64::new(self.shared.wakes.load(Ordering::SeqCst)),
+        })
+    }
+
+    /// Wakes every cursor's [`wait`](Cursor::wait), e.g. to stop.
+    pub fn wake(&self) {
+        self.shared.wakes.fetch_add(1, Ordering::SeqCst);
+        let _db = self.shared.db();
+        self.shared.appended.notify_all();
+    }
+
+    /// Records in the queue and the journal, dead letters, the oldest record's age. Cheap at
+    /// any queue length.
+    pub fn counts(&self) -> Result<Counts, ReadError> {
+        let db = self.shared.db();
+        let (dead, oldest_pending) =
+            schema::dead_and_oldest(&db.conn).map_err(|e| self.shared.err(e))?;
+        let unapplied =
+            self.shared.journal.waiting() + db.recovering.as_ref().map_or(0, |r| r.records);
+        Ok(Counts {
+            pending: self.shared.pending.load(Ordering::Relaxed),
+            dead,
+            oldest_pending,
+            unapplied,
+        })
+    }
+
+    /// What keeps the spool from taking or storing records right now, with for how long.
+    pub fn trouble(&self) -> Vec<String> {
+        self.shared.troubles.list()
+    }
+
+    /// The queue file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+/// One sink's position in the queue. Reads never move it; [`ack`](Cursor::ack) does.
+pub struct Cursor {
+    shared: Arc<Shared>,
+    sink: String,
+    mode: Mode,
+    /// Every record up to here is acked by this sink.
+    position: i64,
+    /// [`Queue::wake`] calls this cursor has seen.
+    seen_wakes: AtomicU64,
+}
+
+impl Cursor {
+    /// The sink's name.
+    pub fn sink(&self) -> &str {
+        &self.sink
+    }
+
+    /// How many records in the queue are after this cursor. Free of SQL while the cursor is
+    /// at the queue's front (every record before it removed), as a sole consumer's is.
+    pub fn backlog(&self) -> u64 {
+        let db = self.shared.db();
+        if self.position <= db.removed_through {
+            return self.shared.pending.load(Ordering::Relaxed);
+        }
+        db.conn
+            .prepare_cached("SELECT count(*) FROM pending WHERE seq > ?1")
+            .and_then(|mut s| s.query_row([self.position], |r| r.get(0)))
+            .unwrap_or_else(|e| {
+                tracing::warn!("{}", self.shared.err(e));
+                self.shared.pending.load(Ordering::Relaxed)
+            })
+    }
+
+    /// The oldest `limit` records after the cursor, in order.
+    pub fn read(&self, limit: usize) -> Result<Vec<Pending>, ReadError> {
+        let db = self.shared.db();
+        let mut select = db
+            .conn
+            .prepare_cached(
+                "SELECT seq, id, kind, body FROM pending WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(|e| self.shared.err(e))?;
+        let rows = select
+            .query_map(params![self.position, limit as i64], pending_row)
+            .and_then(Iterator::collect)
+            .map_err(|e| self.shared.err(e));
+        Ok(rows?)
+    }
+
+    /// Blocks until a record after the cursor reaches the queue, [`Queue::wake`] is called,
+    /// or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) {
+        let mut db = self.shared.db();
+        let seen = self.seen_wakes.load(Ordering::SeqCst);
+        if self.shared.wakes.load(Ordering::SeqCst) == seen
+            && self.shared.newest.load(Ordering::Relaxed) <= self.position
+        {
+            self.shared.appended.wait_for(&mut db, timeout);
+        }
+        self.seen_wakes
+            .store(self.shared.wakes.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Notes (durably) that this sink is done with every record through `through_seq`; a
+    /// record every consumer is done with leaves the queue.
+    pub fn ack(&mut self, through_seq: i64) -> Result<(), AckError> {
+        self.advance(through_seq, None)
+    }
+
+    /// Keeps the record `seq` as this sink's dead letter (with the status and the first 1 kB
+    /// of the response), then acks through it.
+    pub fn bury(&mut self, seq: i64, status: u16, response: &str) -> Result<(), AckError> {
+        self.advance(seq, Some((status, response)))
+    }
+
+    fn advance(&mut self, through: i64, dead: Option<(u16, &str)>) -> Result<(), AckError> {
+        let mut db = self.shared.db();
+        let err = |e| self.shared.err(e);
+        let position = self.position.max(through);
+        let low = match self.mode {
+            Mode::Consuming => db
+                .consumers
+                .iter()
+                .map(|(sink, acked)| if *sink == self.sink { position } else { *acked })
+                .min()
+                .unwrap_or(position),
+            Mode::Following => db.removed_through,
+        };
+        let removed_through = db.removed_through;
+        let tx = db.conn.transaction().map_err(err)?;
+        if let Some((status, response)) = dead {
+            let response: String = response.chars().take(1024).collect();
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO dead
+                     (sink, seq, id, kind, pushed_at, body, status, response, failed_at)
+                 SELECT ?1, seq, id, kind, pushed_at, body, ?3, ?4, unixepoch()
+                 FROM pending WHERE seq = ?2",
+            )
+            .and_then(|mut s| s.execute(params![self.sink, through, status, response]))
+            .map_err(err)?;
+        }
+        store_cursor(&tx, &self.sink, self.mode == Mode::Consuming, position).map_err(err)?;
+        let mut removed = 0;
+        if low > removed_through {
+            removed = tx
+                .prepare_cached("DELETE FROM pending WHERE seq > ?1 AND seq <= ?2")
+                .and_then(|mut s| s.execute([removed_through, low]))
+                .map_err(err)? as u64;
+            schema::add_pending(&tx, -(removed as i64)).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        if self.mode == Mode::Consuming {
+            db.consumers.insert(self.sink.clone(), position);
+        }
+        if low > removed_through {
+            db.removed_through = low;
+            self.shared.pending.fetch_sub(removed, Ordering::Relaxed);
+        }
+        self.position = position;
+        Ok(())
+    }
+}
+
+/// A `seq, id, kind, body` row.
+pub(crate) fn pending_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pending> {
+    Ok(Pending {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        kind: r.get(2)?,
+        body: r.get(3)?,
+    })
+}
