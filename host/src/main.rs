@@ -16,16 +16,16 @@ mod journal;
 mod json;
 mod loader;
 mod output;
-mod plan;
 mod plugin_context;
-mod reload;
+mod runtime;
 mod sender;
 mod service;
+mod settings;
 mod signals;
 mod spool;
+mod spool_settings;
 mod status;
 mod stop;
-mod supervisor;
 mod telemetry;
 mod watch;
 
@@ -38,16 +38,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use config::{Config, ConfigError, SettingsLayer};
+use config::{ConfigError, Overrides};
 use loader::Registry;
-use plan::{MissingClass, Plan};
 use plugin_context::Intake;
-use reload::Plugins;
-use sender::SenderSettings;
+use runtime::plan::{self, MissingClass, Plan};
+use runtime::supervisor::Supervisor;
+use runtime::{Runtime, RuntimeSettings};
+use settings::Settings;
 use signals::{Event, Shutdown};
 use spool::Spool;
 use stop::Stop;
-use supervisor::Supervisor;
 use telemetry::Telemetry;
 
 /// Collects call data records from PBX plugins and forwards them to the call-monitoring
@@ -161,41 +161,40 @@ fn init_logging(default: &str, telemetry: &Arc<Telemetry>) {
         .init();
 }
 
-fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+fn load_config(cli: &Cli) -> Result<Settings, ConfigError> {
     let (file, env, flags) = config_layers(cli);
-    config::load(file, env, flags)
+    settings::load(file, env, flags)
 }
 
 /// The config with every problem in its values, for `check` to report them all.
-fn load_config_all(cli: &Cli) -> Result<(Config, Vec<String>), ConfigError> {
+fn load_config_all(cli: &Cli) -> Result<(Settings, Vec<String>), ConfigError> {
     let (file, env, flags) = config_layers(cli);
-    config::load_all(file, env, flags)
+    settings::load_all(file, env, flags)
 }
 
 /// The user file, the environment and the flags, as [`config::load`] takes them.
-fn config_layers(cli: &Cli) -> (Option<(PathBuf, bool)>, SettingsLayer, SettingsLayer) {
+fn config_layers(cli: &Cli) -> (Option<(PathBuf, bool)>, Overrides, Overrides) {
     let env = |name: &str| std::env::var(name).ok();
-    let flags = SettingsLayer {
-        plugin_dir: cli.plugin_dir.clone(),
-        state_dir: cli.state_dir.clone(),
-        ..SettingsLayer::default()
-    };
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+    let flags = Overrides::default()
+        .flag("plugin_dir", path(&cli.plugin_dir))
+        .flag("state_dir", path(&cli.state_dir));
     (
         config::config_path(cli.config.as_deref(), env),
-        SettingsLayer::from_env(env),
+        Overrides::from_env(env),
         flags,
     )
 }
 
 fn scan_plugins(
-    config: &Config,
+    settings: &Settings,
     copy_dir: &std::path::Path,
     hashing: loader::Hashing,
 ) -> anyhow::Result<Registry> {
     loader::scan(
-        &config.plugin_dir,
+        &settings.config.plugin_dir,
         copy_dir,
-        &config.plugin_policy,
+        &settings.loader,
         &Registry::default(),
         hashing,
     )
@@ -209,7 +208,7 @@ fn scan_plugins(
 
 /// Refuses a `state_dir` the host cannot write in; returns what to say about it, and its free
 /// space in bytes.
-fn inspect_state_dir(config: &Config) -> Result<(String, u64), String> {
+fn inspect_state_dir(config: &config::Config) -> Result<(String, u64), String> {
     let at = config
         .origins
         .get("state_dir")
@@ -251,11 +250,11 @@ fn log_free_space(dir: &std::path::Path, free: u64) {
 
 /// Builds every configured instance; the errors name the instance, class and key at fault.
 fn prepare(
-    config: &Config,
+    config: &config::Config,
     registry: &Registry,
     missing: MissingClass,
 ) -> Result<Plan, Vec<String>> {
-    let plan = plan::plan(config, registry, [], missing);
+    let plan = plan::plan(&config.instances, registry, [], missing);
     if plan.errors.is_empty() {
         Ok(plan)
     } else {
@@ -265,13 +264,14 @@ fn prepare(
 
 fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
     // 1. Config: defaults < file < environment < flags.
-    let config = load_config(cli)?;
+    let mut settings = load_config(cli)?;
+    let config = &settings.config;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let (_, free) = inspect_state_dir(&config).map_err(anyhow::Error::msg)?;
+    let (_, free) = inspect_state_dir(config).map_err(anyhow::Error::msg)?;
     // What is in the state folder is delivered with the token: owner-only, like the plugins.
-    loader::state_dir::prepare(&config.plugin_policy, &config.state_dir)?;
+    loader::state_dir::prepare(&settings.loader, &config.state_dir)?;
     log_free_space(&config.state_dir, free);
     // 2. Loader: every trusted library in the plugins folder, from private copies.
     let copy_dir = config.state_dir.join("libs");
@@ -292,18 +292,18 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
             )
         })
         .ok();
-    let registry = scan_plugins(&config, &copy_dir, loader::Hashing::WhenNeeded)?;
+    let registry = scan_plugins(&settings, &copy_dir, loader::Hashing::WhenNeeded)?;
     for refusal in &registry.refused {
         tracing::warn!(file = %refusal.file.display(), "plugin library refused: {}", refusal.reason);
     }
-    let startup = prepare(&config, &registry, MissingClass::Waits)
+    let startup = prepare(config, &registry, MissingClass::Waits)
         .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
 
     // 3. Spool: a pushed record is on disk before `push` returns.
     let spool = Arc::new(Spool::open(
         &config.state_dir,
-        config.spool_fsync,
-        config.spool_max_records,
+        settings.spool.fsync,
+        settings.spool.max_records.get(),
         spool::Role::Owner,
     )?);
     if let Err(e) = crash::arm(&config.state_dir) {
@@ -316,11 +316,11 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
 
     // 4. Sender: spool → frontend. Without a frontend, records are echoed to stdout instead.
     let sender_stop = Arc::new(Stop::default());
-    let (sender, echo) = if config.delivers() {
+    let (sender, echo) = if settings.sender.delivers() {
         let failed = events_tx.clone();
         let thread = sender::start(
             spool.clone(),
-            sender_settings(&config),
+            settings.sender.clone(),
             sender_stop.clone(),
             telemetry.clone(),
             move |e| {
@@ -349,10 +349,11 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
         telemetry: telemetry.clone(),
         plugin_state: config.state_dir.join("plugins"),
     };
-    let shutdown_timeout = Duration::from_secs_f64(config.shutdown_timeout);
-    let listener = start_listener(&config, &telemetry, &spool)?;
-    let mut plugins = Plugins::start(
-        config,
+    let shutdown_timeout = settings.supervisor.shutdown_timeout;
+    let listener = start_listener(&settings, &telemetry, &spool)?;
+    let mut plugins = Runtime::start(
+        runtime_settings(&settings),
+        config.plugin_dir.clone(),
         registry,
         Supervisor::new(intake),
         copy_dir,
@@ -376,7 +377,21 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
             Some(Event::Reload) => {
                 tracing::info!("SIGHUP received: reloading the config and the plugins folder");
                 service::reloading();
-                plugins.reload(load_config(cli));
+                let new = load_config(cli);
+                let taken = new
+                    .as_ref()
+                    .map(runtime_settings)
+                    .map_err(|e| e.to_string());
+                if let (true, Ok(new)) = (plugins.reload(taken), new) {
+                    let restart_only = settings.restart_only_changes(&new);
+                    if !restart_only.is_empty() {
+                        tracing::warn!(
+                            "changed settings that take effect only after a restart: {}",
+                            restart_only.join(", ")
+                        );
+                    }
+                    settings = new;
+                }
                 service::ready(&running_line(&plugins));
             }
             Some(Event::PluginsChanged) => plugins.folder_changed(),
@@ -428,7 +443,7 @@ fn run(cli: &Cli, telemetry: Arc<Telemetry>) -> anyhow::Result<ExitCode> {
 }
 
 /// What runs, for the log and systemd's status line.
-fn running_line(plugins: &Plugins) -> String {
+fn running_line(plugins: &Runtime) -> String {
     match plugins.names() {
         names if names.is_empty() => "running no plugin instances".to_owned(),
         names => format!("running {}", names.join(", ")),
@@ -437,19 +452,18 @@ fn running_line(plugins: &Plugins) -> String {
 
 /// The optional listener for /health, /metrics and the status page.
 fn start_listener(
-    config: &Config,
+    settings: &Settings,
     telemetry: &Arc<Telemetry>,
     spool: &Arc<Spool>,
 ) -> anyhow::Result<Option<status::Listener>> {
-    let Some(addr) = config.metrics_addr else {
+    let Some(addr) = settings.config.metrics_addr else {
         return Ok(None);
     };
     let sources = status::Sources {
         telemetry: telemetry.clone(),
         spool: spool.clone(),
-        stuck_after: Duration::from_secs_f64(
-            config.timeouts.max_timeout.max(config.request_timeout),
-        ),
+        stuck_after: Duration::from_secs_f64(settings.supervisor.retry.max_timeout)
+            .max(settings.sender.request_timeout),
     };
     let listener = status::start(&addr.to_string(), sources)
         .with_context(|| format!("listening on settings.metrics_addr {addr}"))?;
@@ -460,15 +474,12 @@ fn start_listener(
     Ok(Some(listener))
 }
 
-fn sender_settings(config: &Config) -> SenderSettings {
-    SenderSettings {
-        frontend: config.frontend.clone(),
-        token: config.token.clone(),
-        backlog_trigger: config.backlog_trigger,
-        batch_size: config.batch_size,
-        drop_stale_incoming: config.drop_stale_incoming,
-        timeouts: config.timeouts,
-        request_timeout: Duration::from_secs_f64(config.request_timeout),
+/// What the runtime takes from the settings (again on a reload).
+fn runtime_settings(settings: &Settings) -> RuntimeSettings {
+    RuntimeSettings {
+        instances: settings.config.instances.clone(),
+        supervisor: settings.supervisor,
+        loader: settings.loader.clone(),
     }
 }
 
@@ -563,16 +574,17 @@ fn plugin_table(registry: &Registry) -> String {
 /// `calllogger check`: everything `run` would do before starting the instances, every
 /// problem reported at once.
 fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let (config, mut problems) = load_config_all(cli)?;
+    let (settings, mut problems) = load_config_all(cli)?;
+    let config = &settings.config;
     match &config.file {
         Some(file) => println!("config: {} over the built-in defaults", file.display()),
         None => println!("config: built-in defaults only"),
     }
     let mut warnings = config.warnings.clone();
-    match inspect_state_dir(&config) {
+    match inspect_state_dir(config) {
         Ok((state, _)) => {
             println!("state folder: {state}");
-            if let Err(e) = loader::state_dir::check(&config.plugin_policy, &config.state_dir) {
+            if let Err(e) = loader::state_dir::check(&settings.loader, &config.state_dir) {
                 problems.push(e.to_string());
             }
         }
@@ -580,7 +592,7 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     println!("plugin folder: {}", config.plugin_dir.display());
     let copies = tempfile::tempdir().context("creating a temporary folder")?;
-    match scan_plugins(&config, copies.path(), loader::Hashing::WhenNeeded) {
+    match scan_plugins(&settings, copies.path(), loader::Hashing::WhenNeeded) {
         Ok(registry) => {
             problems.extend(
                 registry
@@ -589,7 +601,7 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
                     .map(|r| format!("plugin library {} refused: {}", r.file.display(), r.reason)),
             );
             problems.extend(registry.conflicts().iter().map(ToString::to_string));
-            match prepare(&config, &registry, MissingClass::IsError) {
+            match prepare(config, &registry, MissingClass::IsError) {
                 Ok(plan) => {
                     for instance in plan.start {
                         println!(
@@ -611,8 +623,8 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Err(e) => problems.push(error_chain(&e)),
     }
-    if config.delivers() {
-        println!("records go to: {} (token set)", config.frontend);
+    if settings.sender.delivers() {
+        println!("records go to: {} (token set)", settings.sender.frontend);
     } else {
         println!("records go to: the spool and stdout (no frontend and token configured)");
     }
@@ -641,7 +653,8 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
 
 /// `calllogger spool`: look into the spool of the configured `state_dir`.
 fn spool_command(cli: &Cli, action: Option<SpoolAction>) -> anyhow::Result<ExitCode> {
-    let config = load_config(cli)?;
+    let settings = load_config(cli)?;
+    let config = &settings.config;
     if !config.state_dir.join(spool::FILE).exists() {
         anyhow::bail!(
             "no spool in {} (settings.state_dir): nothing was pushed there yet",
@@ -650,8 +663,8 @@ fn spool_command(cli: &Cli, action: Option<SpoolAction>) -> anyhow::Result<ExitC
     }
     let spool = Spool::open(
         &config.state_dir,
-        config.spool_fsync,
-        config.spool_max_records,
+        settings.spool.fsync,
+        settings.spool.max_records.get(),
         spool::Role::Reader,
     )?;
     match action {

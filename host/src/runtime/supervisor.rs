@@ -10,12 +10,87 @@ use std::time::{Duration, Instant};
 use calllogger_plugin_abi::{ErrorKind, InstanceBox, PluginError, StopHookBox, TimeoutSettings};
 use calllogger_plugin_sdk::Backoff;
 use parking_lot::Mutex;
+use serde::{Deserialize, Deserializer};
 
+use crate::config::{self, Config, Source, HOUR, WEEK};
 use crate::crash::RunningInstance;
 use crate::loader::Library;
 use crate::plugin_context::{InstanceContext, Intake};
 use crate::stop::Stop;
 use crate::telemetry::{InstanceState, Telemetry};
+
+/// The supervisor's settings: the retry timeouts after a failure, and how long instances
+/// may take to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(from = "RawSupervisorSettings")]
+pub struct SupervisorSettings {
+    /// `settings.timeout`, `decay` and `max_timeout`: also what plugins get for their backoff.
+    pub retry: TimeoutSettings,
+    /// `settings.shutdown_timeout`.
+    pub shutdown_timeout: Duration,
+}
+
+/// The keys as written.
+#[derive(Deserialize)]
+struct RawSupervisorSettings {
+    #[serde(deserialize_with = "retry_wait")]
+    timeout: Duration,
+    #[serde(deserialize_with = "decay")]
+    decay: f64,
+    #[serde(deserialize_with = "retry_wait")]
+    max_timeout: Duration,
+    #[serde(deserialize_with = "stop_wait")]
+    shutdown_timeout: Duration,
+}
+
+impl From<RawSupervisorSettings> for SupervisorSettings {
+    fn from(raw: RawSupervisorSettings) -> Self {
+        Self {
+            retry: TimeoutSettings {
+                timeout: raw.timeout.as_secs_f64(),
+                decay: raw.decay,
+                max_timeout: raw.max_timeout.as_secs_f64(),
+            },
+            shutdown_timeout: raw.shutdown_timeout,
+        }
+    }
+}
+
+fn retry_wait<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    config::seconds(d, 0.05..=WEEK, "seconds, from 0.05 to 604800 (a week)")
+}
+
+fn decay<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    config::within(d, 1.0..=100.0, "a factor from 1 to 100")
+}
+
+fn stop_wait<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    config::seconds(d, 0.0..=HOUR, "seconds, from 0 to 3600 (an hour)")
+}
+
+impl SupervisorSettings {
+    /// The problems between keys: `max_timeout` below `timeout` (blaming the one that is set).
+    pub fn check(&self, config: &Config) -> Vec<String> {
+        let TimeoutSettings {
+            timeout,
+            max_timeout,
+            ..
+        } = self.retry;
+        if max_timeout >= timeout {
+            return Vec::new();
+        }
+        vec![match config.origin("max_timeout") {
+            Source::Defaults => config.problem(
+                "timeout",
+                format!("({timeout}) must be at most settings.max_timeout ({max_timeout})"),
+            ),
+            _ => config.problem(
+                "max_timeout",
+                format!("({max_timeout}) must be at least settings.timeout ({timeout})"),
+            ),
+        }]
+    }
+}
 
 /// What an instance is built from: its class, its settings and the library exporting the class.
 #[derive(Clone)]

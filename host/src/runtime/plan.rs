@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::Config;
+use super::supervisor::{Prepared, Spec};
+use crate::config::InstanceConfig;
 use crate::loader::{ClassError, Library, Registry};
-use crate::supervisor::{Prepared, Spec};
 
 /// What a class no loaded library exports means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,17 +68,17 @@ impl Plan {
     }
 }
 
-/// Plans `config`'s instances over `registry`, given the `running` instances' specs. Every
+/// Plans the configured `instances` over `registry`, given the `running` instances' specs. Every
 /// instance to start is constructed here, so a failure is known before anything is stopped.
 pub fn plan<'a>(
-    config: &Config,
+    instances: &[InstanceConfig],
     registry: &Registry,
     running: impl IntoIterator<Item = (&'a str, &'a Spec)>,
     missing: MissingClass,
 ) -> Plan {
     let running: BTreeMap<&str, &Spec> = running.into_iter().collect();
     let mut plan = Plan::default();
-    for wanted in &config.instances {
+    for wanted in instances {
         let current = running.get(wanted.name.as_str());
         let named = |e: String| {
             if wanted.name == wanted.class {
@@ -135,7 +135,7 @@ pub fn plan<'a>(
         }
     }
     for name in running.keys() {
-        if !config.instances.iter().any(|i| i.name == *name) {
+        if !instances.iter().any(|i| i.name == *name) {
             plan.stop.push((*name).to_owned());
         }
     }
