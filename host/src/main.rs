@@ -254,7 +254,7 @@ fn prepare(
     registry: &Registry,
     missing: MissingClass,
 ) -> Result<Plan, Vec<String>> {
-    let plan = plan::plan(&config.instances, registry, [], missing);
+    let plan = plan::build(plan::diff(&config.instances, registry, [], missing));
     if plan.errors.is_empty() {
         Ok(plan)
     } else {
@@ -608,7 +608,7 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
                             "would run: {} (class {} from {})",
                             instance.name,
                             instance.spec.class,
-                            instance.spec.library.file.display()
+                            instance.spec.source.file().display()
                         );
                     }
                 }

@@ -1,5 +1,6 @@
-//! The runtime: the libraries loaded and the instances running. Reloading applies a change in the plugins folder, or a new config on SIGHUP, to the running
-//! instances without losing a record.
+//! The runtime: the libraries loaded and the instances running. A change in the plugins
+//! folder, or new settings on SIGHUP, is applied to the running instances without losing a
+//! record: [`plan::diff`], then [`plan::build`], then a commit.
 //!
 //! A changed library is loaded from a fresh private copy and its instances are constructed
 //! before the old ones are stopped; if either fails, the old instances run on. Every record an
@@ -18,7 +19,7 @@ use crate::config::InstanceConfig;
 use crate::loader::trust::LoaderPolicy;
 use crate::loader::{self, Library, Refusal, Registry};
 use crate::telemetry::{InstanceState, Telemetry};
-use plan::{plan, MissingClass, Plan};
+use plan::{MissingClass, Plan, Waiting};
 use supervisor::{Supervisor, SupervisorSettings};
 
 /// The settings the runtime takes again on a reload.
@@ -85,38 +86,29 @@ impl Runtime {
             }
         };
         log_refusals(&registry, &self.registry);
-        loop {
-            let plan = plan(
-                &self.settings.instances,
-                &registry,
-                self.supervisor.specs(),
-                MissingClass::Waits,
-            );
-            // A new library whose instances do not construct is refused as a whole.
-            let refused: Vec<Arc<Library>> = plan
-                .failed
-                .iter()
-                .filter(|new| {
-                    !self
-                        .registry
-                        .libraries
-                        .iter()
-                        .any(|old| Arc::ptr_eq(old, new))
-                })
-                .cloned()
-                .collect();
-            if refused.is_empty() {
-                for error in &plan.errors {
-                    tracing::error!("{error}");
-                }
-                return self.apply(plan, registry);
-            }
+        let mut plan = self.plan(&self.settings.instances, &registry);
+        // A new library whose instances do not construct is refused as a whole: the previous
+        // version of its file (if any) stays, and the instances are planned over that instead.
+        let refused: Vec<Arc<Library>> = plan
+            .failed
+            .iter()
+            .filter_map(|file| registry.library_at(file))
+            .filter(|new| {
+                !self
+                    .registry
+                    .libraries
+                    .iter()
+                    .any(|old| Arc::ptr_eq(old, new))
+            })
+            .cloned()
+            .collect();
+        if !refused.is_empty() {
             self.telemetry.reload(false);
+            let reason = format!(
+                "its instances failed to construct ({})",
+                plan.errors.join("; ")
+            );
             for library in refused {
-                let reason = format!(
-                    "its instances failed to construct ({})",
-                    plan.errors.join("; ")
-                );
                 tracing::warn!(
                     file = %library.file.display(),
                     "plugin library refused: {reason}; the previous version, if any, runs on"
@@ -127,10 +119,15 @@ impl Runtime {
                 registry.refused.retain(|r| r.file != library.file);
                 registry
                     .refused
-                    .push(Refusal::after_loading(&library, reason));
+                    .push(Refusal::after_loading(&library, reason.clone()));
                 self.retire(library);
             }
+            plan = self.plan(&self.settings.instances, &registry);
         }
+        for error in &plan.errors {
+            tracing::error!("{error}");
+        }
+        self.commit(plan, registry);
     }
 
     /// SIGHUP: new settings, and a rescan of the folder. Instances whose section changed
@@ -154,12 +151,7 @@ impl Runtime {
             }
         };
         log_refusals(&registry, &self.registry);
-        let plan = plan(
-            &settings.instances,
-            &registry,
-            self.supervisor.specs(),
-            MissingClass::Waits,
-        );
+        let plan = self.plan(&settings.instances, &registry);
         if !plan.errors.is_empty() {
             self.telemetry.reload(false);
             tracing::error!(
@@ -174,7 +166,7 @@ impl Runtime {
         if plan.is_empty() {
             tracing::info!("config reloaded: no instance to start, restart or stop");
         }
-        self.apply(plan, registry);
+        self.commit(plan, registry);
         true
     }
 
@@ -193,9 +185,21 @@ impl Runtime {
         )
     }
 
-    /// Stops what the plan replaces or drops, then starts its instances: the gap for a
-    /// replaced instance is the join of its old thread.
-    fn apply(&mut self, plan: Plan, registry: Registry) {
+    /// Diffs `instances` over `registry` against what runs, and builds what is to start.
+    fn plan(&self, instances: &[InstanceConfig], registry: &Registry) -> Plan {
+        let diff = plan::diff(
+            instances,
+            registry,
+            self.supervisor.specs(),
+            MissingClass::Waits,
+        );
+        plan::build(diff)
+    }
+
+    /// Stops what the plan replaces or drops, then starts its instances (the gap for a
+    /// replaced instance is the join of its old thread), retires the libraries no longer in
+    /// `registry`, and updates the telemetry.
+    fn commit(&mut self, plan: Plan, registry: Registry) {
         if !plan.is_empty() {
             tracing::info!("reloading: {}", plan.summary());
         }
@@ -235,8 +239,8 @@ impl Runtime {
     }
 
     /// Logs the instances waiting for a library, and shows them as waiting.
-    fn note_waiting(&self, waiting: &[(String, String, String)]) {
-        for (name, class, why) in waiting {
+    fn note_waiting(&self, waiting: &[Waiting]) {
+        for Waiting { name, class, why } in waiting {
             tracing::warn!("{why}");
             self.telemetry.instance_state(
                 name,

@@ -1,12 +1,15 @@
-//! Planning: which instances to start and stop so that what runs matches the config over the
-//! libraries loaded. Start-up plans against nothing running; a reload plans against what runs.
+//! Planning, in two steps: [`diff`] says which instances to start, restart and stop so that
+//! what runs matches the configured instances over the libraries loaded (specs only, nothing
+//! is built); [`build`] then constructs the instances to start, so a failure is known before
+//! anything is stopped. Start-up plans against nothing running; a reload against what runs.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::supervisor::{Prepared, Spec};
+use super::supervisor::{InstanceSource, Prepared, Spec};
 use crate::config::InstanceConfig;
-use crate::loader::{ClassError, Library, Registry};
+use crate::loader::{ClassError, Registry};
 
 /// What a class no loaded library exports means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +21,106 @@ pub enum MissingClass {
     Waits,
 }
 
-/// The changes that bring the running instances in line with a config and a registry.
+/// Which library exports a class: the [`Registry`], or a map in tests.
+pub trait Exports {
+    /// The one source exporting `class`.
+    fn source_for(&self, class: &str) -> Result<Arc<dyn InstanceSource>, ClassError>;
+}
+
+impl Exports for Registry {
+    fn source_for(&self, class: &str) -> Result<Arc<dyn InstanceSource>, ClassError> {
+        self.library_for(class)
+            .map(|library| library.clone() as Arc<dyn InstanceSource>)
+    }
+}
+
+/// An instance waiting for a library that exports its class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub name: String,
+    pub class: String,
+    /// What to log: the class error, and that it starts once a library exports it.
+    pub why: String,
+}
+
+/// The changes that bring the running instances in line with the configured ones.
+#[derive(Default)]
+pub struct Diff {
+    /// Instances to start that do not run: name and spec.
+    pub start: Vec<(String, Spec)>,
+    /// Running instances whose spec changed: name and new spec.
+    pub restart: Vec<(String, Spec)>,
+    /// Running instances to stop: dropped from the config, or left without a library.
+    pub stop: Vec<String>,
+    pub waiting: Vec<Waiting>,
+    /// Instances whose class no library (or more than one) exports, named.
+    pub errors: Vec<String>,
+}
+
+/// `error`, prefixed with the instance's name when it is not its class's.
+fn named(name: &str, class: &str, error: impl std::fmt::Display) -> String {
+    if name == class {
+        error.to_string()
+    } else {
+        format!("instance `{name}`: {error}")
+    }
+}
+
+/// Compares the configured `instances` over `exports` with the `running` instances' specs.
+pub fn diff<'a>(
+    instances: &[InstanceConfig],
+    exports: &impl Exports,
+    running: impl IntoIterator<Item = (&'a str, &'a Spec)>,
+    missing: MissingClass,
+) -> Diff {
+    let running: BTreeMap<&str, &Spec> = running.into_iter().collect();
+    let mut diff = Diff::default();
+    for wanted in instances {
+        let current = running.get(wanted.name.as_str());
+        let source = match exports.source_for(&wanted.class) {
+            Ok(source) => source,
+            Err(e @ ClassError::Unknown { .. }) if missing == MissingClass::Waits => {
+                if current.is_some() {
+                    diff.stop.push(wanted.name.clone());
+                }
+                diff.waiting.push(Waiting {
+                    name: wanted.name.clone(),
+                    class: wanted.class.clone(),
+                    why: named(
+                        &wanted.name,
+                        &wanted.class,
+                        format!(
+                            "{e}; it starts when a library exporting it is added to the plugins folder"
+                        ),
+                    ),
+                });
+                continue;
+            }
+            Err(e) => {
+                diff.errors.push(named(&wanted.name, &wanted.class, e));
+                continue;
+            }
+        };
+        let spec = Spec {
+            class: wanted.class.clone(),
+            settings_yaml: wanted.settings_yaml.clone(),
+            source,
+        };
+        match current {
+            Some(current) if current.same_as(&spec) => {}
+            Some(_) => diff.restart.push((wanted.name.clone(), spec)),
+            None => diff.start.push((wanted.name.clone(), spec)),
+        }
+    }
+    for name in running.keys() {
+        if !instances.iter().any(|i| i.name == *name) {
+            diff.stop.push((*name).to_owned());
+        }
+    }
+    diff
+}
+
+/// A diff with its instances constructed: what to stop, then what to start.
 #[derive(Default)]
 pub struct Plan {
     /// Constructed instances to start, new or replacing a running one of the same name.
@@ -28,10 +130,48 @@ pub struct Plan {
     pub stop: Vec<String>,
     /// Why an instance could not be built; a running instance of that name runs on unchanged.
     pub errors: Vec<String>,
-    /// Instances waiting for a library that exports their class: name, class, and why.
-    pub waiting: Vec<(String, String, String)>,
-    /// Libraries in which an instance failed to construct.
-    pub failed: Vec<Arc<Library>>,
+    pub waiting: Vec<Waiting>,
+    /// The files of the libraries in which an instance failed to construct.
+    pub failed: Vec<PathBuf>,
+}
+
+/// Constructs the instances `diff` starts and restarts. One that fails is named (instance,
+/// class, key, as the plugin says) and not started; a running one of that name runs on.
+pub fn build(diff: Diff) -> Plan {
+    let mut plan = Plan {
+        stop: diff.stop,
+        errors: diff.errors,
+        waiting: diff.waiting,
+        ..Plan::default()
+    };
+    let restarts = diff.restart.into_iter().map(|(n, s)| (n, s, true));
+    for (name, spec, replaces) in diff
+        .start
+        .into_iter()
+        .map(|(n, s)| (n, s, false))
+        .chain(restarts)
+    {
+        match spec.source.instantiate(&spec.class, &spec.settings_yaml) {
+            Ok(instance) => {
+                if replaces {
+                    plan.stop.push(name.clone());
+                }
+                plan.start.push(Prepared {
+                    name,
+                    spec,
+                    instance,
+                });
+            }
+            Err(e) => {
+                plan.errors.push(named(&name, &spec.class, e));
+                let file = spec.source.file().to_owned();
+                if !plan.failed.contains(&file) {
+                    plan.failed.push(file);
+                }
+            }
+        }
+    }
+    plan
 }
 
 impl Plan {
@@ -68,76 +208,5 @@ impl Plan {
     }
 }
 
-/// Plans the configured `instances` over `registry`, given the `running` instances' specs. Every
-/// instance to start is constructed here, so a failure is known before anything is stopped.
-pub fn plan<'a>(
-    instances: &[InstanceConfig],
-    registry: &Registry,
-    running: impl IntoIterator<Item = (&'a str, &'a Spec)>,
-    missing: MissingClass,
-) -> Plan {
-    let running: BTreeMap<&str, &Spec> = running.into_iter().collect();
-    let mut plan = Plan::default();
-    for wanted in instances {
-        let current = running.get(wanted.name.as_str());
-        let named = |e: String| {
-            if wanted.name == wanted.class {
-                e
-            } else {
-                format!("instance `{}`: {e}", wanted.name)
-            }
-        };
-        let library = match registry.library_for(&wanted.class) {
-            Ok(library) => library,
-            Err(e @ ClassError::Unknown { .. }) if missing == MissingClass::Waits => {
-                if current.is_some() {
-                    plan.stop.push(wanted.name.clone());
-                }
-                plan.waiting.push((
-                    wanted.name.clone(),
-                    wanted.class.clone(),
-                    named(format!(
-                        "{e}; it starts when a library exporting it is added to the plugins folder"
-                    )),
-                ));
-                continue;
-            }
-            Err(e) => {
-                plan.errors.push(named(e.to_string()));
-                continue;
-            }
-        };
-        let spec = Spec {
-            class: wanted.class.clone(),
-            settings_yaml: wanted.settings_yaml.clone(),
-            library: library.clone(),
-        };
-        if current.is_some_and(|c| c.same_as(&spec)) {
-            continue;
-        }
-        match library.instantiate(&spec.class, &spec.settings_yaml) {
-            Ok(instance) => {
-                if current.is_some() {
-                    plan.stop.push(wanted.name.clone());
-                }
-                plan.start.push(Prepared {
-                    name: wanted.name.clone(),
-                    spec,
-                    instance,
-                });
-            }
-            Err(e) => {
-                plan.errors.push(named(e.to_string()));
-                if !plan.failed.iter().any(|l| Arc::ptr_eq(l, library)) {
-                    plan.failed.push(library.clone());
-                }
-            }
-        }
-    }
-    for name in running.keys() {
-        if !instances.iter().any(|i| i.name == *name) {
-            plan.stop.push((*name).to_owned());
-        }
-    }
-    plan
-}
+#[cfg(test)]
+mod tests;

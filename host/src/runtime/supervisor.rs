@@ -3,6 +3,7 @@
 //! changes it), and stops them all with a deadline, calling each instance's stop hook.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,12 +93,36 @@ impl SupervisorSettings {
     }
 }
 
+/// What builds instances of a class: a loaded library (or, in tests, Rust code).
+pub trait InstanceSource: Send + Sync {
+    /// Builds an instance of `class` from the YAML text of its section.
+    fn instantiate(&self, class: &str, settings_yaml: &str) -> Result<InstanceBox, PluginError>;
+    /// The file it was loaded from, for logs and crash reports.
+    fn file(&self) -> &Path;
+    /// `name version`, for logs and the status page.
+    fn identity(&self) -> String;
+}
+
+impl InstanceSource for Library {
+    fn instantiate(&self, class: &str, settings_yaml: &str) -> Result<InstanceBox, PluginError> {
+        Library::instantiate(self, class, settings_yaml)
+    }
+
+    fn file(&self) -> &Path {
+        &self.file
+    }
+
+    fn identity(&self) -> String {
+        Library::identity(self)
+    }
+}
+
 /// What an instance is built from: its class, its settings and the library exporting the class.
 #[derive(Clone)]
 pub struct Spec {
     pub class: String,
     pub settings_yaml: String,
-    pub library: Arc<Library>,
+    pub source: Arc<dyn InstanceSource>,
 }
 
 impl Spec {
@@ -105,7 +130,7 @@ impl Spec {
     pub fn same_as(&self, other: &Spec) -> bool {
         self.class == other.class
             && self.settings_yaml == other.settings_yaml
-            && Arc::ptr_eq(&self.library, &other.library)
+            && std::ptr::addr_eq(Arc::as_ptr(&self.source), Arc::as_ptr(&other.source))
     }
 }
 
@@ -262,12 +287,12 @@ impl Life<'_> {
                 Spec {
                     class,
                     settings_yaml,
-                    library,
+                    source,
                 },
             instance,
         } = prepared;
         // A crash on this thread from here on is reported as this instance's at the next start.
-        let _running = RunningInstance::enter(&name, &class, &library.file);
+        let _running = RunningInstance::enter(&name, &class, source.file());
         let (stop, telemetry) = (self.stop, self.telemetry);
         let mut backoff = Backoff::new(self.timeouts);
         let mut next = Some(instance);
@@ -277,7 +302,7 @@ impl Life<'_> {
         while stop.running() {
             let mut instance = match next.take() {
                 Some(instance) => instance,
-                None => match library.instantiate(&class, &settings_yaml) {
+                None => match source.instantiate(&class, &settings_yaml) {
                     Ok(instance) => instance,
                     Err(e) if e.kind == ErrorKind::Fatal => {
                         self.failed(&name, &class, "cannot restart", e);
@@ -307,9 +332,9 @@ impl Life<'_> {
                 // Told to stop while it was being built: its replacement may be reporting already.
                 break;
             }
-            tracing::info!(instance = %name, library = %library.identity(), "started");
+            tracing::info!(instance = %name, library = %source.identity(), "started");
             telemetry.instance_state(&name, &class, InstanceState::Running, None, None);
-            telemetry.instance_library(&name, library.identity());
+            telemetry.instance_library(&name, source.identity());
             let started = Instant::now();
             let result = instance.run(self.context.handle()).into_result();
             self.hook.lock().take();
