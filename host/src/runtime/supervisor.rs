@@ -393,3 +393,5 @@ impl Life<'_> {
         }
     }
 }
+#[cfg(test)]
+mod tests;
