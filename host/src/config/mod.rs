@@ -258,9 +258,12 @@ pub fn config_path(
     system.exists().then_some((system, false))
 }
 
-/// One parsed file: its `settings:` mapping and its plugin sections.
-struct Layer {
-    settings: Mapping,
+/// One config file as written: `settings:` plus a section per plugin class or instance.
+#[derive(Deserialize)]
+struct File {
+    #[serde(default)]
+    settings: Option<Mapping>,
+    #[serde(flatten)]
     sections: BTreeMap<String, Value>,
 }
 
@@ -280,9 +283,8 @@ pub fn load(
     let mut known = known.to_vec();
     known.extend(fields::<HostSettings>());
     known.push("plugin");
-    let defaults = parse_layer(&Source::Defaults, DEFAULTS, &known)?;
-    let mut settings = defaults.settings.clone();
-    let mut sections = defaults.sections;
+    let (defaults, mut sections) = parse_layer(&Source::Defaults, DEFAULTS, &known)?;
+    let mut settings = defaults.clone();
     let mut origins = BTreeMap::new();
     let mut used_file = None;
     if let Some((path, required)) = file {
@@ -295,8 +297,8 @@ pub fn load(
                     path: path.clone(),
                     line: None,
                 };
-                let user = parse_layer(&origin, &text, &known)?;
-                for (key, value) in user.settings {
+                let (user, user_sections) = parse_layer(&origin, &text, &known)?;
+                for (key, value) in user {
                     let key = key.as_str().unwrap_or_default().to_owned();
                     if value.is_null() {
                         continue;
@@ -307,7 +309,7 @@ pub fn load(
                     origins.insert(key.clone(), Source::File { path, line });
                     merge_value(settings.entry(key.into()).or_insert(Value::Null), value);
                 }
-                for (name, value) in user.sections {
+                for (name, value) in user_sections {
                     merge_value(sections.entry(name).or_insert(Value::Null), value);
                 }
                 used_file = Some(path);
@@ -330,7 +332,7 @@ pub fn load(
         origins,
         warnings: Vec::new(),
         settings: Values(settings),
-        defaults: Values(defaults.settings),
+        defaults: Values(defaults),
     };
     let problems = config.finish();
     Ok((config, problems))
@@ -338,7 +340,12 @@ pub fn load(
 
 /// Parses one layer's text: refuses a `settings:` key no one knows (naming its line) and the
 /// two spellings of `plugins` at once; turns `plugin: X` into `plugins: [X]`.
-fn parse_layer(origin: &Source, text: &str, known: &[&str]) -> Result<Layer, ConfigError> {
+/// Returns its `settings:` mapping and its plugin sections.
+fn parse_layer(
+    origin: &Source,
+    text: &str,
+    known: &[&str],
+) -> Result<(Mapping, BTreeMap<String, Value>), ConfigError> {
     let shown = match origin {
         Source::File { path, .. } => path.display().to_string(),
         other => other.to_string(),
@@ -347,11 +354,8 @@ fn parse_layer(origin: &Source, text: &str, known: &[&str]) -> Result<Layer, Con
         origin: shown.clone(),
         error,
     };
-    let mut top: BTreeMap<String, Value> = serde_yaml::from_str(text).map_err(syntax)?;
-    let settings = match top.remove("settings") {
-        None | Some(Value::Null) => Mapping::new(),
-        Some(value) => Mapping::deserialize(value).map_err(syntax)?,
-    };
+    let File { settings, sections } = serde_yaml::from_str(text).map_err(syntax)?;
+    let settings = settings.unwrap_or_default();
     let at = |key: &str| match origin {
         Source::File { path, .. } => Source::File {
             path: path.clone(),
@@ -390,10 +394,7 @@ fn parse_layer(origin: &Source, text: &str, known: &[&str]) -> Result<Layer, Con
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
     }
-    Ok(Layer {
-        settings,
-        sections: top,
-    })
+    Ok((settings, sections))
 }
 
 /// Merges `over` into `base`: mappings key by key, recursively; an empty (null) value changes

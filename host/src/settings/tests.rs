@@ -493,3 +493,21 @@ fn every_component_takes_its_keys_from_its_struct() {
     }
     assert!(!keys.contains(&"timeouts"), "a skipped field is no key");
 }
+
+#[test]
+fn seconds_are_durations_and_counts_are_non_zero() {
+    let settings = load_text(
+        "settings: {timeout: 0.25, request_timeout: 0.5, shutdown_timeout: 0, batch_size: 1}\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(settings.supervisor.retry.timeout, 0.25);
+    assert_eq!(settings.sender.request_timeout, Duration::from_millis(500));
+    assert_eq!(settings.supervisor.shutdown_timeout, Duration::ZERO);
+    assert_eq!(settings.sender.batch_size.get(), 1);
+    assert_eq!(
+        settings.sender.timeouts, settings.supervisor.retry,
+        "the sender retries as the supervisor does"
+    );
+    assert_eq!(settings.spool.max_records.get(), 1_000_000, "the default");
+}
