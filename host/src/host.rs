@@ -2,7 +2,6 @@
 //! spool → sinks → supervisor), the loop that applies reloads, and the shutdown in the order
 //! that loses nothing.
 
-use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
@@ -13,15 +12,16 @@ use anyhow::Context as _;
 
 use crate::config::{self, Config, ConfigError};
 use crate::loader::{self, Registry};
-use crate::plan::{self, MissingClass, Plan};
 use crate::plugin_context::Intake;
-use crate::reload::Plugins;
+use crate::runtime::plan::{self, MissingClass, Plan};
+use crate::runtime::supervisor::Supervisor;
+use crate::runtime::{Runtime, RuntimeSettings};
+use crate::settings::Settings;
 use crate::signals::{self, Event, Shutdown};
-use crate::sinks::frontend::{self, FrontendSink, SenderSettings};
+use crate::sinks::frontend::{self, FrontendSink};
 use crate::sinks::spool_source;
 use crate::sinks::{stdout, SinkEvent};
 use crate::stop::Stop;
-use crate::supervisor::Supervisor;
 use crate::telemetry::Telemetry;
 use crate::{crash, service, status, watch};
 use calllogger_spool::{self as spool, ApplierThread, Mode, Queue, Spool};
@@ -36,20 +36,23 @@ pub struct Host {
     sinks_stop: Arc<Stop>,
     sinks: Vec<JoinHandle<()>>,
     listener: Option<status::Listener>,
-    plugins: Plugins,
-    shutdown_timeout: Duration,
+    plugins: Runtime,
+    /// The settings running: a reload compares the new ones with them.
+    settings: Settings,
 }
 
 impl Host {
-    /// Starts the host on `config`: the spool, the sender or the stdout echo, the status
-    /// listener, then every instance the `startup` plan builds over `registry`.
-    pub fn start(config: Config, telemetry: Arc<Telemetry>) -> anyhow::Result<Self> {
+    /// Starts the host on `settings`, in the record's order: the state folder, the plugins
+    /// folder (watched) and the instances it can build, the spool, the sinks, the status
+    /// listener, then the instances.
+    pub fn start(settings: Settings, telemetry: Arc<Telemetry>) -> anyhow::Result<Self> {
+        let config = &settings.config;
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
-        let (_, free) = inspect_state_dir(&config).map_err(anyhow::Error::msg)?;
+        let (_, free) = inspect_state_dir(config).map_err(anyhow::Error::msg)?;
         // What is in the state folder is delivered with the token: owner-only, like the plugins.
-        loader::state_dir::prepare(&config.plugin_policy, &config.state_dir)?;
+        loader::state_dir::prepare(&settings.loader, &config.state_dir)?;
         log_free_space(&config.state_dir, free);
 
         // Loader: every trusted library in the plugins folder, from private copies.
@@ -71,15 +74,15 @@ impl Host {
                 )
             })
             .ok();
-        let registry = scan_plugins(&config, &copy_dir, loader::Hashing::WhenNeeded)?;
+        let registry = scan_plugins(&settings, &copy_dir, loader::Hashing::WhenNeeded)?;
         for refusal in &registry.refused {
             tracing::warn!(file = %refusal.file.display(), "plugin library refused: {}", refusal.reason);
         }
-        let startup = prepare(&config, &registry, MissingClass::Waits)
+        let startup = prepare(config, &registry, MissingClass::Waits)
             .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
 
         // Spool: a pushed record is on disk before `push` returns.
-        let (writer, queue, applier) = Spool::open(&config.state_dir, spool_options(&config)?)?;
+        let (writer, queue, applier) = Spool::open(&config.state_dir, spool_options(&settings))?;
         if let Err(e) = crash::arm(&config.state_dir) {
             tracing::warn!("{e}: a crash of this run will not be reported at the next start");
         }
@@ -89,7 +92,7 @@ impl Host {
 
         // Sinks: spool → frontend; without a frontend, spool → stdout.
         let sinks_stop = Arc::new(Stop::default());
-        let sinks = start_sinks(&config, &queue, &sinks_stop, &telemetry, &events_tx)?;
+        let sinks = start_sinks(&settings, &queue, &sinks_stop, &telemetry, &events_tx)?;
 
         // Supervisor: one thread per instance, pushing into the spool.
         let intake = Intake {
@@ -97,12 +100,12 @@ impl Host {
             telemetry: telemetry.clone(),
             plugin_state: config.state_dir.join("plugins"),
         };
-        let shutdown_timeout = Duration::from_secs_f64(config.shutdown_timeout);
-        let listener = start_listener(&config, &telemetry, &queue)?;
-        let plugins = Plugins::start(
-            config,
+        let listener = start_listener(&settings, &telemetry, &queue)?;
+        let plugins = Runtime::start(
+            runtime_settings(&settings),
+            config.plugin_dir.clone(),
             registry,
-            Supervisor::new(intake),
+            Supervisor::new(intake.contexts(), telemetry.clone()),
             copy_dir,
             startup,
             telemetry,
@@ -119,13 +122,13 @@ impl Host {
             sinks,
             listener,
             plugins,
-            shutdown_timeout,
+            settings,
         })
     }
 
     /// Applies changes to the plugins folder, and a re-read config on SIGHUP, until a reason
     /// to shut down arrives; returns it.
-    pub fn serve(&mut self, reread: impl Fn() -> Result<Config, ConfigError>) -> Shutdown {
+    pub fn serve(&mut self, reread: impl Fn() -> Result<Settings, ConfigError>) -> Shutdown {
         let watchdog = service::watchdog_interval();
         loop {
             if watchdog.is_some() {
@@ -137,11 +140,30 @@ impl Host {
                 Some(Event::Reload) => {
                     tracing::info!("SIGHUP received: reloading the config and the plugins folder");
                     service::reloading();
-                    self.plugins.reload(reread());
+                    self.reload(reread());
                     service::ready(&running_line(&self.plugins));
                 }
                 Some(Event::PluginsChanged) => self.plugins.folder_changed(),
             }
+        }
+    }
+
+    /// SIGHUP: the instances follow the new settings (or, if any is wrong, nothing changes);
+    /// a changed setting that only a restart applies is named.
+    fn reload(&mut self, new: Result<Settings, ConfigError>) {
+        let taken = new
+            .as_ref()
+            .map(runtime_settings)
+            .map_err(ToString::to_string);
+        if let (true, Ok(new)) = (self.plugins.reload(taken), new) {
+            let restart_only = self.settings.restart_only_changes(&new);
+            if !restart_only.is_empty() {
+                tracing::warn!(
+                    "changed settings that take effect only after a restart: {}",
+                    restart_only.join(", ")
+                );
+            }
+            self.settings = new;
         }
     }
 
@@ -153,11 +175,12 @@ impl Host {
             Shutdown::Failed(e) => tracing::error!("shutting down: {e}"),
             Shutdown::Signal(_) => tracing::info!("shutting down: {reason}"),
         }
-        let stragglers = self.plugins.stop(self.shutdown_timeout);
+        let shutdown_timeout = self.settings.supervisor.shutdown_timeout;
+        let stragglers = self.plugins.stop(shutdown_timeout);
         if !stragglers.is_empty() {
             tracing::warn!(
                 "did not stop within {} s (settings.shutdown_timeout), left behind: {}",
-                self.shutdown_timeout.as_secs_f64(),
+                shutdown_timeout.as_secs_f64(),
                 stragglers.join(", ")
             );
         }
@@ -184,14 +207,14 @@ impl Host {
 
 /// Every library in the plugins folder, loaded from private copies in `copy_dir`.
 pub(crate) fn scan_plugins(
-    config: &Config,
+    settings: &Settings,
     copy_dir: &Path,
     hashing: loader::Hashing,
 ) -> anyhow::Result<Registry> {
     loader::scan(
-        &config.plugin_dir,
+        &settings.config.plugin_dir,
         copy_dir,
-        &config.plugin_policy,
+        &settings.loader,
         &Registry::default(),
         hashing,
     )
@@ -232,7 +255,7 @@ pub(crate) fn prepare(
     registry: &Registry,
     missing: MissingClass,
 ) -> Result<Plan, Vec<String>> {
-    let plan = plan::plan(config, registry, [], missing);
+    let plan = plan::build(plan::diff(&config.instances, registry, [], missing));
     if plan.errors.is_empty() {
         Ok(plan)
     } else {
@@ -260,7 +283,7 @@ fn log_free_space(dir: &std::path::Path, free: u64) {
 }
 
 /// What runs, for the log and systemd's status line.
-fn running_line(plugins: &Plugins) -> String {
+fn running_line(plugins: &Runtime) -> String {
     match plugins.names() {
         names if names.is_empty() => "running no plugin instances".to_owned(),
         names => format!("running {}", names.join(", ")),
@@ -269,19 +292,18 @@ fn running_line(plugins: &Plugins) -> String {
 
 /// The optional listener for /health, /metrics and the status page.
 fn start_listener(
-    config: &Config,
+    settings: &Settings,
     telemetry: &Arc<Telemetry>,
     queue: &Queue,
 ) -> anyhow::Result<Option<status::Listener>> {
-    let Some(addr) = config.metrics_addr else {
+    let Some(addr) = settings.config.metrics_addr else {
         return Ok(None);
     };
     let sources = status::Sources {
         telemetry: telemetry.clone(),
         spool: queue.clone(),
-        stuck_after: Duration::from_secs_f64(
-            config.timeouts.max_timeout.max(config.request_timeout),
-        ),
+        stuck_after: Duration::from_secs_f64(settings.supervisor.retry.max_timeout)
+            .max(settings.sender.request_timeout),
     };
     let listener = status::start(&addr.to_string(), sources)
         .with_context(|| format!("listening on settings.metrics_addr {addr}"))?;
@@ -304,43 +326,35 @@ impl From<SinkEvent> for Event {
 /// Starts the configured sinks, each on its own thread with its own cursor: the frontend when
 /// one is configured, else the stdout echo.
 fn start_sinks(
-    config: &Config,
+    settings: &Settings,
     queue: &Queue,
     stop: &Arc<Stop>,
     telemetry: &Arc<Telemetry>,
     events: &std::sync::mpsc::Sender<Event>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let thread = if config.delivers() {
-        let sink = FrontendSink::new(sender_settings(config), telemetry.clone())?;
+    let retry = settings.supervisor.retry;
+    let thread = if settings.sender.delivers() {
+        let sink = FrontendSink::new(settings.sender.clone(), telemetry.clone())?;
         telemetry.sender_enabled(true);
-        let retry = sink.timeouts();
         spool_source::start(sink, Mode::Consuming, retry, queue, stop, telemetry, events)?
     } else {
         tracing::info!(
             "no frontend and token configured: records are kept in the spool and written to stdout"
         );
         let sink = stdout::JsonLines::new(stdout::stdout().context("opening stdout")?);
-        spool_source::start(
-            sink,
-            Mode::Following,
-            config.timeouts,
-            queue,
-            stop,
-            telemetry,
-            events,
-        )?
+        spool_source::start(sink, Mode::Following, retry, queue, stop, telemetry, events)?
     };
     Ok(vec![thread])
 }
 
 /// How this run uses the spool: the frontend sink consumes it when there is a frontend; a full
 /// spool drops INCOMING ("ringing now", call type 0) records first.
-fn spool_options(config: &Config) -> anyhow::Result<spool::Options> {
-    Ok(spool::Options {
-        max_records: NonZeroU64::new(config.spool_max_records)
-            .context("settings.spool_max_records must be at least 1")?,
-        fsync: config.spool_fsync,
-        consumers: config
+fn spool_options(settings: &Settings) -> spool::Options {
+    spool::Options {
+        max_records: settings.spool.max_records,
+        fsync: settings.spool.fsync,
+        consumers: settings
+            .sender
             .delivers()
             .then(|| frontend::NAME.to_owned())
             .into_iter()
@@ -349,17 +363,14 @@ fn spool_options(config: &Config) -> anyhow::Result<spool::Options> {
             applies: |kind| kind == 0,
             what: "ringing INCOMING ones",
         },
-    })
+    }
 }
 
-fn sender_settings(config: &Config) -> SenderSettings {
-    SenderSettings {
-        frontend: config.frontend.clone(),
-        token: config.token.clone(),
-        backlog_trigger: config.backlog_trigger,
-        batch_size: config.batch_size,
-        drop_stale_incoming: config.drop_stale_incoming,
-        timeouts: config.timeouts,
-        request_timeout: Duration::from_secs_f64(config.request_timeout),
+/// What the runtime takes from the settings (again on a reload).
+fn runtime_settings(settings: &Settings) -> RuntimeSettings {
+    RuntimeSettings {
+        instances: settings.config.instances.clone(),
+        supervisor: settings.supervisor,
+        loader: settings.loader.clone(),
     }
 }

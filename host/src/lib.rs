@@ -16,15 +16,15 @@ mod crash;
 mod host;
 mod json;
 mod loader;
-mod plan;
 mod plugin_context;
-mod reload;
+mod runtime;
 mod service;
+mod settings;
 mod signals;
 mod sinks;
+mod spool_settings;
 mod status;
 mod stop;
-mod supervisor;
 mod telemetry;
 mod watch;
 

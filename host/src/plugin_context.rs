@@ -17,6 +17,7 @@ use calllogger_plugin_sdk::Backoff;
 use parking_lot::Mutex;
 
 use crate::json;
+use crate::runtime::supervisor::{Contexts, InstanceHost};
 use crate::stop::Stop;
 use crate::telemetry::{PushCounter, Telemetry};
 use calllogger_spool::Writer;
@@ -63,7 +64,7 @@ impl InstanceContext {
 
     /// Logs how often the last message was held back, if it was (see [`Repeats`]): called
     /// when a run ends, so a burst is summed up even if the instance logs nothing more.
-    pub fn log_held_repeats(&self) {
+    fn log_held_repeats(&self) {
         if let Some(held) = self.repeats.lock().take_held() {
             self.emit(held.level, &held.summary());
         }
@@ -79,10 +80,24 @@ impl InstanceContext {
             LogLevel::Error => tracing::error!(target: "plugin", instance = %name, "{message}"),
         }
     }
+}
 
-    /// The FFI handle handed to the plugin's `run`.
-    pub fn handle(&self) -> HostHandle {
+impl InstanceHost for InstanceContext {
+    fn handle(&self) -> HostHandle {
         HostApi_TO::from_ptr(RArc::new(self.clone()), TD_Opaque)
+    }
+
+    fn run_ended(&self) {
+        self.log_held_repeats();
+    }
+}
+
+impl Intake {
+    /// The host side of every instance the supervisor starts: pushing into this intake.
+    pub fn contexts(self) -> Contexts {
+        Arc::new(move |name, class, stop, retry| {
+            Box::new(InstanceContext::new(name, class, stop, self.clone(), retry))
+        })
     }
 }
 

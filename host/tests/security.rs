@@ -195,9 +195,11 @@ fn the_token_appears_in_no_log_output_or_error() {
     ));
     let (ok, report, err) = install.run_cli(&["check"]);
     assert!(!ok);
+    // `check` lists it among the problems it found (stdout), with every other one.
     assert!(
-        err.contains("a secret (token, password) must be a string"),
-        "{err}"
+        report.contains("error: ")
+            && report.contains("settings.token: a secret (token, password) must be a string"),
+        "{report}{err}"
     );
     assert!(!report.contains(TOKEN) && !err.contains(TOKEN), "{err}");
 }

@@ -8,21 +8,22 @@ use super::{error_chain, load_config_all};
 use crate::cli::Cli;
 use crate::host::{inspect_state_dir, prepare, scan_plugins};
 use crate::loader;
-use crate::plan::MissingClass;
+use crate::runtime::plan::MissingClass;
 
 /// `calllogger check`: everything `run` would do before starting the instances, every
 /// problem reported at once.
 pub fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let (config, mut problems) = load_config_all(cli)?;
+    let (settings, mut problems) = load_config_all(cli)?;
+    let config = &settings.config;
     match &config.file {
         Some(file) => println!("config: {} over the built-in defaults", file.display()),
         None => println!("config: built-in defaults only"),
     }
     let mut warnings = config.warnings.clone();
-    match inspect_state_dir(&config) {
+    match inspect_state_dir(config) {
         Ok((state, _)) => {
             println!("state folder: {state}");
-            if let Err(e) = loader::state_dir::check(&config.plugin_policy, &config.state_dir) {
+            if let Err(e) = loader::state_dir::check(&settings.loader, &config.state_dir) {
                 problems.push(e.to_string());
             }
         }
@@ -30,7 +31,7 @@ pub fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     println!("plugin folder: {}", config.plugin_dir.display());
     let copies = tempfile::tempdir().context("creating a temporary folder")?;
-    match scan_plugins(&config, copies.path(), loader::Hashing::WhenNeeded) {
+    match scan_plugins(&settings, copies.path(), loader::Hashing::WhenNeeded) {
         Ok(registry) => {
             problems.extend(
                 registry
@@ -39,14 +40,14 @@ pub fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
                     .map(|r| format!("plugin library {} refused: {}", r.file.display(), r.reason)),
             );
             problems.extend(registry.conflicts().iter().map(ToString::to_string));
-            match prepare(&config, &registry, MissingClass::IsError) {
+            match prepare(config, &registry, MissingClass::IsError) {
                 Ok(plan) => {
                     for instance in plan.start {
                         println!(
                             "would run: {} (class {} from {})",
                             instance.name,
                             instance.spec.class,
-                            instance.spec.library.file.display()
+                            instance.spec.source.file().display()
                         );
                     }
                 }
@@ -61,8 +62,8 @@ pub fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Err(e) => problems.push(error_chain(&e)),
     }
-    if config.delivers() {
-        println!("records go to: {} (token set)", config.frontend);
+    if settings.sender.delivers() {
+        println!("records go to: {} (token set)", settings.sender.frontend);
     } else {
         println!("records go to: the spool and stdout (no frontend and token configured)");
     }

@@ -14,7 +14,8 @@ pub use spool::spool;
 use std::path::PathBuf;
 
 use crate::cli::Cli;
-use crate::config::{self, Config, ConfigError, SettingsLayer};
+use crate::config::{self, ConfigError, Overrides};
+use crate::settings::{self, Settings};
 
 /// An error with its causes, `: `-separated, each said once: a cause whose text its error
 /// already ends with (as `{source}` in a message) is not repeated.
@@ -34,28 +35,27 @@ pub fn error_chain(e: &anyhow::Error) -> String {
 }
 
 /// The config: defaults < file < environment < flags.
-fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+fn load_config(cli: &Cli) -> Result<Settings, ConfigError> {
     let (file, env, flags) = config_layers(cli);
-    config::load(file, env, flags)
+    settings::load(file, env, flags)
 }
 
 /// The config with every problem in its values, for `check` to report them all.
-fn load_config_all(cli: &Cli) -> Result<(Config, Vec<String>), ConfigError> {
+fn load_config_all(cli: &Cli) -> Result<(Settings, Vec<String>), ConfigError> {
     let (file, env, flags) = config_layers(cli);
-    config::load_all(file, env, flags)
+    settings::load_all(file, env, flags)
 }
 
-/// The user file, the environment and the flags, as [`config::load`] takes them.
-fn config_layers(cli: &Cli) -> (Option<(PathBuf, bool)>, SettingsLayer, SettingsLayer) {
+/// The user file, the environment and the flags, as [`settings::load`] takes them.
+fn config_layers(cli: &Cli) -> (Option<(PathBuf, bool)>, Overrides, Overrides) {
     let env = |name: &str| std::env::var(name).ok();
-    let flags = SettingsLayer {
-        plugin_dir: cli.plugin_dir.clone(),
-        state_dir: cli.state_dir.clone(),
-        ..SettingsLayer::default()
-    };
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+    let flags = Overrides::default()
+        .flag("plugin_dir", path(&cli.plugin_dir))
+        .flag("state_dir", path(&cli.state_dir));
     (
         config::config_path(cli.config.as_deref(), env),
-        SettingsLayer::from_env(env),
+        Overrides::from_env(env),
         flags,
     )
 }

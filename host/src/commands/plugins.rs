@@ -11,9 +11,9 @@ use crate::loader::{self, Registry};
 
 /// `calllogger plugins`: the class table, then the refused files.
 pub fn plugins(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let config = load_config(cli)?;
+    let settings = load_config(cli)?;
     let copies = tempfile::tempdir().context("creating a temporary folder")?;
-    let registry = scan_plugins(&config, copies.path(), loader::Hashing::Always)?;
+    let registry = scan_plugins(&settings, copies.path(), loader::Hashing::Always)?;
     print!("{}", plugin_table(&registry));
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use calllogger_spool::{self as spool, SpoolReader};
 
 /// `calllogger spool`: look into the spool of the configured `state_dir`.
 pub fn spool(cli: &Cli, action: Option<SpoolAction>) -> anyhow::Result<ExitCode> {
-    let config = load_config(cli)?;
+    let config = load_config(cli)?.config;
     if !config.state_dir.join(spool::FILE).exists() {
         anyhow::bail!(
             "no spool in {} (settings.state_dir): nothing was pushed there yet",

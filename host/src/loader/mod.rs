@@ -209,7 +209,7 @@ pub enum Hashing {
 pub fn scan(
     dir: &Path,
     copy_dir: &Path,
-    policy: &trust::Policy,
+    policy: &trust::LoaderPolicy,
     previous: &Registry,
     hashing: Hashing,
 ) -> Result<Registry, LoaderError> {
@@ -258,7 +258,7 @@ pub fn scan(
 /// Checks and loads one file, or reuses `earlier` (its library from the previous scan).
 fn scan_one(
     file: &Path,
-    policy: &trust::Policy,
+    policy: &trust::LoaderPolicy,
     earlier: Option<&Arc<Library>>,
     refused_before: Option<&Refusal>,
     hash: bool,
@@ -497,7 +497,7 @@ impl PrivateCopy {
         file: &Path,
         data: &[u8],
         copy_dir: &Path,
-        policy: &trust::Policy,
+        policy: &trust::LoaderPolicy,
     ) -> Result<Self, String> {
         #[cfg(target_os = "linux")]
         match memory_copy(file, data) {
@@ -593,7 +593,7 @@ fn load(
     sha256: Option<String>,
     fingerprint: Fingerprint,
     copy_dir: &Path,
-    policy: &trust::Policy,
+    policy: &trust::LoaderPolicy,
 ) -> Result<Library, String> {
     #[cfg(all(unix, not(target_vendor = "apple")))]
     elf::check(data)?;

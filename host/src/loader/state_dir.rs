@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::trust::{self, Policy};
+use super::trust::{self, LoaderPolicy};
 use calllogger_spool as spool;
 
 /// Why `state_dir` cannot be used.
@@ -24,7 +24,7 @@ pub enum StateDirError {
 }
 
 /// Creates `dir` owner-only if it is missing, then [`check`]s it.
-pub fn prepare(policy: &Policy, dir: &Path) -> Result<(), StateDirError> {
+pub fn prepare(policy: &LoaderPolicy, dir: &Path) -> Result<(), StateDirError> {
     if !dir.exists() {
         super::create_private_dir(dir).map_err(|source| StateDirError::Create {
             dir: dir.to_owned(),
@@ -36,7 +36,7 @@ pub fn prepare(policy: &Policy, dir: &Path) -> Result<(), StateDirError> {
 
 /// Refuses `dir`, or a spool file in it, that is writable by group or others or owned by
 /// another user (unless `policy` is not strict). A missing folder passes: `run` creates it.
-pub fn check(policy: &Policy, dir: &Path) -> Result<(), StateDirError> {
+pub fn check(policy: &LoaderPolicy, dir: &Path) -> Result<(), StateDirError> {
     let wal = format!("{}-wal", spool::FILE);
     let files = [
         ("state folder", dir.to_owned()),

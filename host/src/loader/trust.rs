@@ -6,15 +6,44 @@ use std::collections::BTreeMap;
 use std::fs::Metadata;
 use std::path::Path;
 
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
-/// The checks a library must pass before it is loaded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Policy {
+/// The checks a library must pass before it is loaded (`settings.strict_plugin_permissions`
+/// and `settings.trusted_plugins`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct LoaderPolicy {
     /// Refuse files and folders writable by group or others, or owned by another user.
+    #[serde(rename = "strict_plugin_permissions")]
     pub strict_permissions: bool,
     /// Library file name or class name → lowercase hex sha256. Empty: no pinning.
-    pub pins: BTreeMap<String, String>,
+    #[serde(rename = "trusted_plugins")]
+    pub pins: BTreeMap<String, Sha256Hex>,
+}
+
+/// A sha256 as lowercase hex, as `sha256sum` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sha256Hex(String);
+
+impl Sha256Hex {
+    /// The 64 lowercase hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Hex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let hash = String::deserialize(d)?.trim().to_ascii_lowercase();
+        if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(hash))
+        } else {
+            Err(D::Error::custom(
+                "must be a sha256 in hex (64 characters, as `sha256sum` prints it)",
+            ))
+        }
+    }
 }
 
 /// The sha256 of a library's bytes, as lowercase hex.
@@ -27,7 +56,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Checks the owner and mode of the plugins folder or of one library (`what` says which).
 pub fn check_permissions(
-    policy: &Policy,
+    policy: &LoaderPolicy,
     what: &str,
     path: &Path,
     meta: &Metadata,
@@ -45,7 +74,7 @@ pub fn check_permissions(
 /// Checks the owner and mode of `state_dir` or of a spool file in it (`what` says which): what
 /// it holds is delivered with the token.
 pub fn check_record_permissions(
-    policy: &Policy,
+    policy: &LoaderPolicy,
     what: &str,
     path: &Path,
     meta: &Metadata,
@@ -67,7 +96,7 @@ pub fn check_record_permissions(
 /// Refuses `path` if it is writable by group or others (`risk` says what they could do then),
 /// or owned by neither root nor this process's user (the fix gives it to `owner`).
 fn check_owner_and_mode(
-    policy: &Policy,
+    policy: &LoaderPolicy,
     what: &str,
     path: &Path,
     meta: &Metadata,
@@ -124,7 +153,7 @@ pub enum Pin {
 /// Checks a library's hash against the pins before it is loaded: a file-name pin must match;
 /// without one, some class must be pinned to this hash (checked by [`check_classes`] once its
 /// classes are known).
-pub fn check_pin(policy: &Policy, file_name: &str, sha256: &str) -> Result<Pin, String> {
+pub fn check_pin(policy: &LoaderPolicy, file_name: &str, sha256: &str) -> Result<Pin, String> {
     if policy.pins.is_empty() {
         return Ok(Pin::Unpinned);
     }
@@ -132,6 +161,7 @@ pub fn check_pin(policy: &Policy, file_name: &str, sha256: &str) -> Result<Pin, 
         "if this file is trusted, pin it in settings.trusted_plugins: `{file_name}: {sha256}`"
     );
     if let Some(pinned) = policy.pins.get(file_name) {
+        let pinned = pinned.as_str();
         return if pinned.eq_ignore_ascii_case(sha256) {
             Ok(Pin::File)
         } else {
@@ -143,7 +173,7 @@ pub fn check_pin(policy: &Policy, file_name: &str, sha256: &str) -> Result<Pin, 
     let classes: Vec<String> = policy
         .pins
         .iter()
-        .filter(|(_, pinned)| pinned.eq_ignore_ascii_case(sha256))
+        .filter(|(_, pinned)| pinned.as_str().eq_ignore_ascii_case(sha256))
         .map(|(key, _)| key.clone())
         .collect();
     if classes.is_empty() {
@@ -173,12 +203,12 @@ pub fn check_classes<'a>(
 mod tests {
     use super::*;
 
-    fn pinned(pins: &[(&str, &str)]) -> Policy {
-        Policy {
+    fn pinned(pins: &[(&str, &str)]) -> LoaderPolicy {
+        LoaderPolicy {
             strict_permissions: true,
             pins: pins
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .map(|(k, v)| ((*k).to_owned(), Sha256Hex(v.to_ascii_lowercase())))
                 .collect(),
         }
     }
@@ -207,7 +237,7 @@ mod tests {
         let unknown = check_pin(&policy, "libc.so", "cc33").unwrap_err();
         assert!(unknown.contains("`libc.so: cc33`"), "{unknown}");
         assert_eq!(
-            check_pin(&Policy::default(), "x.so", "00"),
+            check_pin(&LoaderPolicy::default(), "x.so", "00"),
             Ok(Pin::Unpinned)
         );
     }

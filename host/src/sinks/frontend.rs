@@ -12,17 +12,18 @@
 //! `settings.frontend`, and a 3xx is logged with where it pointed. Under a backlog, INCOMING
 //! ("ringing now") records can be skipped (`drop_stale_incoming`): the next ack covers them.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use calllogger_plugin_abi::TimeoutSettings;
 use calllogger_plugin_sdk::Secret;
 
 use super::{AtStop, Outcome, Pending, Sink};
+use crate::config::{self, Config};
 use crate::telemetry::Telemetry;
 
 /// How the sender reaches the frontend and works off a backlog.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct SenderSettings {
     /// The frontend's base URL (`settings.frontend`).
     pub frontend: String,
@@ -31,13 +32,89 @@ pub struct SenderSettings {
     /// More pending records than this is a backlog: send batches.
     pub backlog_trigger: u64,
     /// Records per batch in a backlog.
-    pub batch_size: usize,
+    #[serde(deserialize_with = "batch_size")]
+    pub batch_size: NonZeroUsize,
     /// Drop INCOMING ("ringing now") records from a backlog: they only matter live.
     pub drop_stale_incoming: bool,
-    /// The host's retry timeouts.
-    pub timeouts: TimeoutSettings,
     /// Longest a request may take.
+    #[serde(deserialize_with = "request_timeout")]
     pub request_timeout: Duration,
+}
+
+fn batch_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
+    let n = config::within(d, 1..=10_000, "records, from 1 to 10000")?;
+    NonZeroUsize::new(n).ok_or_else(|| serde::de::Error::custom("must not be 0"))
+}
+
+fn request_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    config::seconds(d, 0.1..=config::HOUR, "seconds, from 0.1 to 3600 (an hour)")
+}
+
+impl SenderSettings {
+    /// Whether records go to a frontend (both `frontend` and `token` set) or only to stdout.
+    pub fn delivers(&self) -> bool {
+        !self.frontend.trim().is_empty() && !self.token.expose().trim().is_empty()
+    }
+
+    /// Both `frontend` and `token`, or neither; a frontend that is an http(s) base URL; a
+    /// token that fits in a header. The token's value is never shown.
+    pub fn check(&self, config: &Config) -> Vec<String> {
+        let mut problems = Vec::new();
+        let has_frontend = !self.frontend.trim().is_empty();
+        let has_token = !self.token.expose().trim().is_empty();
+        if has_frontend && !has_token {
+            problems.push(config.problem(
+                "frontend",
+                "is set but no token is: set the TOKEN environment variable or settings.token \
+                 (or leave the frontend empty to keep records in the spool and on stdout)",
+            ));
+        }
+        if has_token && !has_frontend {
+            problems.push(config.problem(
+                "token",
+                "is set but no frontend is: set settings.frontend or CALLLOGGER_FRONTEND (or \
+                 remove the token to keep records in the spool and on stdout)",
+            ));
+        }
+        if has_token && self.token.expose().chars().any(char::is_control) {
+            problems.push(config.problem(
+                "token",
+                "contains a control character (a newline, a tab, …; often the end of the file \
+                 it was copied from); its value is not shown",
+            ));
+        }
+        if has_frontend {
+            if let Some(why) = url_problem(&self.frontend) {
+                problems.push(config.problem(
+                    "frontend",
+                    format!(
+                        "`{}` {why}; it must be a base URL such as https://monitor.example.com",
+                        self.frontend
+                    ),
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// What is wrong with a frontend URL, if anything.
+pub(crate) fn url_problem(url: &str) -> Option<String> {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains a space or a control character".into());
+    }
+    match reqwest::Url::parse(url) {
+        Err(e) => Some(format!("is not a URL ({e})")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
+            "has the scheme `{}`, not http or https",
+            u.scheme()
+        )),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("names no host".into()),
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            Some("has a ?query or #fragment (the record path is appended to it)".into())
+        }
+        Ok(_) => None,
+    }
 }
 
 /// The path records are posted to, below the frontend's base URL.
@@ -126,11 +203,6 @@ impl FrontendSink {
         })
     }
 
-    /// The decayed timeouts between attempts (`timeout`, `decay`, `max_timeout`).
-    pub fn timeouts(&self) -> TimeoutSettings {
-        self.settings.timeouts
-    }
-
     fn post(&self, batch: &[Pending]) -> Outcome {
         let body = match batch {
             [one] => one.body.clone(),
@@ -209,7 +281,7 @@ impl Sink for FrontendSink {
     fn take(&mut self, backlog: u64) -> usize {
         self.backlog = (backlog > self.settings.backlog_trigger).then_some(backlog);
         if self.backlog.is_some() {
-            self.settings.batch_size
+            self.settings.batch_size.get()
         } else {
             1
         }

@@ -29,9 +29,8 @@ fn frontend_sink(frontend: &Frontend, backlog_trigger: u64, drop_stale: bool) ->
         frontend: frontend.url.clone(),
         token: Secret::from("t0ken".to_owned()),
         backlog_trigger,
-        batch_size: 10,
+        batch_size: std::num::NonZeroUsize::new(10).unwrap(),
         drop_stale_incoming: drop_stale,
-        timeouts: fast(0.3),
         request_timeout: Duration::from_secs(10),
     };
     FrontendSink::new(settings, Telemetry::new()).unwrap()

@@ -1,5 +1,6 @@
-//! Reloading: applies a change in the plugins folder, or a new config on SIGHUP, to the running
-//! instances without losing a record.
+//! The runtime: the libraries loaded and the instances running. A change in the plugins
+//! folder, or new settings on SIGHUP, is applied to the running instances without losing a
+//! record: [`plan::diff`], then [`plan::build`], then a commit.
 //!
 //! A changed library is loaded from a fresh private copy and its instances are constructed
 //! before the old ones are stopped; if either fails, the old instances run on. Every record an
@@ -11,15 +12,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError};
-use crate::loader::{self, Library, Refusal, Registry};
-use crate::plan::{plan, MissingClass, Plan};
-use crate::supervisor::Supervisor;
-use crate::telemetry::{InstanceState, Telemetry};
+pub mod plan;
+pub mod supervisor;
 
-/// The plugin side of a running host: its config, the libraries loaded, the instances running.
-pub struct Plugins {
-    config: Config,
+use crate::config::InstanceConfig;
+use crate::loader::trust::LoaderPolicy;
+use crate::loader::{self, Library, Refusal, Registry};
+use crate::telemetry::{InstanceState, Telemetry};
+use plan::{MissingClass, Plan, Waiting};
+use supervisor::{Supervisor, SupervisorSettings};
+
+/// The settings the runtime takes again on a reload.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub instances: Vec<InstanceConfig>,
+    pub supervisor: SupervisorSettings,
+    pub loader: LoaderPolicy,
+}
+
+/// The plugin side of a running host: the libraries loaded, the instances running.
+pub struct Runtime {
+    settings: RuntimeSettings,
+    /// The folder watched and loaded from (fixed at start-up).
+    plugin_dir: PathBuf,
     registry: Registry,
     supervisor: Supervisor,
     copy_dir: PathBuf,
@@ -28,19 +43,21 @@ pub struct Plugins {
     telemetry: Arc<Telemetry>,
 }
 
-impl Plugins {
+impl Runtime {
     /// Starts the instances of a start-up plan (which must have no errors).
     pub fn start(
-        config: Config,
+        settings: RuntimeSettings,
+        plugin_dir: PathBuf,
         registry: Registry,
         mut supervisor: Supervisor,
         copy_dir: PathBuf,
         plan: Plan,
         telemetry: Arc<Telemetry>,
     ) -> Self {
-        supervisor.start(plan.start, config.timeouts);
+        supervisor.start(plan.start, settings.supervisor.retry);
         let plugins = Self {
-            config,
+            settings,
+            plugin_dir,
             registry,
             supervisor,
             copy_dir,
@@ -61,7 +78,7 @@ impl Plugins {
     /// instances accordingly. A library that is refused, or whose instances fail to
     /// construct, leaves the previous version running.
     pub fn folder_changed(&mut self) {
-        let mut registry = match self.scan(&self.config.plugin_policy) {
+        let mut registry = match self.scan(&self.settings.loader) {
             Ok(registry) => registry,
             Err(e) => {
                 self.telemetry.reload(false);
@@ -69,38 +86,29 @@ impl Plugins {
             }
         };
         log_refusals(&registry, &self.registry);
-        loop {
-            let plan = plan(
-                &self.config,
-                &registry,
-                self.supervisor.specs(),
-                MissingClass::Waits,
-            );
-            // A new library whose instances do not construct is refused as a whole.
-            let refused: Vec<Arc<Library>> = plan
-                .failed
-                .iter()
-                .filter(|new| {
-                    !self
-                        .registry
-                        .libraries
-                        .iter()
-                        .any(|old| Arc::ptr_eq(old, new))
-                })
-                .cloned()
-                .collect();
-            if refused.is_empty() {
-                for error in &plan.errors {
-                    tracing::error!("{error}");
-                }
-                return self.apply(plan, registry);
-            }
+        let mut plan = self.plan(&self.settings.instances, &registry);
+        // A new library whose instances do not construct is refused as a whole: the previous
+        // version of its file (if any) stays, and the instances are planned over that instead.
+        let refused: Vec<Arc<Library>> = plan
+            .failed
+            .iter()
+            .filter_map(|file| registry.library_at(file))
+            .filter(|new| {
+                !self
+                    .registry
+                    .libraries
+                    .iter()
+                    .any(|old| Arc::ptr_eq(old, new))
+            })
+            .cloned()
+            .collect();
+        if !refused.is_empty() {
             self.telemetry.reload(false);
+            let reason = format!(
+                "its instances failed to construct ({})",
+                plan.errors.join("; ")
+            );
             for library in refused {
-                let reason = format!(
-                    "its instances failed to construct ({})",
-                    plan.errors.join("; ")
-                );
                 tracing::warn!(
                     file = %library.file.display(),
                     "plugin library refused: {reason}; the previous version, if any, runs on"
@@ -111,36 +119,39 @@ impl Plugins {
                 registry.refused.retain(|r| r.file != library.file);
                 registry
                     .refused
-                    .push(Refusal::after_loading(&library, reason));
+                    .push(Refusal::after_loading(&library, reason.clone()));
                 self.retire(library);
             }
+            plan = self.plan(&self.settings.instances, &registry);
         }
+        for error in &plan.errors {
+            tracing::error!("{error}");
+        }
+        self.commit(plan, registry);
     }
 
-    /// SIGHUP: re-read the config and the folder. Instances whose section changed restart, new
-    /// ones start, dropped ones stop. A config with any error changes nothing.
-    pub fn reload(&mut self, config: Result<Config, ConfigError>) {
-        let config = match config {
-            Ok(config) => config,
+    /// SIGHUP: new settings, and a rescan of the folder. Instances whose section changed
+    /// restart, new ones start, dropped ones stop. A config with any error changes nothing;
+    /// returns whether the new settings were taken.
+    pub fn reload(&mut self, settings: Result<RuntimeSettings, impl std::fmt::Display>) -> bool {
+        let settings = match settings {
+            Ok(settings) => settings,
             Err(e) => {
                 self.telemetry.reload(false);
-                return tracing::error!("new config refused, the running one stays: {e}");
+                tracing::error!("new config refused, the running one stays: {e}");
+                return false;
             }
         };
-        let registry = match self.scan(&config.plugin_policy) {
+        let registry = match self.scan(&settings.loader) {
             Ok(registry) => registry,
             Err(e) => {
                 self.telemetry.reload(false);
-                return tracing::error!("new config refused, the running one stays: {e}");
+                tracing::error!("new config refused, the running one stays: {e}");
+                return false;
             }
         };
         log_refusals(&registry, &self.registry);
-        let plan = plan(
-            &config,
-            &registry,
-            self.supervisor.specs(),
-            MissingClass::Waits,
-        );
+        let plan = self.plan(&settings.instances, &registry);
         if !plan.errors.is_empty() {
             self.telemetry.reload(false);
             tracing::error!(
@@ -149,24 +160,14 @@ impl Plugins {
                 if plan.errors.len() == 1 { "" } else { "s" },
                 plan.errors.join("\n  ")
             );
-            return;
+            return false;
         }
-        let restart_only = self.config.restart_only_changes(&config);
-        if !restart_only.is_empty() {
-            tracing::warn!(
-                "changed settings that take effect only after a restart: {}",
-                restart_only.join(", ")
-            );
-        }
-        self.config = Config {
-            // The folder being watched stays the one loaded from.
-            plugin_dir: self.config.plugin_dir.clone(),
-            ..config
-        };
+        self.settings = settings;
         if plan.is_empty() {
             tracing::info!("config reloaded: no instance to start, restart or stop");
         }
-        self.apply(plan, registry);
+        self.commit(plan, registry);
+        true
     }
 
     /// Stops every instance; returns those that did not stop within `deadline`.
@@ -174,9 +175,9 @@ impl Plugins {
         self.supervisor.stop_all(deadline)
     }
 
-    fn scan(&self, policy: &loader::trust::Policy) -> Result<Registry, loader::LoaderError> {
+    fn scan(&self, policy: &LoaderPolicy) -> Result<Registry, loader::LoaderError> {
         loader::scan(
-            &self.config.plugin_dir,
+            &self.plugin_dir,
             &self.copy_dir,
             policy,
             &self.registry,
@@ -184,25 +185,38 @@ impl Plugins {
         )
     }
 
-    /// Stops what the plan replaces or drops, then starts its instances: the gap for a
-    /// replaced instance is the join of its old thread.
-    fn apply(&mut self, plan: Plan, registry: Registry) {
+    /// Diffs `instances` over `registry` against what runs, and builds what is to start.
+    fn plan(&self, instances: &[InstanceConfig], registry: &Registry) -> Plan {
+        let diff = plan::diff(
+            instances,
+            registry,
+            self.supervisor.specs(),
+            MissingClass::Waits,
+        );
+        plan::build(diff)
+    }
+
+    /// Stops what the plan replaces or drops, then starts its instances (the gap for a
+    /// replaced instance is the join of its old thread), retires the libraries no longer in
+    /// `registry`, and updates the telemetry.
+    fn commit(&mut self, plan: Plan, registry: Registry) {
         if !plan.is_empty() {
             tracing::info!("reloading: {}", plan.summary());
         }
         self.telemetry.reload(true);
-        let deadline = Duration::from_secs_f64(self.config.shutdown_timeout);
+        let deadline = self.settings.supervisor.shutdown_timeout;
         let stragglers = self.supervisor.stop(&plan.stop, deadline);
         if !stragglers.is_empty() {
             tracing::warn!(
                 "did not stop within {} s (settings.shutdown_timeout), left behind: {}",
-                self.config.shutdown_timeout,
+                deadline.as_secs_f64(),
                 stragglers.join(", ")
             );
         }
-        self.supervisor.start(plan.start, self.config.timeouts);
+        self.supervisor
+            .start(plan.start, self.settings.supervisor.retry);
         self.note_waiting(&plan.waiting);
-        let configured = &self.config.instances;
+        let configured = &self.settings.instances;
         self.telemetry
             .retain_instances(|name| configured.iter().any(|i| i.name == name));
         let old = std::mem::replace(&mut self.registry, registry);
@@ -225,8 +239,8 @@ impl Plugins {
     }
 
     /// Logs the instances waiting for a library, and shows them as waiting.
-    fn note_waiting(&self, waiting: &[(String, String, String)]) {
-        for (name, class, why) in waiting {
+    fn note_waiting(&self, waiting: &[Waiting]) {
+        for Waiting { name, class, why } in waiting {
             tracing::warn!("{why}");
             self.telemetry.instance_state(
                 name,

@@ -3,26 +3,127 @@
 //! changes it), and stops them all with a deadline, calling each instance's stop hook.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calllogger_plugin_abi::{ErrorKind, InstanceBox, PluginError, StopHookBox, TimeoutSettings};
+use calllogger_plugin_abi::{
+    ErrorKind, HostHandle, InstanceBox, PluginError, StopHookBox, TimeoutSettings,
+};
 use calllogger_plugin_sdk::Backoff;
 use parking_lot::Mutex;
+use serde::{Deserialize, Deserializer};
 
+use crate::config::{self, Config, Source, HOUR, WEEK};
 use crate::crash::RunningInstance;
 use crate::loader::Library;
-use crate::plugin_context::{InstanceContext, Intake};
 use crate::stop::Stop;
 use crate::telemetry::{InstanceState, Telemetry};
+
+/// The supervisor's settings: the retry timeouts after a failure, and how long instances
+/// may take to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(from = "RawSupervisorSettings")]
+pub struct SupervisorSettings {
+    /// `settings.timeout`, `decay` and `max_timeout`: also what plugins get for their backoff.
+    pub retry: TimeoutSettings,
+    /// `settings.shutdown_timeout`.
+    pub shutdown_timeout: Duration,
+}
+
+/// The keys as written.
+#[derive(Deserialize)]
+struct RawSupervisorSettings {
+    #[serde(deserialize_with = "retry_wait")]
+    timeout: Duration,
+    #[serde(deserialize_with = "decay")]
+    decay: f64,
+    #[serde(deserialize_with = "retry_wait")]
+    max_timeout: Duration,
+    #[serde(deserialize_with = "stop_wait")]
+    shutdown_timeout: Duration,
+}
+
+impl From<RawSupervisorSettings> for SupervisorSettings {
+    fn from(raw: RawSupervisorSettings) -> Self {
+        Self {
+            retry: TimeoutSettings {
+                timeout: raw.timeout.as_secs_f64(),
+                decay: raw.decay,
+                max_timeout: raw.max_timeout.as_secs_f64(),
+            },
+            shutdown_timeout: raw.shutdown_timeout,
+        }
+    }
+}
+
+fn retry_wait<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    config::seconds(d, 0.05..=WEEK, "seconds, from 0.05 to 604800 (a week)")
+}
+
+fn decay<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    config::within(d, 1.0..=100.0, "a factor from 1 to 100")
+}
+
+fn stop_wait<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    config::seconds(d, 0.0..=HOUR, "seconds, from 0 to 3600 (an hour)")
+}
+
+impl SupervisorSettings {
+    /// The problems between keys: `max_timeout` below `timeout` (blaming the one that is set).
+    pub fn check(&self, config: &Config) -> Vec<String> {
+        let TimeoutSettings {
+            timeout,
+            max_timeout,
+            ..
+        } = self.retry;
+        if max_timeout >= timeout {
+            return Vec::new();
+        }
+        vec![match config.origin("max_timeout") {
+            Source::Defaults => config.problem(
+                "timeout",
+                format!("({timeout}) must be at most settings.max_timeout ({max_timeout})"),
+            ),
+            _ => config.problem(
+                "max_timeout",
+                format!("({max_timeout}) must be at least settings.timeout ({timeout})"),
+            ),
+        }]
+    }
+}
+
+/// What builds instances of a class: a loaded library (or, in tests, Rust code).
+pub trait InstanceSource: Send + Sync {
+    /// Builds an instance of `class` from the YAML text of its section.
+    fn instantiate(&self, class: &str, settings_yaml: &str) -> Result<InstanceBox, PluginError>;
+    /// The file it was loaded from, for logs and crash reports.
+    fn file(&self) -> &Path;
+    /// `name version`, for logs and the status page.
+    fn identity(&self) -> String;
+}
+
+impl InstanceSource for Library {
+    fn instantiate(&self, class: &str, settings_yaml: &str) -> Result<InstanceBox, PluginError> {
+        Library::instantiate(self, class, settings_yaml)
+    }
+
+    fn file(&self) -> &Path {
+        &self.file
+    }
+
+    fn identity(&self) -> String {
+        Library::identity(self)
+    }
+}
 
 /// What an instance is built from: its class, its settings and the library exporting the class.
 #[derive(Clone)]
 pub struct Spec {
     pub class: String,
     pub settings_yaml: String,
-    pub library: Arc<Library>,
+    pub source: Arc<dyn InstanceSource>,
 }
 
 impl Spec {
@@ -30,7 +131,7 @@ impl Spec {
     pub fn same_as(&self, other: &Spec) -> bool {
         self.class == other.class
             && self.settings_yaml == other.settings_yaml
-            && Arc::ptr_eq(&self.library, &other.library)
+            && std::ptr::addr_eq(Arc::as_ptr(&self.source), Arc::as_ptr(&other.source))
     }
 }
 
@@ -54,18 +155,35 @@ struct Running {
     ended: Receiver<()>,
 }
 
+/// The host's side of one instance: what its `run` is handed, and what the host does when a
+/// run ends. Made by the wiring (the plugin context), so that the supervisor does not know
+/// where records go.
+pub trait InstanceHost: Send + Sync {
+    /// The handle passed to the instance's `run`.
+    fn handle(&self) -> HostHandle;
+    /// A run ended (returned, failed or panicked).
+    fn run_ended(&self);
+}
+
+/// Makes the [`InstanceHost`] of instance `name` of `class`, stopped by `stop`, retrying with
+/// `retry`.
+pub type Contexts =
+    Arc<dyn Fn(&str, &str, Arc<Stop>, TimeoutSettings) -> Box<dyn InstanceHost> + Send + Sync>;
+
 /// The running instances, by name.
 pub struct Supervisor {
     running: BTreeMap<String, Running>,
-    intake: Intake,
+    contexts: Contexts,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Supervisor {
-    /// A supervisor whose instances push their records into `intake`.
-    pub fn new(intake: Intake) -> Self {
+    /// A supervisor whose instances get their host side from `contexts`.
+    pub fn new(contexts: Contexts, telemetry: Arc<Telemetry>) -> Self {
         Self {
             running: BTreeMap::new(),
-            intake,
+            contexts,
+            telemetry,
         }
     }
 
@@ -75,14 +193,8 @@ impl Supervisor {
             let name = prepared.name.clone();
             let spec = prepared.spec.clone();
             let stop = Arc::new(Stop::default());
-            let context = InstanceContext::new(
-                &name,
-                &spec.class,
-                stop.clone(),
-                self.intake.clone(),
-                timeouts,
-            );
-            let telemetry = self.intake.telemetry.clone();
+            let context = (self.contexts)(&name, &spec.class, stop.clone(), timeouts);
+            let telemetry = self.telemetry.clone();
             let (ended_tx, ended) = channel::<()>();
             let hook = HookSlot::default();
             let (thread_stop, thread_hook) = (stop.clone(), hook.clone());
@@ -90,7 +202,7 @@ impl Supervisor {
                 .name(name.clone())
                 .spawn(move || {
                     let life = Life {
-                        context: &context,
+                        context: &*context,
                         stop: &thread_stop,
                         hook: &thread_hook,
                         timeouts,
@@ -113,7 +225,7 @@ impl Supervisor {
                 }
                 Err(e) => {
                     tracing::error!(instance = %name, "cannot start a thread: {e}");
-                    self.intake.telemetry.instance_state(
+                    self.telemetry.instance_state(
                         &name,
                         &spec.class,
                         InstanceState::Retrying,
@@ -144,7 +256,7 @@ impl Supervisor {
             if let Some(hook) = running.hook.lock().take() {
                 hook.stop();
             }
-            self.intake.telemetry.instance_removed(name);
+            self.telemetry.instance_removed(name);
         }
         let until = Instant::now() + deadline;
         stopping
@@ -169,7 +281,7 @@ impl Supervisor {
 
 /// What one instance's thread works with.
 struct Life<'a> {
-    context: &'a InstanceContext,
+    context: &'a dyn InstanceHost,
     stop: &'a Stop,
     hook: &'a HookSlot,
     timeouts: TimeoutSettings,
@@ -187,12 +299,12 @@ impl Life<'_> {
                 Spec {
                     class,
                     settings_yaml,
-                    library,
+                    source,
                 },
             instance,
         } = prepared;
         // A crash on this thread from here on is reported as this instance's at the next start.
-        let _running = RunningInstance::enter(&name, &class, &library.file);
+        let _running = RunningInstance::enter(&name, &class, source.file());
         let (stop, telemetry) = (self.stop, self.telemetry);
         let mut backoff = Backoff::new(self.timeouts);
         let mut next = Some(instance);
@@ -202,7 +314,7 @@ impl Life<'_> {
         while stop.running() {
             let mut instance = match next.take() {
                 Some(instance) => instance,
-                None => match library.instantiate(&class, &settings_yaml) {
+                None => match source.instantiate(&class, &settings_yaml) {
                     Ok(instance) => instance,
                     Err(e) if e.kind == ErrorKind::Fatal => {
                         self.failed(&name, &class, "cannot restart", e);
@@ -232,14 +344,14 @@ impl Life<'_> {
                 // Told to stop while it was being built: its replacement may be reporting already.
                 break;
             }
-            tracing::info!(instance = %name, library = %library.identity(), "started");
+            tracing::info!(instance = %name, library = %source.identity(), "started");
             telemetry.instance_state(&name, &class, InstanceState::Running, None, None);
-            telemetry.instance_library(&name, library.identity());
+            telemetry.instance_library(&name, source.identity());
             let started = Instant::now();
             let result = instance.run(self.context.handle()).into_result();
             self.hook.lock().take();
             drop(instance);
-            self.context.log_held_repeats();
+            self.context.run_ended();
             if !stop.running() {
                 if let Err(e) = result {
                     tracing::warn!(instance = %name, "failed while stopping: {e}");
@@ -293,3 +405,5 @@ impl Life<'_> {
         }
     }
 }
+#[cfg(test)]
+mod tests;
