@@ -1,19 +1,21 @@
 //! calllogger: collects call data records from PBX plugins and forwards them.
 //!
-//! `main` only parses the command line and runs one sub-command ([`calllogger::commands`]).
-//! A record's path through the host, one module per hop:
+//! `main` only parses the command line and runs one sub-command (`host/src/commands/`). A
+//! record's path through the host, one module per hop, each importing none after it:
 //!
-//! 1. `config`: the built-in defaults, the user file, the environment and the flags name the
-//!    plugin instances to run and their settings;
-//! 2. `loader`: finds the libraries in the plugins folder that export their classes;
-//! 3. `supervisor`: runs each instance on its own thread, restarting one that fails;
-//! 4. `plugin_context`: an instance's `push` commits the record to the spool before it returns;
-//! 5. `spool`: keeps every record on disk until it is delivered;
-//! 6. `sender`: delivers the spool to the frontend, oldest first (without a frontend the record
-//!    is echoed to stdout).
+//! 1. `config` (+ `settings`): the built-in defaults, the user file, the environment and the
+//!    flags, merged; each component's settings typed once in its own struct;
+//! 2. `loader`: the trusted libraries in the plugins folder and the classes they export;
+//! 3. `runtime`: which instances run (a pure diff of config and libraries, then build, then
+//!    commit); its `supervisor` runs each on a thread and restarts one that fails;
+//! 4. `plugin_context`: an instance's `push` appends the record to the spool's writer and
+//!    returns once it is durable;
+//! 5. the spool (crate `calllogger-spool`): a journal and a SQLite queue, with a cursor per sink;
+//! 6. `sinks`: each reads the spool from its own cursor, with one delivery loop: the HTTP
+//!    frontend (consumes), or the stdout echo (follows).
 //!
-//! `host` starts these in that order and stops them in the order that loses nothing; while it
-//! runs, `watch` and `reload` apply changes to the plugins folder and SIGHUP.
+//! `host` starts them in that order and stops them in the order that loses nothing; `watch`
+//! and SIGHUP feed its reloads.
 
 use std::process::ExitCode;
 
