@@ -62,8 +62,15 @@ impl Install {
     /// Copies a built library into the plugins folder under `file_name`, as `cp` does: over
     /// an existing file, its inode is rewritten in place.
     pub fn add_library(&self, stem: &str, file_name: &str) -> PathBuf {
+        self.add_library_file(&self.library(stem), file_name)
+    }
+
+    /// Copies the library file `library` (built elsewhere) into the plugins folder under
+    /// `file_name`, as [`Install::add_library`] does.
+    pub fn add_library_file(&self, library: &Path, file_name: &str) -> PathBuf {
         let target = self.plugins().join(file_name);
-        std::fs::copy(self.library(stem), &target).unwrap();
+        std::fs::copy(library, &target)
+            .unwrap_or_else(|e| panic!("copying {}: {e}", library.display()));
         self.chmod(&target, 0o644);
         target
     }

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use calllogger_test_kit::frontend::Frontend;
-use calllogger_test_kit::{
-    Host, Install, BERONET, HIPATH, MOCK_CALLS, TEST_PLUGINS, TEST_PLUGINS_V2,
-};
+use calllogger_test_kit::{Host, Install, TEST_PLUGINS, TEST_PLUGINS_V2};
 
 /// One row of the table.
 struct Row {
@@ -73,8 +71,15 @@ pub fn run(only: &[String]) -> Result<()> {
             .status()?;
         std::process::exit(status.code().unwrap_or(1));
     }
+    // The host and the shipped plugins as `cargo xtask stage --release` and the Dockerfile
+    // build them (one cargo invocation).
+    let artifacts = crate::build(true)?;
     let bench = Bench {
-        host: crate::build_packages(&["calllogger"], true)?.join("calllogger"),
+        host: artifacts.join("calllogger"),
+        shipped: crate::SHIPPED_PLUGINS
+            .iter()
+            .map(|(_, stem)| artifacts.join(format!("lib{stem}.so")))
+            .collect(),
     };
     let mut rows = Vec::new();
     for (name, benchmark) in BENCHMARKS {
@@ -107,16 +112,21 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// What every benchmark runs: the release host.
+/// What every benchmark runs: the release host and the shipped plugin libraries.
 struct Bench {
     host: PathBuf,
+    shipped: Vec<PathBuf>,
 }
 
 impl Bench {
     /// A fresh installation (empty spool) with the three shipped libraries in its plugins
     /// folder, as an operator's.
     fn install(&self, config: &str) -> Install {
-        Install::new(&self.host, &[MOCK_CALLS, HIPATH, BERONET], config)
+        let install = Install::new(&self.host, &[], config);
+        for library in &self.shipped {
+            install.add_library_file(library, &library.file_name().unwrap().to_string_lossy());
+        }
+        install
     }
 
     /// A fresh installation running MockCalls with these settings (and these host settings
