@@ -19,11 +19,17 @@ pub struct Received {
     pub at: Instant,
     /// The same moment on the wall clock (to compare with a UUIDv7 record id's time).
     pub wall_clock: SystemTime,
+    /// The request line's method.
     pub method: String,
+    /// The request line's path.
     pub path: String,
+    /// The `Authorization` header (empty if none).
     pub authorization: String,
+    /// The `User-Agent` header (empty if none).
     pub user_agent: String,
+    /// The `Content-Type` header (empty if none).
     pub content_type: String,
+    /// The body as JSON (a string if it is not JSON).
     pub body: Value,
     /// What the frontend answered (0: nothing, it hung).
     pub status: u16,
