@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the host and the shipped plugins in release mode and installs them under ROOT, laid out
 # as on the target system: ROOT/usr/bin/calllogger, ROOT/usr/lib/calllogger/plugins/*.so.
-# The Dockerfile's build stage runs exactly this; so does the test suite (host/tests/container.rs).
+# The Dockerfile's build stage runs exactly this; so does the test suite (host/tests/it/container.rs).
 # Usage: dist/install-root.sh ROOT   (from the repository's top folder)
 set -eu
 root=${1:?usage: dist/install-root.sh ROOT}

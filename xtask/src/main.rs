@@ -5,7 +5,8 @@
 //!   over the built-in defaults, which run no plugin).
 //! - `stage DIR [--release]`: build the shipped plugins and install them into DIR, the way an
 //!   operator should (copy to a temporary name, then rename over the old file).
-//! - `bench`: build in release mode and print the benchmark table.
+//! - `bench [NAME…]`: build in release mode and print the benchmark table (of the benchmarks
+//!   named, or all).
 
 mod bench;
 
@@ -38,8 +39,8 @@ fn main() -> Result<()> {
             stage(Path::new(dir), release)?;
             Ok(())
         }
-        "bench" => bench::run(),
-        _ => bail!("usage: cargo xtask demo [HOST ARGS…] | stage DIR [--release] | bench"),
+        "bench" => bench::run(&rest),
+        _ => bail!("usage: cargo xtask demo [HOST ARGS…] | stage DIR [--release] | bench [NAME…]"),
     }
 }
 

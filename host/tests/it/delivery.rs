@@ -1,12 +1,11 @@
 //! Delivery to a real HTTP frontend on loopback, through the durable spool.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::frontend::{created, status, Answer, Frontend, Received};
-use common::*;
+use crate::HOST;
+use calllogger_test_kit::frontend::{created, status, Answer, Frontend, Received, Reply, Tally};
+use calllogger_test_kit::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -29,74 +28,28 @@ fn lines_of(records: &[Value], label: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Records of Echo instance `label` (which pushed lines `1..=pushed`), counted by id.
-#[derive(Debug, PartialEq)]
-struct Tally {
-    /// Distinct ids the frontend stored (answered 2xx).
-    delivered: usize,
-    /// Copies stored beyond the first, per id.
-    duplicated: usize,
-    /// Lines pushed but never stored.
-    lost: Vec<u64>,
+/// `pending` of the spool (which must exist).
+fn pending(install: &Install) -> u64 {
+    install.spool(0).expect("a spool").pending
 }
 
-fn tally(frontend: &Frontend, label: &str, pushed: u64) -> Tally {
-    let records: Vec<Value> = frontend
-        .delivered()
-        .into_iter()
-        .filter(|r| r["number"] == label)
-        .collect();
-    let ids: BTreeSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    let lines: BTreeSet<u64> = records
-        .iter()
-        .map(|r| r["line"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids.len(), lines.len(), "one id per pushed record");
-    Tally {
-        delivered: ids.len(),
-        duplicated: records.len() - ids.len(),
-        lost: (1..=pushed).filter(|l| !lines.contains(l)).collect(),
-    }
-}
-
-/// Waits until every line `1..=pushed` of Echo instance `label` was stored at least once.
-fn wait_delivered(frontend: &Frontend, label: &str, pushed: u64, timeout: Duration) {
-    frontend.wait_until(timeout, &format!("{pushed} `{label}` records"), |r| {
-        r.iter()
-            .filter(|r| (200..300).contains(&r.status))
-            .flat_map(Received::records)
-            .filter(|x| x["number"] == label)
-            .map(|x| x["line"].as_u64().unwrap())
-            .collect::<BTreeSet<_>>()
-            .len() as u64
-            >= pushed
-    });
-}
-
-fn spool_status(install: &Install) -> String {
-    let (ok, out, err) = install.run_cli(&["spool"]);
-    assert!(ok, "{out}{err}");
-    out
-}
-
-/// Waits until `calllogger spool` reports `pending` records.
+/// Waits until the spool holds `pending` records.
 fn wait_pending(install: &Install, pending: u64) {
-    let until = Instant::now() + Duration::from_secs(20);
-    let want = format!("pending: {pending}\n");
-    loop {
-        let (_, out, _) = install.run_cli(&["spool"]);
-        if out.contains(&want) {
-            return;
-        }
-        assert!(Instant::now() < until, "never {want}: {out}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let waited = poll(Duration::from_secs(20), || {
+        (install.spool(0).map(|s| s.pending) == Some(pending)).then_some(())
+    });
+    assert!(
+        waited.is_some(),
+        "never {pending} pending: {:?}",
+        install.spool(0)
+    );
 }
 
 #[test]
 fn records_arrive_with_the_contracts_headers_shape_and_unique_ids() {
     let frontend = Frontend::start(|_, _| created());
     let install = Install::new(
+        HOST,
         &[MOCK_CALLS],
         &config(
             &frontend,
@@ -134,16 +87,14 @@ fn records_arrive_with_the_contracts_headers_shape_and_unique_ids() {
         assert!(ids.insert(id), "ids are unique");
         assert!(request.body["call_type"].is_i64() && request.body["date"].is_string());
     }
-    assert!(
-        spool_status(&install).contains("pending: 0"),
-        "delivered records leave the spool"
-    );
+    assert_eq!(pending(&install), 0, "delivered records leave the spool");
 }
 
 #[test]
 fn an_outage_delivers_every_record_once_in_order_dropping_ringing_only_from_the_backlog() {
     let frontend = Frontend::start(|_, _| created());
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -200,6 +151,7 @@ fn an_outage_delivers_every_record_once_in_order_dropping_ringing_only_from_the_
 fn sigkill_mid_outage_loses_nothing_and_a_resend_reuses_the_id() {
     let frontend = Frontend::start(|_, _| status(500));
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -252,6 +204,7 @@ fn sigkill_mid_outage_loses_nothing_and_a_resend_reuses_the_id() {
 fn server_errors_are_retried_with_growing_waits() {
     let frontend = Frontend::start(|_, n| if n < 4 { status(500) } else { created() });
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -286,6 +239,7 @@ fn too_many_requests_waits_for_retry_after() {
         }
     });
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -317,6 +271,7 @@ fn a_refused_token_stops_the_host_keeps_the_records_and_a_good_one_delivers_them
         }
     });
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -334,12 +289,7 @@ fn a_refused_token_stops_the_host_keeps_the_records_and_a_good_one_delivers_them
         "{log}"
     );
     assert!(!log.contains("bad"), "the token is not logged: {log}");
-    let pending: u64 = spool_status(&install)
-        .lines()
-        .find_map(|l| l.strip_prefix("pending: "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pending = pending(&install);
     assert!(pending >= 1, "the records stay spooled");
 
     install.write_config(&config(
@@ -363,6 +313,7 @@ fn a_refused_token_stops_the_host_keeps_the_records_and_a_good_one_delivers_them
 fn backlog_of_30() -> (Frontend, Install, Host) {
     let frontend = Frontend::start(|_, _| status(503));
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -409,21 +360,19 @@ fn a_record_the_frontend_refuses_goes_to_the_dead_letters_and_the_rest_of_its_ba
         log.contains("dead letters") && log.contains("HTTP 400"),
         "{log}"
     );
-    let status = spool_status(&install);
-    assert!(
-        status.contains("pending: 0") && status.contains("dead letters: 1"),
-        "{status}"
-    );
+    let spool = install.spool(0).expect("a spool");
+    assert_eq!((spool.pending, spool.dead_letters), (0, 1), "{spool:?}");
     let (ok, out, _) = install.run_cli(&["spool", "retry-dead"]);
     assert!(ok && out.contains("1 dead letter back"), "{out}");
-    let (_, tail, _) = install.run_cli(&["spool", "tail"]);
-    let back: Value = serde_json::from_str(tail.trim()).unwrap();
-    assert_eq!(back["line"], 17);
+    let back = install.spool(10).expect("a spool").newest;
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0]["line"], 17);
 }
 
 #[test]
 fn a_full_spool_evicts_ringing_records_first_then_the_oldest() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Echo@ring, Echo@out], spool_max_records: 50}\n\
          Echo@ring: {label: ring, count: 30, interval: 0, call_type: 0}\n\
@@ -434,11 +383,7 @@ fn a_full_spool_evicts_ringing_records_first_then_the_oldest() {
         r["number"] == "out" && r["line"] == 60
     });
     let log = host.terminate();
-    let (_, tail, _) = install.run_cli(&["spool", "tail", "-n", "1000"]);
-    let kept: Vec<Value> = tail
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let kept = install.spool(1000).expect("a spool").newest;
     assert!(kept.len() <= 50, "{} records kept", kept.len());
     assert!(
         lines_of(&kept, "ring").is_empty(),
@@ -469,6 +414,7 @@ fn redirects_are_never_followed_and_every_record_waits_for_the_frontend() {
         None => created(),
     });
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -478,11 +424,11 @@ fn redirects_are_never_followed_and_every_record_waits_for_the_frontend() {
         ),
     );
     let mut host = install.start();
-    wait_delivered(&frontend, "e", 40, Duration::from_secs(40));
+    frontend.wait_delivered(&host, "e", 40, Duration::from_secs(40));
     wait_pending(&install, 0);
     let log = host.terminate();
     assert_eq!(
-        tally(&frontend, "e", 40),
+        frontend.tally("e", 40),
         Tally {
             delivered: 40,
             duplicated: 0,
@@ -527,7 +473,7 @@ fn redirects_are_never_followed_and_every_record_waits_for_the_frontend() {
 fn hostile(
     codes: &'static [u16],
     values: [&'static str; 2],
-) -> impl FnMut(&Received, usize) -> common::frontend::Reply {
+) -> impl FnMut(&Received, usize) -> Reply {
     move |_, n| {
         let code = codes[n / 2 % codes.len()];
         (
@@ -545,6 +491,7 @@ fn a_retry_after_of_days_or_years_is_cut_to_max_timeout() {
         ["999999", "Thu, 01 Jan 2099 00:00:00 GMT"],
     ));
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -560,11 +507,11 @@ fn a_retry_after_of_days_or_years_is_cut_to_max_timeout() {
         |r| r.len() >= 5,
     );
     frontend.answer(|_, _| created());
-    wait_delivered(&frontend, "e", 30, Duration::from_secs(30));
+    frontend.wait_delivered(&host, "e", 30, Duration::from_secs(30));
     wait_pending(&install, 0);
     let log = host.terminate();
     assert_eq!(
-        tally(&frontend, "e", 30),
+        frontend.tally("e", 30),
         Tally {
             delivered: 30,
             duplicated: 0,
@@ -595,6 +542,7 @@ fn a_retry_after_of_days_or_years_is_cut_to_max_timeout() {
 fn a_retry_after_of_zero_or_the_past_keeps_the_backoff() {
     let frontend = Frontend::start(hostile(&[429], ["0", "Wed, 21 Oct 2015 07:28:00 GMT"]));
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -620,11 +568,11 @@ fn a_retry_after_of_zero_or_the_past_keeps_the_backoff() {
     // Waits of 0.2, 0.4, 0.8, 1, 1 … s allow 5 attempts in 3 s; a lost backoff makes thousands.
     assert!(in_window <= 12, "{in_window} requests in {window:?}");
     frontend.answer(|_, _| created());
-    wait_delivered(&frontend, "e", 30, Duration::from_secs(30));
+    frontend.wait_delivered(&host, "e", 30, Duration::from_secs(30));
     wait_pending(&install, 0);
     let log = host.terminate();
     assert_eq!(
-        tally(&frontend, "e", 30),
+        frontend.tally("e", 30),
         Tally {
             delivered: 30,
             duplicated: 0,
@@ -653,6 +601,7 @@ fn a_hanging_or_trickling_frontend_times_out_and_every_record_arrives() {
         _ => Answer::Reply(created()),
     });
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -662,13 +611,13 @@ fn a_hanging_or_trickling_frontend_times_out_and_every_record_arrives() {
         ),
     );
     let mut host = install.start();
-    wait_delivered(&frontend, "e", 10, Duration::from_secs(40));
+    frontend.wait_delivered(&host, "e", 10, Duration::from_secs(40));
     wait_pending(&install, 0);
     let log = host.terminate();
     let received = frontend.received();
     let trickled: usize = received[1].records().len() + received[3].records().len();
     assert_eq!(
-        tally(&frontend, "e", 10),
+        frontend.tally("e", 10),
         Tally {
             delivered: 10,
             // The trickled answers were stored but timed out: those records were sent again.
@@ -694,11 +643,11 @@ fn a_batch_too_large_for_the_frontend_is_sent_one_by_one() {
             created()
         }
     });
-    wait_delivered(&frontend, "e", 30, Duration::from_secs(30));
+    frontend.wait_delivered(&host, "e", 30, Duration::from_secs(30));
     wait_pending(&install, 0);
     let log = host.terminate();
     assert_eq!(
-        tally(&frontend, "e", 30),
+        frontend.tally("e", 30),
         Tally {
             delivered: 30,
             duplicated: 0,
@@ -717,5 +666,5 @@ fn a_batch_too_large_for_the_frontend_is_sent_one_by_one() {
         "the batch was refused first"
     );
     assert!(log.contains("HTTP 413): sending them one by one"), "{log}");
-    assert!(spool_status(&install).contains("dead letters: 0"));
+    assert_eq!(install.spool(0).expect("a spool").dead_letters, 0);
 }

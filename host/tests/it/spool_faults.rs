@@ -2,16 +2,14 @@
 //! short, replaced or restored from a backup, a corrupt database, a flood. Every test counts
 //! the records by their `line` and `id`: pushed, delivered, duplicated, lost.
 
-mod common;
-
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::frontend::{created, status, Frontend};
-use common::http::{get, listener_url};
-use common::mounts::Tmpfs;
-use common::*;
+use crate::HOST;
+use calllogger_test_kit::frontend::{created, status, Frontend, Tally};
+use calllogger_test_kit::http::{get, listener_url};
+use calllogger_test_kit::mounts::Tmpfs;
+use calllogger_test_kit::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -29,58 +27,6 @@ fn config(frontend: &Frontend, settings: &str, sections: &str) -> String {
 /// An `Echo` section pushing `count` records labelled `label`, one every `interval` s.
 fn echo(label: &str, count: u32, interval: f64) -> String {
     format!("Echo: {{label: {label}, count: {count}, interval: {interval}}}")
-}
-
-fn state(install: &Install) -> PathBuf {
-    install.dir.path().join("state")
-}
-
-/// What the frontend accepted of instance `label`'s records `1..=pushed`.
-#[derive(Debug, PartialEq, Eq)]
-struct Tally {
-    delivered: usize,
-    duplicated: usize,
-    lost: Vec<u64>,
-}
-
-fn tally(frontend: &Frontend, label: &str, pushed: u64) -> Tally {
-    let mut by_line: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-    let mut copies = 0;
-    for record in frontend.delivered() {
-        if record["number"] == label {
-            copies += 1;
-            by_line
-                .entry(record["line"].as_u64().unwrap())
-                .or_default()
-                .insert(record["id"].as_str().unwrap().to_owned());
-        }
-    }
-    for (line, ids) in &by_line {
-        assert_eq!(
-            ids.len(),
-            1,
-            "line {line} was pushed once but has ids {ids:?}"
-        );
-    }
-    Tally {
-        delivered: by_line.len(),
-        duplicated: copies - by_line.len(),
-        lost: (1..=pushed).filter(|l| !by_line.contains_key(l)).collect(),
-    }
-}
-
-/// Waits until every one of `label`'s records `1..=pushed` has reached the frontend.
-fn wait_delivered(frontend: &Frontend, host: &Host, label: &str, pushed: u64) {
-    let until = Instant::now() + WAIT;
-    while !tally(frontend, label, pushed).lost.is_empty() {
-        assert!(
-            Instant::now() < until,
-            "not all delivered: {:?}; log:\n{}",
-            tally(frontend, label, pushed),
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Every line the host's records carry must be a whole record of a known instance: a torn
@@ -108,6 +54,7 @@ fn files_starting(dir: &Path, prefix: &str) -> usize {
 fn a_full_state_dir_holds_the_pushes_loses_nothing_and_health_says_why() {
     let frontend = Frontend::start(|_, _| created());
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -115,7 +62,7 @@ fn a_full_state_dir_holds_the_pushes_loses_nothing_and_health_says_why() {
             &echo("disk", 300, 0.01),
         ),
     );
-    let disk = Tmpfs::mount(&state(&install), "64m");
+    let disk = Tmpfs::mount(&install.state_dir(), "64m");
     let mut host = install.start();
     let base = listener_url(&mut host);
     frontend.wait_until(WAIT, "the first records", |r| r.len() >= 20);
@@ -142,15 +89,15 @@ fn a_full_state_dir_holds_the_pushes_loses_nothing_and_health_says_why() {
             .any(|l| l.starts_with("calllogger_push_stalls_total ") && !l.ends_with(" 0")),
         "the stalls are counted"
     );
-    let held = tally(&frontend, "disk", 300).delivered;
+    let held = frontend.tally("disk", 300).delivered;
     std::thread::sleep(Duration::from_secs(2));
 
     std::fs::remove_file(filler).unwrap();
-    wait_delivered(&frontend, &host, "disk", 300);
+    frontend.wait_delivered(&host, "disk", 300, WAIT);
     let log = host.terminate();
     assert!(held < 300, "the disk filled before Echo was done");
     assert_eq!(
-        tally(&frontend, "disk", 300),
+        frontend.tally("disk", 300),
         Tally {
             delivered: 300,
             duplicated: 0,
@@ -166,14 +113,15 @@ fn a_full_state_dir_holds_the_pushes_loses_nothing_and_health_says_why() {
 fn a_journal_removed_cut_short_or_replaced_while_running_loses_nothing() {
     let frontend = Frontend::start(|_, _| created());
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(&frontend, "plugins: [Echo]", &echo("live", 400, 0.005)),
     );
-    let journal = state(&install).join("spool.journal");
+    let journal = install.state_dir().join("spool.journal");
     let mut host = install.start();
     let step = |after: usize, fault: &dyn Fn()| {
         frontend.wait_until(WAIT, "records before the fault", |_| {
-            tally(&frontend, "live", 400).delivered >= after
+            frontend.tally("live", 400).delivered >= after
         });
         fault();
     };
@@ -195,7 +143,7 @@ fn a_journal_removed_cut_short_or_replaced_while_running_loses_nothing() {
         .unwrap();
         std::fs::rename(&forged, &journal).unwrap();
     });
-    wait_delivered(&frontend, &host, "live", 400);
+    frontend.wait_delivered(&host, "live", 400, WAIT);
     let log = host.terminate();
     // A restart applies the journal written afresh: nothing again, nothing of the stranger's.
     install.write_config(&config(&frontend, "plugins: []", ""));
@@ -204,7 +152,7 @@ fn a_journal_removed_cut_short_or_replaced_while_running_loses_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     host.terminate();
     assert_eq!(
-        tally(&frontend, "live", 400),
+        frontend.tally("live", 400),
         Tally {
             delivered: 400,
             duplicated: 0,
@@ -220,7 +168,7 @@ fn a_journal_removed_cut_short_or_replaced_while_running_loses_nothing() {
         assert!(log.contains(said), "`{said}` not logged:\n{log}");
     }
     assert_eq!(
-        files_starting(&state(&install), "spool.journal.foreign-"),
+        files_starting(&install.state_dir(), "spool.journal.foreign-"),
         1
     );
 }
@@ -231,35 +179,29 @@ fn a_journal_removed_cut_short_or_replaced_while_running_loses_nothing() {
 fn restart_after(count: u32, fault: impl FnOnce(&Path, &[u8]), said: &str) {
     let frontend = Frontend::start(|_, _| status(503));
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(&frontend, "plugins: [Echo]", &echo("stopped", count, 0.01)),
     );
     let mut host = install.start();
     // A backup taken while the first records were in.
     host.wait_for_log("delivery failed", 1, WAIT);
-    let backup = std::fs::read(state(&install).join("spool.journal")).unwrap();
+    let backup = std::fs::read(install.state_dir().join("spool.journal")).unwrap();
     frontend.wait_until(WAIT, "all records tried", |_| {
-        std::process::Command::new(host_binary())
-            .args(["--state-dir"])
-            .arg(state(&install))
-            .args(["--config"])
-            .arg(install.config_path())
-            .arg("spool")
-            .output()
-            .is_ok_and(|o| {
-                String::from_utf8_lossy(&o.stdout).contains(&format!("pending: {count}\n"))
-            })
+        install
+            .spool(0)
+            .is_some_and(|s| s.pending == u64::from(count))
     });
     host.terminate();
-    fault(&state(&install), &backup);
+    fault(&install.state_dir(), &backup);
     frontend.answer(|_, _| created());
     install.write_config(&config(&frontend, "plugins: []", ""));
     let mut host = install.start();
-    wait_delivered(&frontend, &host, "stopped", count as u64);
+    frontend.wait_delivered(&host, "stopped", count as u64, WAIT);
     std::thread::sleep(Duration::from_millis(500));
     let log = host.terminate();
     assert_eq!(
-        tally(&frontend, "stopped", count as u64),
+        frontend.tally("stopped", count as u64),
         Tally {
             delivered: count as usize,
             duplicated: 0,
@@ -309,6 +251,7 @@ fn a_corrupt_database_is_moved_aside_and_rebuilt_from_the_journal() {
 fn a_journal_removed_after_a_crash_is_reported() {
     let frontend = Frontend::start(|_, _| status(503));
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(&frontend, "plugins: [Echo]", &echo("crash", 0, 0.01)),
     );
@@ -316,7 +259,7 @@ fn a_journal_removed_after_a_crash_is_reported() {
     host.wait_for_log("delivery failed", 1, WAIT);
     host.signal(Signal::SIGKILL);
     host.wait_exit(WAIT);
-    std::fs::remove_file(state(&install).join("spool.journal")).unwrap();
+    std::fs::remove_file(install.state_dir().join("spool.journal")).unwrap();
     install.write_config(&config(&frontend, "plugins: []", ""));
     let mut host = install.start();
     host.wait_for_log("missing after an unclean stop", 1, WAIT);
@@ -329,6 +272,7 @@ fn a_flood_with_the_frontend_down_stays_bounded_and_stops_promptly() {
     let frontend = Frontend::start(|_, _| status(503));
     let cap = 50_000;
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(
             &frontend,
@@ -339,7 +283,7 @@ fn a_flood_with_the_frontend_down_stays_bounded_and_stops_promptly() {
             &echo("flood", 0, 0.0),
         ),
     );
-    let state = state(&install);
+    let state = install.state_dir();
     let size = |name: &str| std::fs::metadata(state.join(name)).map_or(0, |m| m.len());
     let mut host = install.start();
     let base = listener_url(&mut host);
@@ -390,7 +334,7 @@ fn a_flood_with_the_frontend_down_stays_bounded_and_stops_promptly() {
     let base = listener_url(&mut host);
     get(&base, "/health", Duration::from_secs(10)).expect("/health answers at once");
     frontend.wait_until(WAIT, "the new run's record", |_| {
-        tally(&frontend, "after", 1).delivered == 1
+        frontend.tally("after", 1).delivered == 1
     });
     let restart = started.elapsed();
     host.terminate();
@@ -403,33 +347,39 @@ fn a_flood_with_the_frontend_down_stays_bounded_and_stops_promptly() {
 fn what_a_crash_left_in_the_journal_is_counted_and_delivered() {
     let frontend = Frontend::start(|_, _| status(503));
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &config(&frontend, "plugins: [Echo]", &echo("left", 10, 0.01)),
     );
     let mut host = install.start();
     frontend.wait_until(WAIT, "every record tried", |_| {
-        install.run_cli(&["spool"]).1.contains("pending: 10\n")
+        install.spool(0).is_some_and(|s| s.pending == 10)
     });
     host.terminate();
     // A line pushed just before a crash: in the journal, not yet in the queue.
     let line = "2\t0\tleft-11\t{\"id\":\"left-11\",\"number\":\"left\",\"line\":11}\n";
     std::fs::OpenOptions::new()
         .append(true)
-        .open(state(&install).join("spool.journal"))
+        .open(install.state_dir().join("spool.journal"))
         .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
         .unwrap();
+    let spool = install.spool(0).expect("a spool");
+    assert_eq!((spool.pending, spool.unapplied), (11, 1), "{spool:?}");
+    // How `calllogger spool` says it.
     let (ok, out, err) = install.run_cli(&["spool"]);
     assert!(ok, "{err}");
-    assert!(out.contains("pending: 11\n"), "{out}");
-    assert!(out.contains("not yet in the queue: 1\n"), "{out}");
+    assert!(
+        out.contains("pending: 11\n  of which in the journal, not yet in the queue: 1\n"),
+        "{out}"
+    );
     frontend.answer(|_, _| created());
     install.write_config(&config(&frontend, "plugins: []", ""));
     let mut host = install.start();
-    wait_delivered(&frontend, &host, "left", 11);
+    frontend.wait_delivered(&host, "left", 11, WAIT);
     let log = host.terminate();
     assert!(log.contains("recovered 1 records"), "{log}");
     assert_eq!(
-        tally(&frontend, "left", 11),
+        frontend.tally("left", 11),
         Tally {
             delivered: 11,
             duplicated: 0,

@@ -1,17 +1,17 @@
 //! The loader against real libraries: plugins side by side, and every kind of bad file.
 
-mod common;
-
 use std::io::Write as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::HOST;
+use calllogger_test_kit::*;
 
 #[test]
 fn two_plugin_libraries_load_side_by_side_and_a_class_from_each_runs() {
     let install = Install::new(
+        HOST,
         &[MOCK_CALLS, TEST_PLUGINS],
         "settings: {plugins: [MockCalls, Echo]}\nMockCalls: {sleep: 0.05, numbers: ['111']}\nEcho: {label: echo}\n",
     );
@@ -57,6 +57,7 @@ fn foreign_shared_library() -> std::path::PathBuf {
 #[test]
 fn bad_files_are_refused_with_their_reason_and_the_host_runs_on() {
     let install = Install::new(
+        HOST,
         &[MOCK_CALLS],
         "settings: {plugins: [MockCalls]}\nMockCalls: {sleep: 0.05}\n",
     );
@@ -68,7 +69,7 @@ fn bad_files_are_refused_with_their_reason_and_the_host_runs_on() {
         "this is a text file that someone named .so by mistake\n".repeat(4),
     )
     .unwrap();
-    let real = std::fs::read(library(TEST_PLUGINS)).unwrap();
+    let real = std::fs::read(install.library(TEST_PLUGINS)).unwrap();
     let cuts = [
         16,
         64,
@@ -156,6 +157,7 @@ fn bad_files_are_refused_with_their_reason_and_the_host_runs_on() {
 #[test]
 fn a_class_exported_by_two_files_is_an_error_naming_both() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Echo]}\nEcho: {label: x}\n",
     );
@@ -187,6 +189,7 @@ fn a_class_exported_by_two_files_is_an_error_naming_both() {
 #[test]
 fn an_unknown_class_is_an_error_listing_the_available_ones() {
     let install = Install::new(
+        HOST,
         &[MOCK_CALLS, TEST_PLUGINS],
         "settings: {plugins: [MockCall]}\n",
     );
@@ -221,18 +224,21 @@ fn free_bytes(dir: &Path) -> u64 {
 fn a_state_dir_too_full_for_a_library_copy_still_loads_and_reloads_plugins() {
     const FILE: &str = "libfixtures.so";
     let install = Install::new(
+        HOST,
         &[],
         "settings: {plugins: [Echo]}\nEcho: {label: full, interval: 0.1}\n",
     );
     install.add_library(TEST_PLUGINS, FILE);
     let library_size = [TEST_PLUGINS, TEST_PLUGINS_V2]
         .iter()
-        .map(|stem| std::fs::metadata(library(stem)).unwrap().len())
+        .map(|stem| std::fs::metadata(install.library(stem)).unwrap().len())
         .min()
         .unwrap();
     let state = install.dir.path().join("state");
-    let _tmpfs =
-        common::mounts::Tmpfs::mount(&state, &(library_size + 8 * 1024 * 1024).to_string());
+    let _tmpfs = calllogger_test_kit::mounts::Tmpfs::mount(
+        &state,
+        &(library_size + 8 * 1024 * 1024).to_string(),
+    );
     // Leave room for the spool, but less than one library copy would take.
     let room = library_size * 3 / 4;
     let filler = vec![0u8; 1024 * 1024];
@@ -291,7 +297,7 @@ fn a_state_dir_too_full_for_a_library_copy_still_loads_and_reloads_plugins() {
     }
     assert_eq!(runs.len(), 2, "{log}");
     assert_eq!(
-        common::started_libraries(&log, "Echo"),
+        started_libraries(&log, "Echo"),
         [
             "calllogger-test-plugins 0.1.0",
             "calllogger-test-plugins-v2 0.2.0"
@@ -340,6 +346,7 @@ fn run_within(install: &Install, args: &[&str], timeout: Duration) -> (bool, Str
 #[test]
 fn a_fifo_a_socket_or_a_device_in_the_plugins_folder_is_skipped_unopened() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Echo]}\nEcho: {label: fifo, interval: 0.05}\n",
     );

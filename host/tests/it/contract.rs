@@ -2,15 +2,14 @@
 //! blocking reads, fatal errors, pushes handed back when stopping, `log` forwarding and
 //! library identity.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::frontend::{created, Frontend};
-use common::http::{get, listener_url};
-use common::mounts::Tmpfs;
-use common::*;
+use crate::HOST;
+use calllogger_test_kit::frontend::{created, Frontend};
+use calllogger_test_kit::http::{get, listener_url};
+use calllogger_test_kit::mounts::Tmpfs;
+use calllogger_test_kit::*;
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -21,6 +20,7 @@ const FAST: &str = "timeout: 0.2, decay: 2, max_timeout: 1";
 #[test]
 fn a_read_blocked_without_timeout_stops_through_its_hook_and_one_without_is_left_behind() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Blocker@hooked, Blocker@deaf], shutdown_timeout: 5}\n\
          Blocker@hooked: {hook: true, label: hooked}\nBlocker@deaf: {hook: false, label: deaf}\n",
@@ -58,7 +58,7 @@ fn a_reload_restarts_a_blocked_instance_through_its_hook() {
             "settings: {{plugins: [Blocker], shutdown_timeout: 30}}\nBlocker: {{hook: true, label: {label}}}\n"
         )
     };
-    let install = Install::new(&[TEST_PLUGINS], &config("first"));
+    let install = Install::new(HOST, &[TEST_PLUGINS], &config("first"));
     let mut host = install.start();
     host.records_until(WAIT, |r| r["number"] == "first");
     host.wait_for_log("blocking in a read", 1, WAIT);
@@ -80,7 +80,7 @@ fn a_fatal_error_stops_only_its_instance_shows_in_health_and_waits_for_a_changed
              Refused: {{attempt: {attempt}}}\nEcho: {{label: e, interval: 0.05}}\n"
         )
     };
-    let install = Install::new(&[TEST_PLUGINS], &config(1));
+    let install = Install::new(HOST, &[TEST_PLUGINS], &config(1));
     let mut host = install.start();
     let base = listener_url(&mut host);
     host.wait_for_log(
@@ -133,7 +133,7 @@ fn a_fatal_error_stops_only_its_instance_shows_in_health_and_waits_for_a_changed
 
 #[test]
 fn the_log_and_tracing_output_of_a_plugins_dependencies_reaches_the_host_log_under_the_instance() {
-    let install = Install::new(&[TEST_PLUGINS], "settings: {plugins: [LogCrate]}\n");
+    let install = Install::new(HOST, &[TEST_PLUGINS], "settings: {plugins: [LogCrate]}\n");
     let mut host = install.start();
     host.wait_for_log("a warning from a dependency", 1, WAIT);
     let log = host.terminate();
@@ -179,7 +179,7 @@ fn a_push_the_host_cannot_store_before_it_stops_is_handed_back_and_pushed_by_the
         frontend.url,
         resume.display()
     );
-    let install = Install::new(&[TEST_PLUGINS], &config);
+    let install = Install::new(HOST, &[TEST_PLUGINS], &config);
     let disk = Tmpfs::mount(&install.dir.path().join("state"), "64m");
     let mut host = install.start();
     frontend.wait_until(WAIT, "the first records", |r| r.len() >= 5);
@@ -246,7 +246,11 @@ fn a_push_the_host_cannot_store_before_it_stops_is_handed_back_and_pushed_by_the
 
 #[test]
 fn plugins_lists_each_librarys_name_version_and_sdk() {
-    let install = Install::new(&[TEST_PLUGINS, MOCK_CALLS], "settings: {plugins: []}\n");
+    let install = Install::new(
+        HOST,
+        &[TEST_PLUGINS, MOCK_CALLS],
+        "settings: {plugins: []}\n",
+    );
     let (ok, table, err) = install.run_cli(&["plugins"]);
     assert!(ok, "{err}");
     let header = table.lines().next().unwrap();

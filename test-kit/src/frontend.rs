@@ -1,25 +1,50 @@
-//! A real HTTP frontend on 127.0.0.1 for the delivery tests, answering as a script says.
+//! A real HTTP frontend on 127.0.0.1 for the delivery tests and the benchmark, answering as a
+//! script says.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
+
+use crate::Host;
 
 /// One request the frontend received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When its body had been read.
     pub at: Instant,
+    /// The same moment on the wall clock (to compare with a UUIDv7 record id's time).
+    pub wall_clock: SystemTime,
+    /// The request line's method.
     pub method: String,
+    /// The request line's path.
     pub path: String,
+    /// The `Authorization` header (empty if none).
     pub authorization: String,
+    /// The `User-Agent` header (empty if none).
     pub user_agent: String,
+    /// The `Content-Type` header (empty if none).
     pub content_type: String,
+    /// The body as JSON (a string if it is not JSON).
     pub body: Value,
     /// What the frontend answered (0: nothing, it hung).
     pub status: u16,
+}
+
+/// What the frontend stored of a fixture `Echo` instance's records `1..=pushed` (the instance's
+/// `label` is each record's `number`, its `line` counts from 1), counted by `line` and `id`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Tally {
+    /// Lines stored (answered 2xx) at least once.
+    pub delivered: usize,
+    /// Copies stored beyond the first, per line.
+    pub duplicated: usize,
+    /// Lines pushed but never stored.
+    pub lost: Vec<u64>,
 }
 
 impl Received {
@@ -29,6 +54,16 @@ impl Received {
             Value::Array(items) => items.clone(),
             one => vec![one.clone()],
         }
+    }
+
+    /// How many records the body holds.
+    fn record_count(&self) -> usize {
+        self.body.as_array().map_or(1, Vec::len)
+    }
+
+    /// Whether the frontend stored them (answered 2xx).
+    fn stored(&self) -> bool {
+        (200..300).contains(&self.status)
     }
 }
 
@@ -53,6 +88,7 @@ type Script = Box<dyn FnMut(&Received, usize) -> Answer + Send>;
 /// server on a `TcpListener` (one thread per connection, keep-alive), so that it can also
 /// hang and trickle.
 pub struct Frontend {
+    /// `http://127.0.0.1:PORT`.
     pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<Script>>,
@@ -66,8 +102,21 @@ impl Frontend {
         Self::start_with(move |r, n| Answer::Reply(script(r, n)))
     }
 
+    /// A frontend for loads of many thousand records: answers 201 at once, and keeps of each
+    /// record only its `id` (the rest of the body is dropped as it arrives).
+    pub fn ids_only() -> Self {
+        Self::serve_with(|_, _| Answer::Reply(created()), true)
+    }
+
     /// Starts answering every request as `script(request, index)` says.
     pub fn start_with(script: impl FnMut(&Received, usize) -> Answer + Send + 'static) -> Self {
+        Self::serve_with(script, false)
+    }
+
+    fn serve_with(
+        script: impl FnMut(&Received, usize) -> Answer + Send + 'static,
+        ids_only: bool,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -81,7 +130,7 @@ impl Frontend {
                     match listener.accept() {
                         Ok((stream, _)) => {
                             let (received, script) = (received.clone(), script.clone());
-                            std::thread::spawn(move || serve(stream, &received, &script));
+                            std::thread::spawn(move || serve(stream, &received, &script, ids_only));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -116,22 +165,72 @@ impl Frontend {
     pub fn delivered(&self) -> Vec<Value> {
         self.received()
             .iter()
-            .filter(|r| (200..300).contains(&r.status))
+            .filter(|r| r.stored())
             .flat_map(Received::records)
             .collect()
     }
 
+    /// How many records were delivered (answered 2xx) so far; cheap (copies nothing).
+    pub fn delivered_count(&self) -> usize {
+        let received = self.received.lock().unwrap();
+        received
+            .iter()
+            .filter(|r| r.stored())
+            .map(Received::record_count)
+            .sum()
+    }
+
     /// Waits until `pred` holds over the requests so far (panics after `timeout`).
     pub fn wait_until(&self, timeout: Duration, what: &str, pred: impl Fn(&[Received]) -> bool) {
-        let until = Instant::now() + timeout;
-        while !pred(&self.received()) {
-            assert!(
-                Instant::now() < until,
-                "timed out waiting for {what}; {} requests",
-                self.received().len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        // On a copy: `pred` may look at the frontend itself (`tally`).
+        let waited = crate::poll(timeout, || pred(&self.received()).then_some(()));
+        assert!(
+            waited.is_some(),
+            "timed out waiting for {what}; {} requests",
+            self.received().len()
+        );
+    }
+
+    /// What was stored of fixture `Echo` instance `label`'s records `1..=pushed`. Panics if
+    /// one line arrived under two ids (a record pushed twice).
+    pub fn tally(&self, label: &str, pushed: u64) -> Tally {
+        let mut by_line: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+        let mut copies = 0;
+        for record in self.delivered() {
+            if record["number"] == label {
+                copies += 1;
+                by_line
+                    .entry(record["line"].as_u64().unwrap())
+                    .or_default()
+                    .insert(record["id"].as_str().unwrap().to_owned());
+            }
         }
+        for (line, ids) in &by_line {
+            assert_eq!(
+                ids.len(),
+                1,
+                "line {line} was pushed once but has ids {ids:?}"
+            );
+        }
+        Tally {
+            delivered: by_line.len(),
+            duplicated: copies - by_line.len(),
+            lost: (1..=pushed).filter(|l| !by_line.contains_key(l)).collect(),
+        }
+    }
+
+    /// Waits until every one of fixture `Echo` instance `label`'s records `1..=pushed` was
+    /// stored at least once (panics after `timeout`, with `host`'s log).
+    pub fn wait_delivered(&self, host: &Host, label: &str, pushed: u64, timeout: Duration) {
+        let waited = crate::poll(timeout, || {
+            self.tally(label, pushed).lost.is_empty().then_some(())
+        });
+        assert!(
+            waited.is_some(),
+            "not all delivered within {timeout:?}: {:?}; log:\n{}",
+            self.tally(label, pushed),
+            host.log()
+        );
     }
 }
 
@@ -145,11 +244,19 @@ impl Drop for Frontend {
 }
 
 /// Answers the requests on one connection until the client closes it.
-fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, script: &Mutex<Script>) {
+fn serve(
+    stream: TcpStream,
+    received: &Mutex<Vec<Received>>,
+    script: &Mutex<Script>,
+    ids_only: bool,
+) {
     stream.set_nonblocking(false).unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
-    while let Some(got) = read_request(&mut reader) {
+    while let Some(mut got) = read_request(&mut reader) {
+        if ids_only {
+            got.body = only_ids(std::mem::take(&mut got.body));
+        }
         let index = received.lock().unwrap().len();
         let answer = (script.lock().unwrap())(&got, index);
         let (reply, gap) = match answer {
@@ -183,6 +290,15 @@ fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, script: &Mutex<Scri
         if sent.is_err() {
             return;
         }
+    }
+}
+
+/// The body with each record reduced to its `id`.
+fn only_ids(body: Value) -> Value {
+    let id = |record: &Value| serde_json::json!({ "id": record["id"] });
+    match body {
+        Value::Array(records) => records.iter().map(id).collect(),
+        one => id(&one),
     }
 }
 
@@ -220,6 +336,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
     let text = String::from_utf8_lossy(&body).into_owned();
     Some(Received {
         at: Instant::now(),
+        wall_clock: SystemTime::now(),
         method,
         path,
         authorization: header("authorization"),

@@ -1,17 +1,12 @@
 //! A plugin built the way a vendor builds one: outside this workspace, with its own lock file,
 //! target folder and release profile, following the README's "Writing a plugin" guide.
 
-mod common;
-
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::Install;
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
+use crate::HOST;
+use calllogger_test_kit::{build_out_of_tree, workspace, Install};
 
 fn fixture() -> PathBuf {
     workspace().join("tests/fixtures/vendor-plugin")
@@ -81,7 +76,7 @@ fn calls(line: u32, n: u32) -> (Vec<u8>, Vec<String>) {
 
 #[test]
 fn a_vendor_plugin_built_out_of_tree_in_release_mode_loads_and_runs() {
-    let built = common::build_out_of_tree(&fixture(), "my_pbx");
+    let built = build_out_of_tree(&fixture(), "my_pbx");
 
     // Step 3's config, the PBX being a loopback stand-in and the serial port a pty.
     let pbx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -98,7 +93,7 @@ fn a_vendor_plugin_built_out_of_tree_in_release_mode_loads_and_runs() {
         config.contains("127.0.0.1:") && config.contains(&tty),
         "{config}"
     );
-    let install = Install::new(&[], &config);
+    let install = Install::new(HOST, &[], &config);
     let mut host = install.start();
     host.wait_for_log(
         "no plugin library exports class `MyPbx`",
@@ -170,11 +165,11 @@ fn a_vendor_plugin_built_out_of_tree_in_release_mode_loads_and_runs() {
 #[test]
 fn a_plugin_built_with_a_newer_sdk_patch_release_loads() {
     assert_eq!(calllogger_plugin_sdk::SDK_VERSION, "0.3.0");
-    let built = common::build_out_of_tree(
+    let built = build_out_of_tree(
         &workspace().join("tests/fixtures/sdk-patch-plugin"),
         "sdk_patch_plugin",
     );
-    let install = Install::new(&[], "settings: {plugins: [Patched]}\n");
+    let install = Install::new(HOST, &[], "settings: {plugins: [Patched]}\n");
     std::fs::copy(&built, install.plugins().join("libpatched.so")).unwrap();
     install.chmod(&install.plugins().join("libpatched.so"), 0o644);
     let (ok, table, err) = install.run_cli(&["plugins"]);

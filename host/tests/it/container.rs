@@ -2,16 +2,12 @@
 //! (`dist/install-root.sh /out`) is run into a scratch root, and the runtime stage's
 //! environment, entry point and command are read from the Dockerfile and run on that tree.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
+use calllogger_test_kit::{workspace, Host};
 
 /// The Dockerfile's instructions, continuation lines joined, comments dropped.
 fn instructions() -> Vec<(String, String)> {
@@ -154,7 +150,7 @@ fn the_dockerfile_steps_build_a_tree_that_runs() {
             String::from_utf8_lossy(&plugins.stderr)
         );
     }
-    let mut host = common::Host::spawn(container(&cmd));
+    let mut host = Host::spawn(container(&cmd));
     let (_, record) = host
         .next_record(Duration::from_secs(20))
         .unwrap_or_else(|| {

@@ -1,12 +1,11 @@
 //! The real HiPath plugin in the real host, reading a real pseudo-terminal.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::HOST;
+use calllogger_test_kit::*;
 use serialport::{SerialPort, TTYPort};
 
 fn data(file: &str) -> PathBuf {
@@ -71,6 +70,7 @@ fn scratch_pty() -> (tempfile::TempDir, PathBuf, TTYPort) {
 
 fn install(link: &Path) -> Install {
     Install::new(
+        HOST,
         &[HIPATH],
         &format!(
             "settings: {{plugins: [SiemensHipathSerial], timeout: 0.2, decay: 2, max_timeout: 5}}\n\
@@ -232,6 +232,7 @@ fn over_tcp_every_sample_line_gives_one_record_across_a_reconnect() {
     // The PBX stand-in: a loopback listener the plugin connects to (`source: tcp-client`).
     let pbx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let install = Install::new(
+        HOST,
         &[HIPATH],
         &format!(
             "settings: {{plugins: [SiemensHipathSerial], timeout: 0.2, decay: 2, max_timeout: 5}}\n\

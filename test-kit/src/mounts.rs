@@ -24,7 +24,7 @@ impl Tmpfs {
             ])
             .arg(path)
             .output()
-            .expect("running mount(8)");
+            .expect("this test needs mount(8): run `bash .ci/setup` (as root) first");
         assert!(
             output.status.success(),
             "this test needs a real small file system: `mount -t tmpfs` failed (run the suite as root, as CI does): {}",

@@ -1,15 +1,13 @@
 //! Running as a service: /health and /metrics under a running host (the values move as
 //! records flow), sd-notify messages on a test socket, and the BeroNet plugin in the host.
 
-mod common;
-
-use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::frontend::{created, status, Frontend};
-use common::http::listener_url;
-use common::{Install, BERONET, TEST_PLUGINS};
+use crate::HOST;
+use calllogger_test_kit::frontend::{created, status, Frontend};
+use calllogger_test_kit::http::{self, listener_url};
+use calllogger_test_kit::{poll, Host, Install, BERONET, TEST_PLUGINS};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -18,35 +16,16 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Short retry waits: a failing sender counts as stuck after max_timeout (1 s).
 const FAST: &str = "timeout: 0.2, decay: 2, max_timeout: 1";
 
-/// GET `url`: status and body.
-fn get(url: &str) -> (u16, String) {
-    let authority = url.trim_start_matches("http://").split('/').next().unwrap();
-    let (code, _, body) = request(url, Some(authority));
-    (code, body)
+/// GET `path` from the listener at `base`: status and body.
+fn get(base: &str, path: &str) -> (u16, String) {
+    http::get(base, path, WAIT).unwrap_or_else(|| panic!("GET {base}{path}: no answer"))
 }
 
-/// GET `url` with this `Host` header (none if `None`): status, response head and body.
-fn request(url: &str, host: Option<&str>) -> (u16, String, String) {
-    let authority = url.trim_start_matches("http://").split('/').next().unwrap();
-    let mut stream = std::net::TcpStream::connect(authority).unwrap();
-    let path = url
-        .trim_start_matches("http://")
-        .split_once('/')
-        .map_or("/".to_owned(), |(_, p)| format!("/{p}"));
-    let host = host.map_or(String::new(), |h| format!("Host: {h}\r\n"));
-    use std::io::Write;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let code = response[9..12].parse().unwrap();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .map_or((response.as_str(), ""), |(h, b)| (h, b));
-    (code, head.to_owned(), body.to_owned())
+/// GET `path` with this `Host` header (none if `None`): status, response head and body.
+fn request(base: &str, path: &str, host: Option<&str>) -> (u16, String, String) {
+    let response = http::request(base, path, host, WAIT)
+        .unwrap_or_else(|| panic!("GET {base}{path}: no answer"));
+    (response.status, response.head, response.body)
 }
 
 /// A metric's value from the Prometheus text (`name{labels}` exactly as exposed), 0 if absent.
@@ -57,17 +36,17 @@ fn metric(text: &str, series: &str) -> f64 {
 }
 
 fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let until = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < until, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        poll(WAIT, || check().then_some(())).is_some(),
+        "never: {what}"
+    );
 }
 
 #[test]
 fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
     let frontend = Frontend::start(|_, _| created());
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &format!(
             "settings: {{plugins: [Echo, Flaky, Nope], frontend: '{}', token: t, metrics_addr: '127.0.0.1:0', {FAST}}}\n\
@@ -80,18 +59,18 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
 
     // Records flow: the counters move.
     let pushed = |text: &str| metric(text, "calllogger_records_pushed_total{class=\"Echo\"}");
-    let (code, first) = get(&format!("{url}/metrics"));
+    let (code, first) = get(&url, "/metrics");
     assert_eq!(code, 200);
     wait_until("more records counted", || {
-        pushed(&get(&format!("{url}/metrics")).1) > pushed(&first) + 10.0
+        pushed(&get(&url, "/metrics").1) > pushed(&first) + 10.0
     });
     wait_until("deliveries counted", || {
         metric(
-            &get(&format!("{url}/metrics")).1,
+            &get(&url, "/metrics").1,
             "calllogger_delivery_attempts_total{status=\"201\"}",
         ) > 0.0
     });
-    let (_, text) = get(&format!("{url}/metrics"));
+    let (_, text) = get(&url, "/metrics");
     for family in [
         "# TYPE calllogger_spool_pending_records gauge",
         "# TYPE calllogger_spool_dead_letters gauge",
@@ -106,11 +85,11 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
     // Flaky fails at once and keeps failing: restarts count, and health names it.
     wait_until("Flaky restarts counted", || {
         metric(
-            &get(&format!("{url}/metrics")).1,
+            &get(&url, "/metrics").1,
             "calllogger_plugin_restarts_total{instance=\"Flaky\"}",
         ) >= 2.0
     });
-    let (code, body) = get(&format!("{url}/health"));
+    let (code, body) = get(&url, "/health");
     assert_eq!(code, 503, "{body}");
     let health: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["healthy"], false);
@@ -145,14 +124,14 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
     ));
     host.signal(Signal::SIGHUP);
     wait_until("healthy without Flaky and Nope", || {
-        get(&format!("{url}/health")).0 == 200
+        get(&url, "/health").0 == 200
     });
     frontend.answer(|_, _| status(503));
     wait_until("the stuck sender makes health 503", || {
-        let (code, body) = get(&format!("{url}/health"));
+        let (code, body) = get(&url, "/health");
         code == 503 && body.contains("delivery has failed")
     });
-    let (_, text) = get(&format!("{url}/metrics"));
+    let (_, text) = get(&url, "/metrics");
     assert!(metric(&text, "calllogger_delivery_attempts_total{status=\"503\"}") > 0.0);
     assert!(
         metric(&text, "calllogger_spool_pending_records") > 0.0,
@@ -160,18 +139,19 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
     );
     assert!(metric(&text, "calllogger_reloads_total{outcome=\"applied\"}") >= 1.0);
     frontend.answer(|_, _| created());
-    wait_until("healthy again", || get(&format!("{url}/health")).0 == 200);
+    wait_until("healthy again", || get(&url, "/health").0 == 200);
 
-    let (code, page) = get(&format!("{url}/"));
+    let (code, page) = get(&url, "/");
     assert_eq!(code, 200);
     assert!(page.contains("<title>calllogger</title>") && page.contains("fetch(\"health\""));
-    assert_eq!(get(&format!("{url}/nope")).0, 404);
+    assert_eq!(get(&url, "/nope").0, 404);
     host.terminate();
 }
 
 #[test]
 fn sd_notify_ready_reloading_watchdog_and_stopping() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Echo]}\nEcho: {label: n, interval: 0.5}\n",
     );
@@ -184,9 +164,9 @@ fn sd_notify_ready_reloading_watchdog_and_stopping() {
     command
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "400000");
-    let mut host = common::Host::spawn(command);
+    let mut host = Host::spawn(command);
     let mut messages: Vec<String> = Vec::new();
-    let mut receive_until = |what: &str, host: &common::Host| -> Vec<String> {
+    let mut receive_until = |what: &str, host: &Host| -> Vec<String> {
         let until = Instant::now() + WAIT;
         let mut buffer = [0u8; 4096];
         loop {
@@ -231,6 +211,7 @@ fn beronet_in_the_host_pushes_each_call_once_across_restarts_and_counts_rejects(
     let gateway = Frontend::start(move |_, _| (200, vec![], body.clone()));
     let address = gateway.url.trim_start_matches("http://").to_owned();
     let install = Install::new(
+        HOST,
         &[BERONET],
         &format!(
             "settings: {{plugins: [BeroNet], metrics_addr: '127.0.0.1:0'}}\n\
@@ -241,7 +222,7 @@ fn beronet_in_the_host_pushes_each_call_once_across_restarts_and_counts_rejects(
     let url = listener_url(&mut host);
     let records = host.records_until(WAIT, |r| r["number"] == "0887639025");
     wait_until("three polls", || gateway.received().len() >= 3);
-    let (_, text) = get(&format!("{url}/metrics"));
+    let (_, text) = get(&url, "/metrics");
     assert_eq!(
         metric(
             &text,
@@ -308,6 +289,7 @@ fn headless(url: &str, profile: &std::path::Path, args: &[&str]) -> std::process
 #[test]
 fn the_status_page_renders_in_headless_chromium() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &format!(
             "settings: {{plugins: [Echo, Flaky], metrics_addr: '127.0.0.1:0', {FAST}}}\n\
@@ -378,20 +360,13 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     }
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("calllogger.service");
-    std::fs::write(
-        &copy,
-        unit.replace(
-            "/usr/bin/calllogger",
-            &common::host_binary().display().to_string(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&copy, unit.replace("/usr/bin/calllogger", HOST)).unwrap();
     let analyze = |args: &[&str]| {
         let output = std::process::Command::new("systemd-analyze")
             .args(args)
             .arg(&copy)
             .output()
-            .expect("systemd-analyze (Debian's systemd package) runs");
+            .expect("this test needs systemd-analyze (Debian's systemd): run `bash .ci/setup` (as root) first");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
@@ -421,7 +396,7 @@ fn the_systemd_unit_verifies_and_is_hardened() {
 }
 
 /// The host's threads, from /proc.
-fn threads(host: &common::Host) -> usize {
+fn threads(host: &Host) -> usize {
     std::fs::read_dir(format!("/proc/{}/task", host.child.id()))
         .unwrap()
         .count()
@@ -430,12 +405,13 @@ fn threads(host: &common::Host) -> usize {
 #[test]
 fn idle_connections_do_not_pin_threads_and_health_still_answers() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Echo], metrics_addr: '127.0.0.1:0'}\nEcho: {label: idle, interval: 0.5}\n",
     );
     let mut host = install.start();
     let url = listener_url(&mut host);
-    assert_eq!(get(&format!("{url}/health")).0, 200);
+    assert_eq!(get(&url, "/health").0, 200);
     let before = threads(&host);
     // Half say nothing, half start a request and never finish it.
     let authority = url.trim_start_matches("http://").to_owned();
@@ -457,7 +433,7 @@ fn idle_connections_do_not_pin_threads_and_health_still_answers() {
         during <= before + 2,
         "{before} threads before 500 idle connections, {during} with them"
     );
-    let (code, body) = get(&format!("{url}/health"));
+    let (code, body) = get(&url, "/health");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"healthy\": true"), "{body}");
     drop(idle);
@@ -467,6 +443,7 @@ fn idle_connections_do_not_pin_threads_and_health_still_answers() {
 #[test]
 fn requests_for_another_host_are_refused_and_nothing_is_sniffed() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Echo], metrics_addr: '127.0.0.1:0'}\nEcho: {label: host, interval: 0.5}\n",
     );
@@ -478,7 +455,7 @@ fn requests_for_another_host_are_refused_and_nothing_is_sniffed() {
         format!("localhost:{port}"),
         format!("[::1]:{port}"),
     ] {
-        let (code, head, body) = request(&format!("{url}/health"), Some(&name));
+        let (code, head, body) = request(&url, "/health", Some(&name));
         assert_eq!(code, 200, "Host: {name}: {head}\n{body}");
         assert!(
             head.contains("\r\nX-Content-Type-Options: nosniff"),
@@ -487,7 +464,7 @@ fn requests_for_another_host_are_refused_and_nothing_is_sniffed() {
     }
     // DNS rebinding: a page from evil.example whose name now resolves to 127.0.0.1.
     for name in ["evil.example", &format!("evil.example:{port}")] {
-        let (code, head, body) = request(&format!("{url}/health"), Some(name));
+        let (code, head, body) = request(&url, "/health", Some(name));
         assert_eq!(code, 421, "Host: {name}: {head}\n{body}");
         assert!(
             head.contains("\r\nX-Content-Type-Options: nosniff"),
@@ -496,11 +473,11 @@ fn requests_for_another_host_are_refused_and_nothing_is_sniffed() {
         assert!(!body.contains("instances"), "{body}");
         assert!(body.contains(&format!("not `{name}`")), "{body}");
     }
-    let (code, _, _) = request(&format!("{url}/metrics"), None);
+    let (code, _, _) = request(&url, "/metrics", None);
     assert_eq!(code, 400, "HTTP/1.1 without Host");
     for path in ["/", "/metrics", "/nope"] {
         let authority = format!("127.0.0.1:{port}");
-        let (_, head, _) = request(&format!("{url}{path}"), Some(&authority));
+        let (_, head, _) = request(&url, path, Some(&authority));
         assert!(
             head.contains("\r\nX-Content-Type-Options: nosniff"),
             "{path}: {head}"
@@ -512,6 +489,7 @@ fn requests_for_another_host_are_refused_and_nothing_is_sniffed() {
 #[test]
 fn a_plugin_message_cannot_forge_a_log_line_or_send_escapes() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Chatty]}\n\
          Chatty: {message: \"first\\nERROR calllogger: forged line \\e[31mred\"}\n",
@@ -534,6 +512,7 @@ fn a_plugin_message_cannot_forge_a_log_line_or_send_escapes() {
 #[test]
 fn a_message_repeated_in_a_tight_loop_is_logged_a_few_times_and_summed_up() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Chatty]}\nChatty: {message: the same again, seconds: 1.5}\n",
     );
@@ -563,6 +542,7 @@ fn a_crash_in_plugin_code_is_reported_at_the_next_start_with_its_instance() {
     use std::os::unix::process::ExitStatusExt;
     for (how, signal) in [("segfault", Signal::SIGSEGV), ("abort", Signal::SIGABRT)] {
         let install = Install::new(
+            HOST,
             &[TEST_PLUGINS],
             &format!("settings: {{plugins: ['Crash@{how}']}}\n'Crash@{how}': {{how: {how}}}\n"),
         );

@@ -1,15 +1,15 @@
 //! A plugin's config section reaches it, and bad settings are named precisely.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::HOST;
+use calllogger_test_kit::*;
 use nix::sys::signal::Signal;
 
 #[test]
 fn section_values_reach_the_plugin_and_a_second_instance_gets_its_own_section() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Echo, Echo@second]}\nEcho: {label: from-yaml, count: 3}\nEcho@second: {label: second-pbx}\n",
     );
@@ -73,6 +73,7 @@ fn a_missing_mistyped_or_unknown_key_names_the_class_and_the_key() {
     ];
     for (section, settings, needles) in cases {
         let install = Install::new(
+            HOST,
             &[MOCK_CALLS, TEST_PLUGINS],
             &format!("{settings}\n{section}\n"),
         );
@@ -95,6 +96,7 @@ fn a_missing_mistyped_or_unknown_key_names_the_class_and_the_key() {
 #[test]
 fn an_unknown_host_setting_names_the_file_key_and_line() {
     let install = Install::new(
+        HOST,
         &[MOCK_CALLS],
         "settings:\n  plugins: [MockCalls]\n  time_out: 3\n",
     );
@@ -110,6 +112,7 @@ fn an_unknown_host_setting_names_the_file_key_and_line() {
 #[test]
 fn environment_overrides_the_file_which_overrides_the_defaults() {
     let install = Install::new(
+        HOST,
         &[MOCK_CALLS, TEST_PLUGINS],
         "settings: {plugins: [MockCalls]}\nEcho: {label: e}\n",
     );
@@ -138,7 +141,7 @@ const NO_PLUGINS: &str = "no plugin instances configured: set settings.plugins";
 #[test]
 fn the_built_in_defaults_run_no_plugin_say_so_and_wait_for_a_sighup() {
     // MockCalls is in the folder, and the file leaves `plugins` to the defaults.
-    let install = Install::new(&[MOCK_CALLS], "settings: {shutdown_timeout: 5}\n");
+    let install = Install::new(HOST, &[MOCK_CALLS], "settings: {shutdown_timeout: 5}\n");
     let (ok, report, _) = install.run_cli(&["check"]);
     assert!(ok, "no plugin is a warning, not an error:\n{report}");
     assert!(
@@ -170,7 +173,7 @@ fn more_records(host: &Host, n: usize) {
 
 #[test]
 fn an_empty_config_file_is_refused_at_start_up_and_on_sighup() {
-    let install = Install::new(&[MOCK_CALLS], "");
+    let install = Install::new(HOST, &[MOCK_CALLS], "");
     let file = install.config_path().display().to_string();
     let (ok, _, errors) = install.run_cli(&["check"]);
     assert!(!ok, "check refuses it");
@@ -247,6 +250,7 @@ fn refused_by_check_and_run(install: &Install, needles: &[&str]) -> String {
 #[test]
 fn timeouts_out_of_range_are_refused_naming_the_file_key_line_and_range() {
     let install = Install::new(
+        HOST,
         &[MOCK_CALLS],
         "settings:\n  plugins: [MockCalls]\n  timeout: 0\n  max_timeout: 0\n  request_timeout: 0\n",
     );
@@ -294,7 +298,7 @@ fn timeouts_out_of_range_are_refused_naming_the_file_key_line_and_range() {
 #[test]
 fn a_frontend_without_a_token_or_a_token_without_a_frontend_is_an_error() {
     const SECRET: &str = "tok-5ecret-only";
-    let install = Install::new(&[MOCK_CALLS], "settings: {plugins: [MockCalls]}\n");
+    let install = Install::new(HOST, &[MOCK_CALLS], "settings: {plugins: [MockCalls]}\n");
     let run = |env: &[(&str, &str)]| {
         let mut check = install.command(&["check"]);
         let mut run = install.command(&["run"]);
@@ -337,6 +341,7 @@ fn a_frontend_without_a_token_or_a_token_without_a_frontend_is_an_error() {
 fn check_and_run_validate_the_frontend_token_and_state_dir_reporting_every_problem_at_once() {
     const SECRET: &str = "s3cret-with-newline";
     let install = Install::new(
+        HOST,
         &[MOCK_CALLS],
         &format!(
             "settings:\n  plugins: [MockCalls]\n  frontend: 'htp:/x y'\n  token: \"{SECRET}\\n\"\n  metrics_addr: '0.0.0.0:0'\n"
@@ -401,7 +406,7 @@ fn check_and_run_validate_the_frontend_token_and_state_dir_reporting_every_probl
 
 #[test]
 fn a_config_error_is_printed_once() {
-    let install = Install::new(&[MOCK_CALLS], "settings: [unclosed\n");
+    let install = Install::new(HOST, &[MOCK_CALLS], "settings: [unclosed\n");
     let mut host = install.start();
     assert!(!host.wait_exit(WAIT).0.success());
     let log = host.log();
@@ -422,7 +427,7 @@ fn a_config_error_is_printed_once() {
 
 #[test]
 fn an_unusable_state_dir_is_not_blamed_on_the_plugin_dir() {
-    let install = Install::new(&[MOCK_CALLS], "settings: {plugins: [MockCalls]}\n");
+    let install = Install::new(HOST, &[MOCK_CALLS], "settings: {plugins: [MockCalls]}\n");
     // The spool cannot live below a file.
     std::fs::write(install.dir.path().join("state"), "").unwrap();
     let mut host = install.start();

@@ -1,16 +1,16 @@
 //! Shutdown on signals, and restarts after failures, with the real host and real plugins.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::HOST;
+use calllogger_test_kit::*;
 use nix::sys::signal::Signal;
 
 #[test]
 fn sigterm_stops_every_instance_even_mid_wait_and_exits_zero() {
     // MockCalls sleeps an hour between calls: only an early wake lets it stop in time.
     let install = Install::new(
+        HOST,
         &[MOCK_CALLS, TEST_PLUGINS],
         "settings: {plugins: [MockCalls, Echo, Echo@b], shutdown_timeout: 20}\nMockCalls: {sleep: 3600}\nEcho: {label: a, interval: 3600}\nEcho@b: {label: b}\n",
     );
@@ -42,6 +42,7 @@ fn sigterm_stops_every_instance_even_mid_wait_and_exits_zero() {
 #[test]
 fn sigint_works_like_sigterm() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Echo]}\nEcho: {label: a}\n",
     );
@@ -58,6 +59,7 @@ fn sigint_works_like_sigterm() {
 #[test]
 fn an_instance_that_ignores_stop_does_not_hold_the_exit_past_the_deadline() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Stubborn, Echo], shutdown_timeout: 1}\nEcho: {label: a}\n",
     );
@@ -97,6 +99,7 @@ fn an_instance_that_ignores_stop_does_not_hold_the_exit_past_the_deadline() {
 #[test]
 fn failing_and_panicking_instances_restart_with_growing_waits_while_others_run_on() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Flaky, Echo], timeout: 0.2, decay: 2, max_timeout: 30}\nFlaky: {mode: panic}\nEcho: {label: steady, interval: 0.05}\n",
     );
@@ -145,6 +148,7 @@ fn failing_and_panicking_instances_restart_with_growing_waits_while_others_run_o
 #[test]
 fn an_instance_returning_errors_is_restarted_too() {
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         "settings: {plugins: [Flaky@e], timeout: 0.1, decay: 1.5, max_timeout: 30}\nFlaky@e: {mode: error}\n",
     );

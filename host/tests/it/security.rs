@@ -1,11 +1,10 @@
 //! Who may supply plugin code, and the token kept out of every output.
 
-mod common;
-
 use std::time::Duration;
 
-use common::frontend::{status, Frontend};
-use common::{Install, MOCK_CALLS, TEST_PLUGINS};
+use crate::HOST;
+use calllogger_test_kit::frontend::{status, Frontend};
+use calllogger_test_kit::{Host, Install, MOCK_CALLS, TEST_PLUGINS};
 use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -20,7 +19,7 @@ fn sha256_of(path: &std::path::Path) -> String {
 
 #[test]
 fn a_writable_library_is_refused_until_chmod_fixes_it() {
-    let install = Install::new(&[TEST_PLUGINS], ECHO);
+    let install = Install::new(HOST, &[TEST_PLUGINS], ECHO);
     let file = install.plugins().join(format!("lib{TEST_PLUGINS}.so"));
     install.chmod(&file, 0o664);
     let (_, table, _) = install.run_cli(&["plugins"]);
@@ -42,7 +41,7 @@ fn a_writable_library_is_refused_until_chmod_fixes_it() {
 
 #[test]
 fn a_folder_writable_by_others_stops_start_up_unless_the_check_is_off() {
-    let install = Install::new(&[TEST_PLUGINS], ECHO);
+    let install = Install::new(HOST, &[TEST_PLUGINS], ECHO);
     install.chmod(&install.plugins(), 0o777);
     let (ok, report, err) = install.run_cli(&["check"]);
     assert!(!ok);
@@ -62,13 +61,18 @@ fn a_folder_writable_by_others_stops_start_up_unless_the_check_is_off() {
     assert!(ok, "{report}{err}");
 }
 
+/// Fails the test unless it runs as root (as the project's machines and CI run the suite).
+fn needs_root(to: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test must run as root to {to}: run the suite as root, as CI does"
+    );
+}
+
 #[test]
 fn a_library_owned_by_another_user_is_refused() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: only root can give a file to another user");
-        return;
-    }
-    let install = Install::new(&[TEST_PLUGINS], ECHO);
+    needs_root("give a file to another user");
+    let install = Install::new(HOST, &[TEST_PLUGINS], ECHO);
     let file = install.plugins().join(format!("lib{TEST_PLUGINS}.so"));
     nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
     let (_, table, _) = install.run_cli(&["plugins"]);
@@ -80,7 +84,7 @@ fn a_library_owned_by_another_user_is_refused() {
 
 #[test]
 fn pinned_libraries_load_and_unpinned_or_changed_ones_are_refused() {
-    let install = Install::new(&[TEST_PLUGINS, MOCK_CALLS], ECHO);
+    let install = Install::new(HOST, &[TEST_PLUGINS, MOCK_CALLS], ECHO);
     let echo_file = format!("lib{TEST_PLUGINS}.so");
     let echo_hash = sha256_of(&install.plugins().join(&echo_file));
     let mock_hash = sha256_of(&install.plugins().join(format!("lib{MOCK_CALLS}.so")));
@@ -158,6 +162,7 @@ fn the_token_appears_in_no_log_output_or_error() {
     const TOKEN: &str = "tok-5ecret-7f3a9c";
     let frontend = Frontend::start(|_, _| status(401));
     let install = Install::new(
+        HOST,
         &[TEST_PLUGINS],
         &format!(
             "settings: {{plugins: [Echo], frontend: '{}', token: {TOKEN}}}\nEcho: {{label: sec}}\n",
@@ -172,7 +177,7 @@ fn the_token_appears_in_no_log_output_or_error() {
     // Rejected by the frontend, with every log level on: the host stops, naming the setting only.
     let mut command = install.command(&["run"]);
     command.env("RUST_LOG", "trace");
-    let mut host = common::Host::spawn(command);
+    let mut host = Host::spawn(command);
     let (status, _) = host.wait_exit(WAIT);
     assert!(!status.success());
     let log = host.log();
@@ -208,7 +213,7 @@ fn the_token_appears_in_no_log_output_or_error() {
 #[test]
 fn a_state_dir_or_spool_file_writable_by_others_stops_start_up_unless_the_check_is_off() {
     use std::os::unix::fs::PermissionsExt;
-    let install = Install::new(&[TEST_PLUGINS], ECHO);
+    let install = Install::new(HOST, &[TEST_PLUGINS], ECHO);
     let state = install.dir.path().join("state");
     let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode();
 
@@ -258,26 +263,19 @@ fn a_state_dir_or_spool_file_writable_by_others_stops_start_up_unless_the_check_
         "is writable by others (mode 646)",
     );
     install.chmod(&journal, 0o600);
-    if nix::unistd::geteuid().is_root() {
-        let database = state.join("spool.sqlite3");
-        nix::unistd::chown(&database, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
-        let line = refused(
-            "spool database",
-            &database,
-            "is owned by uid 4242, neither root nor this service's user (uid 0)",
-        );
-        assert!(
-            line.contains(&format!("`chown 0 {}`", database.display())),
-            "{line}"
-        );
-        nix::unistd::chown(&database, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
-    } else {
-        // Not through the harness's capture: this must show although the test goes on.
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            b"\n*** NOT RUN: the foreign-owner part of the state_dir test needs root ***\n",
-        );
-    }
+    needs_root("give the spool database to another user");
+    let database = state.join("spool.sqlite3");
+    nix::unistd::chown(&database, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+    let line = refused(
+        "spool database",
+        &database,
+        "is owned by uid 4242, neither root nor this service's user (uid 0)",
+    );
+    assert!(
+        line.contains(&format!("`chown 0 {}`", database.display())),
+        "{line}"
+    );
+    nix::unistd::chown(&database, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
 
     // The plugins' setting turns this check off too.
     install.chmod(&state, 0o777);
