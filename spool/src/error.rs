@@ -44,6 +44,9 @@ pub enum OpenError {
     /// The database was written by a newer calllogger.
     #[error("spool {path} has layout {found}, newer than this calllogger's {LAYOUT}: run the newer calllogger, or move the file aside")]
     NewerLayout { path: PathBuf, found: i64 },
+    /// The database has no queue yet: its owner is creating it, or never did.
+    #[error("spool {0} holds no queue yet: nothing was pushed there")]
+    NoQueue(PathBuf),
 }
 
 /// Why a record could not be appended: it is not stored, nothing of it is in the journal.

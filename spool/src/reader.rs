@@ -38,6 +38,16 @@ impl SpoolReader {
         if found > LAYOUT {
             return Err(OpenError::NewerLayout { path, found });
         }
+        let has_queue = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(sqlite(&path))?;
+        if has_queue == 0 {
+            return Err(OpenError::NoQueue(path));
+        }
         Ok(Self {
             fs,
             state_dir: dir.to_owned(),

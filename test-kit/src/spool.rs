@@ -1,6 +1,6 @@
 //! The spool of an installation, read back: the one place the tests and the benchmark read it.
 
-use calllogger_spool::SpoolReader;
+use calllogger_spool::{OpenError, SpoolReader};
 use serde_json::Value;
 
 use crate::Install;
@@ -21,7 +21,8 @@ pub struct Spool {
 
 impl Install {
     /// Reads the spool in this installation's state folder: its counts and its `newest`
-    /// pending records (oldest first); `None` while nothing was pushed there yet. Every read
+    /// pending records (oldest first); `None` while nothing was pushed there yet (no queue, or the
+    /// host is still creating it). Every read
     /// of the spool by the tests and the benchmark goes through here, with the spool crate's
     /// own reader (`calllogger_spool::SpoolReader`, as `calllogger spool` reads it).
     pub fn spool(&self, newest: usize) -> Option<Spool> {
@@ -29,8 +30,12 @@ impl Install {
         if !dir.join(calllogger_spool::FILE).exists() {
             return None;
         }
-        let reader = SpoolReader::open(&dir)
-            .unwrap_or_else(|e| panic!("opening the spool in {}: {e}", dir.display()));
+        let reader = match SpoolReader::open(&dir) {
+            Ok(reader) => reader,
+            // The host is creating it.
+            Err(OpenError::NoQueue(_)) => return None,
+            Err(e) => panic!("opening the spool in {}: {e}", dir.display()),
+        };
         let counts = reader.counts().expect("the spool's counts");
         let records = if newest > 0 {
             reader.newest(newest).expect("the spool's newest records")

@@ -5,6 +5,7 @@
 mod container;
 mod contract;
 mod delivery;
+mod echo;
 mod hipath;
 mod lifecycle;
 mod loading;

@@ -483,3 +483,19 @@ fn the_queue_count_follows_every_change() {
     );
     assert_eq!(cursor.backlog(), 8);
 }
+
+#[test]
+fn a_reader_before_the_owner_made_the_queue_says_so_and_reads_once_it_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    // What a reader finds while the owner is still creating the queue: an empty database.
+    Connection::open(dir.path().join(FILE)).unwrap();
+    match SpoolReader::open(dir.path()) {
+        Err(OpenError::NoQueue(path)) => assert_eq!(path, dir.path().join(FILE)),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a reader opened a spool without a queue"),
+    }
+    let spool = owner(dir.path(), 100);
+    push(&spool, 3, 2);
+    spool.apply();
+    assert_eq!(reader(dir.path()).newest(10).unwrap().len(), 3);
+}
