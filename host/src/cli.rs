@@ -52,6 +52,6 @@ pub enum SpoolAction {
         #[arg(long, short = 'f')]
         follow: bool,
     },
-    /// Put every dead letter back in line for delivery.
+    /// Put every dead letter back in line for delivery, at its end (while the host is stopped).
     RetryDead,
 }
