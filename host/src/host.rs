@@ -1,5 +1,5 @@
-//! The running host: what `calllogger run` starts, in the record's order (config → loader →
-//! spool → sinks → supervisor), the loop that applies reloads, and the shutdown in the order
+//! The running host: what `calllogger run` starts (state folder, loader, spool, sinks, status
+//! listener, then the instances), the loop that applies reloads, and the shutdown in the order
 //! that loses nothing.
 
 use std::path::Path;
@@ -36,7 +36,7 @@ pub struct Host {
     sinks_stop: Arc<Stop>,
     sinks: Vec<JoinHandle<()>>,
     listener: Option<status::Listener>,
-    plugins: Runtime,
+    runtime: Runtime,
     /// The settings running: a reload compares the new ones with them.
     settings: Settings,
 }
@@ -101,7 +101,7 @@ impl Host {
             plugin_state: config.state_dir.join("plugins"),
         };
         let listener = start_listener(&settings, &telemetry, &queue)?;
-        let plugins = Runtime::start(
+        let runtime = Runtime::start(
             runtime_settings(&settings),
             config.plugin_dir.clone(),
             registry,
@@ -110,7 +110,7 @@ impl Host {
             startup,
             telemetry,
         );
-        let running = running_line(&plugins);
+        let running = running_line(&runtime);
         tracing::info!("{running}");
         service::ready(&running);
         Ok(Self {
@@ -121,7 +121,7 @@ impl Host {
             sinks_stop,
             sinks,
             listener,
-            plugins,
+            runtime,
             settings,
         })
     }
@@ -141,9 +141,9 @@ impl Host {
                     tracing::info!("SIGHUP received: reloading the config and the plugins folder");
                     service::reloading();
                     self.reload(reread());
-                    service::ready(&running_line(&self.plugins));
+                    service::ready(&running_line(&self.runtime));
                 }
-                Some(Event::PluginsChanged) => self.plugins.folder_changed(),
+                Some(Event::PluginsChanged) => self.runtime.folder_changed(),
             }
         }
     }
@@ -155,7 +155,7 @@ impl Host {
             .as_ref()
             .map(runtime_settings)
             .map_err(ToString::to_string);
-        if let (true, Ok(new)) = (self.plugins.reload(taken), new) {
+        if let (true, Ok(new)) = (self.runtime.reload(taken), new) {
             let restart_only = self.settings.restart_only_changes(&new);
             if !restart_only.is_empty() {
                 tracing::warn!(
@@ -175,15 +175,7 @@ impl Host {
             Shutdown::Failed(e) => tracing::error!("shutting down: {e}"),
             Shutdown::Signal(_) => tracing::info!("shutting down: {reason}"),
         }
-        let shutdown_timeout = self.settings.supervisor.shutdown_timeout;
-        let stragglers = self.plugins.stop(shutdown_timeout);
-        if !stragglers.is_empty() {
-            tracing::warn!(
-                "did not stop within {} s (settings.shutdown_timeout), left behind: {}",
-                shutdown_timeout.as_secs_f64(),
-                stragglers.join(", ")
-            );
-        }
+        self.runtime.stop();
         let _ = self.applier.stop();
         // The echo writes what the queue holds before it ends.
         self.sinks_stop.stop();
@@ -283,8 +275,8 @@ fn log_free_space(dir: &std::path::Path, free: u64) {
 }
 
 /// What runs, for the log and systemd's status line.
-fn running_line(plugins: &Runtime) -> String {
-    match plugins.names() {
+fn running_line(runtime: &Runtime) -> String {
+    match runtime.names() {
         names if names.is_empty() => "running no plugin instances".to_owned(),
         names => format!("running {}", names.join(", ")),
     }

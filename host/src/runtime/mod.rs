@@ -170,9 +170,11 @@ impl Runtime {
         true
     }
 
-    /// Stops every instance; returns those that did not stop within `deadline`.
-    pub fn stop(self, deadline: Duration) -> Vec<String> {
-        self.supervisor.stop_all(deadline)
+    /// Stops every instance, waiting up to `settings.shutdown_timeout`; logs those that did
+    /// not stop in time.
+    pub fn stop(self) {
+        let deadline = self.settings.supervisor.shutdown_timeout;
+        warn_left_behind(&self.supervisor.stop_all(deadline), deadline);
     }
 
     fn scan(&self, policy: &LoaderPolicy) -> Result<Registry, loader::LoaderError> {
@@ -205,14 +207,7 @@ impl Runtime {
         }
         self.telemetry.reload(true);
         let deadline = self.settings.supervisor.shutdown_timeout;
-        let stragglers = self.supervisor.stop(&plan.stop, deadline);
-        if !stragglers.is_empty() {
-            tracing::warn!(
-                "did not stop within {} s (settings.shutdown_timeout), left behind: {}",
-                deadline.as_secs_f64(),
-                stragglers.join(", ")
-            );
-        }
+        warn_left_behind(&self.supervisor.stop(&plan.stop, deadline), deadline);
         self.supervisor
             .start(plan.start, self.settings.supervisor.retry);
         self.note_waiting(&plan.waiting);
@@ -286,5 +281,16 @@ fn log_refusals(new: &Registry, old: &Registry) {
                 refusal.reason
             ),
         }
+    }
+}
+
+/// Names the instances that did not stop within `deadline`, if any.
+fn warn_left_behind(stragglers: &[String], deadline: Duration) {
+    if !stragglers.is_empty() {
+        tracing::warn!(
+            "did not stop within {} s (settings.shutdown_timeout), left behind: {}",
+            deadline.as_secs_f64(),
+            stragglers.join(", ")
+        );
     }
 }
