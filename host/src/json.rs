@@ -9,11 +9,6 @@ pub struct RecordJson<'a> {
     pub record: &'a Record,
 }
 
-/// A fresh unique record id: a UUIDv7, so ids also sort by the time they were assigned.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().hyphenated().to_string()
-}
-
 /// The record's JSON with `id`.
 pub fn to_json(id: &str, record: &Record) -> String {
     serde_json::to_string(&RecordJson {
@@ -83,15 +78,6 @@ impl Serialize for RecordJson<'_> {
 mod tests {
     use super::*;
     use calllogger_plugin_abi::{CallType, Timestamp};
-
-    #[test]
-    fn ids_are_unique_and_ordered() {
-        let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
-        let mut sorted = ids.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted, ids);
-    }
 
     #[test]
     fn fields_are_named_typed_and_omitted_when_absent() {

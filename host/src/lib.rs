@@ -14,6 +14,7 @@ pub mod logging;
 mod config;
 mod crash;
 mod host;
+mod ids;
 mod json;
 mod loader;
 mod plugin_context;

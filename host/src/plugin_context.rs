@@ -16,10 +16,10 @@ use calllogger_plugin_abi::{
 use calllogger_plugin_sdk::Backoff;
 use parking_lot::Mutex;
 
-use crate::json;
 use crate::runtime::supervisor::{Contexts, InstanceHost};
 use crate::stop::Stop;
 use crate::telemetry::{PushCounter, Telemetry};
+use crate::{ids, json};
 use calllogger_spool::Writer;
 
 /// Where pushed records go (the spool; the sinks read them from there), and what instances
@@ -120,7 +120,7 @@ impl HostApi for InstanceContext {
     /// decayed timeout, so the plugin stops reading and its source keeps what follows; told
     /// to stop meanwhile, it returns `Stopping` and the plugin keeps the record unread.
     fn push(&self, record: Record) -> RResult<(), PushError> {
-        let id = json::new_id();
+        let id = ids::new_id();
         let body = json::to_json(&id, &record);
         let mut retry: Option<Backoff> = None;
         while let Err(e) = self.intake.spool.append(&id, record.call_type.0, &body) {
