@@ -4,6 +4,16 @@
 //! (all, or those named) and prints the table. Timings are taken from outside the host
 //! process, as an operator would see them; figures are medians over several runs where a
 //! single run would be noise.
+//!
+//! `CALLLOGGER_BENCH_ARTIFACTS=DIR` benchmarks a prebuilt host (`DIR/calllogger`) and shipped
+//! libraries (`DIR/lib*.so`, as `cargo build --release` names them) instead of building: to
+//! measure another build (an older release) with this benchmark.
+//!
+//! `rates` and `idle` read the host's threads in `/proc/PID/task/*`: CPU as the nanoseconds on
+//! CPU in `schedstat` (exact, where `/proc/PID/stat`'s ticks are 10 ms), wake-ups as context
+//! switches in `status`. `rates` runs each rate twice, one after the other: through the host,
+//! and through the read-only floor (`xtask floor PATH COUNT`, a process that opens the pty as
+//! the host's serial base does and only counts lines).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -12,17 +22,20 @@ use anyhow::{bail, Context, Result};
 use calllogger_test_kit::frontend::Frontend;
 use calllogger_test_kit::{Host, Install, TEST_PLUGINS, TEST_PLUGINS_V2};
 
+mod rates;
+pub use rates::floor;
+
 /// One row of the table.
 struct Row {
-    what: &'static str,
+    what: String,
     value: String,
     target: &'static str,
 }
 
 impl Row {
-    fn new(what: &'static str, value: String, target: &'static str) -> Self {
+    fn new(what: impl Into<String>, value: String, target: &'static str) -> Self {
         Self {
-            what,
+            what: what.into(),
             value,
             target,
         }
@@ -36,6 +49,7 @@ type Benchmark = fn(&Bench) -> Result<Vec<Row>>;
 const BENCHMARKS: &[(&str, Benchmark)] = &[
     ("start", start_to_first_record),
     ("idle", idle_rss),
+    ("rates", rates::rates),
     ("stdout", stdout_throughput),
     ("delivery", delivery),
     ("latency", latency),
@@ -73,7 +87,10 @@ pub fn run(only: &[String]) -> Result<()> {
     }
     // The host and the shipped plugins as `cargo xtask stage --release` and the Dockerfile
     // build them (one cargo invocation).
-    let artifacts = crate::build(true)?;
+    let artifacts = match std::env::var_os("CALLLOGGER_BENCH_ARTIFACTS") {
+        Some(dir) => PathBuf::from(dir),
+        None => crate::build(true)?,
+    };
     let bench = Bench {
         host: artifacts.join("calllogger"),
         shipped: crate::SHIPPED_PLUGINS
@@ -98,7 +115,7 @@ fn print_table(rows: &[Row]) {
             .max()
             .unwrap_or(0)
     };
-    let (what_width, value_width) = (width(|r| r.what), width(|r| &r.value));
+    let (what_width, value_width) = (width(|r| &r.what), width(|r| &r.value));
     println!(
         "\n{:what_width$}  {:value_width$}  target",
         "benchmark", "measured"
@@ -188,7 +205,8 @@ fn start_to_first_record(bench: &Bench) -> Result<Vec<Row>> {
     )])
 }
 
-/// VmRSS and VmHWM one second after the first record, with MockCalls idle.
+/// VmRSS and VmHWM one second after the first record, with MockCalls idle, and the RSS by
+/// part; then wake-ups and CPU of a host idle on a silent pty (see [`rates::idle`]).
 fn idle_rss(bench: &Bench) -> Result<Vec<Row>> {
     let install = bench.mock_calls("{sleep: 3600}", "");
     let mut host = start(&install, "info", true);
@@ -198,12 +216,18 @@ fn idle_rss(bench: &Bench) -> Result<Vec<Row>> {
         status_mib(host.pid(), "VmRSS:")?,
         status_mib(host.pid(), "VmHWM:")?,
     );
+    let parts = rates::rss_by_part(host.pid())?;
     host.terminate();
-    Ok(vec![Row::new(
-        "RSS, idle, MockCalls loaded (three shipped libraries in the folder)",
-        format!("{rss:.1} MiB (peak {peak:.1} MiB)"),
-        "≤ 6 MiB (Python: ~34 MB)",
-    )])
+    let mut rows = vec![
+        Row::new(
+            "RSS, idle, MockCalls loaded (three shipped libraries in the folder)",
+            format!("{rss:.1} MiB (peak {peak:.1} MiB)"),
+            "≤ 6 MiB (Python: ~34 MB)",
+        ),
+        Row::new("RSS by part, same host (MiB, from smaps)", parts, ""),
+    ];
+    rows.extend(rates::idle(bench)?);
+    Ok(rows)
 }
 
 /// Records per second over 5 s and CPU µs per record, counted by the host itself, with
@@ -408,12 +432,18 @@ fn start_serial(bench: &Bench, records: bool) -> Result<(Host, Install, serialpo
     let (master, slave) = serialport::TTYPort::pair()?;
     let path = serialport::SerialPort::name(&slave).context("the pty's path")?;
     drop(slave);
-    let install = bench.install(&format!(
-        "settings: {{plugins: [SiemensHipathSerial]}}\nSiemensHipathSerial: {{port: '{path}', timezone: Europe/Dublin}}\n"
-    ));
+    let install = serial_install(bench, &path, "");
     let host = start(&install, "warn", records);
     std::thread::sleep(Duration::from_millis(500)); // the port opens
     Ok((host, install, master))
+}
+
+/// A fresh installation running the HiPath plugin on the port at `path` (and these host
+/// settings after `plugins`).
+fn serial_install(bench: &Bench, path: &str, host_settings: &str) -> Install {
+    bench.install(&format!(
+        "settings: {{plugins: [SiemensHipathSerial]{host_settings}}}\nSiemensHipathSerial: {{port: '{path}', timezone: Europe/Dublin}}\n"
+    ))
 }
 
 /// Feeds valid sample lines at 2,000 lines/s for 5 s; the lines/s that came out of the host

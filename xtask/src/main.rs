@@ -40,6 +40,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         "bench" => bench::run(&rest),
+        // The benchmark's read-only floor (`bench rates`), not for people.
+        "floor" => match rest.as_slice() {
+            [path] => bench::floor(path),
+            _ => bail!("usage: xtask floor PATH (then the line count on stdin)"),
+        },
         _ => bail!("usage: cargo xtask demo [HOST ARGS…] | stage DIR [--release] | bench [NAME…]"),
     }
 }

@@ -1,0 +1,431 @@
+//! Issue 14's rows: CPU per line at the rates PBXs produce, next to a read-only floor; idle
+//! wake-ups and CPU; RSS by part.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use calllogger_test_kit::frontend::Frontend;
+use calllogger_test_kit::Host;
+use serialport::SerialPort;
+
+use super::{delivering_to, dublin, hipath_parses, hipath_samples, serial_install, Bench, Row};
+
+/// Each rate (lines/s; `None`: as fast as the pty takes them) and how long it is fed.
+const RATES: &[(Option<f64>, u64)] = &[
+    (Some(10.0), 30),
+    (Some(100.0), 10),
+    (Some(1_000.0), 5),
+    (Some(5_000.0), 5),
+    (None, 5),
+];
+
+/// The baud rate the floor opens the pty at (a pty ignores it; the termios are the host's).
+const BAUD: u32 = 9600;
+
+/// Lines written per `write(2)` when feeding flat out.
+const FLAT_OUT_BURST: usize = 32;
+
+/// How long the reader may take to have every line once feeding stopped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One reader's run: CPU µs per line and lines/s from the first write to the last line read.
+struct Measured {
+    cpu_per_line: f64,
+    lines_per_second: f64,
+}
+
+/// CPU µs per line, host and floor, at each rate of [`RATES`] (floor, then host, per rate).
+pub(super) fn rates(bench: &Bench) -> Result<Vec<Row>> {
+    let tz = dublin()?;
+    let lines: Vec<Vec<u8>> = hipath_samples()?
+        .into_iter()
+        .filter(|l| hipath_parses(&l[..l.len() - 2], &tz))
+        .collect();
+    let mut rows = Vec::new();
+    for &(rate, secs) in RATES {
+        let run = Duration::from_secs(secs);
+        let floor = through_floor(&lines, rate, run).context("the floor")?;
+        let host = through_host(bench, &lines, rate, run).context("the host")?;
+        let ratio = host.cpu_per_line / floor.cpu_per_line;
+        let (what, target) = match rate {
+            Some(rate) => (format!("{rate:.0} lines/s"), "≤ 3× floor"),
+            None => ("flat out".to_owned(), "≤ 3× floor, ≥ 100,000 lines/s"),
+        };
+        let mut value = format!(
+            "host {:.1} µs, floor {:.2} µs: {ratio:.1}×",
+            host.cpu_per_line, floor.cpu_per_line
+        );
+        if rate.is_none() {
+            value += &format!(
+                "; {:.0} lines/s (floor {:.0})",
+                host.lines_per_second, floor.lines_per_second
+            );
+        }
+        rows.push(Row::new(
+            format!("CPU/line, HiPath pty → host → HTTP 201, {what} for {secs} s"),
+            value,
+            target,
+        ));
+    }
+    Ok(rows)
+}
+
+/// A pty pair whose slave is closed (the reader opens it by path): the master, the path.
+fn pty() -> Result<(serialport::TTYPort, String)> {
+    let (mut master, slave) = serialport::TTYPort::pair()?;
+    master.set_timeout(Duration::from_secs(10))?;
+    let path = slave.name().context("the pty's path")?;
+    Ok((master, path))
+}
+
+/// Writes `lines` round robin to `master` at `rate` (flat out if `None`) for `run`; returns
+/// how many, and when the first was written.
+fn feed(
+    master: &mut serialport::TTYPort,
+    lines: &[Vec<u8>],
+    rate: Option<f64>,
+    run: Duration,
+) -> Result<(u64, Instant)> {
+    let started = Instant::now();
+    let mut sent = 0u64;
+    match rate {
+        None => {
+            let mut burst = Vec::new();
+            while started.elapsed() < run {
+                burst.clear();
+                for n in 0..FLAT_OUT_BURST {
+                    burst.extend_from_slice(&lines[(sent as usize + n) % lines.len()]);
+                }
+                master.write_all(&burst)?;
+                sent += FLAT_OUT_BURST as u64;
+            }
+        }
+        Some(rate) => {
+            // Line n is due at n / rate: the count is the rate × the run, whatever the sleeps.
+            let total = (rate * run.as_secs_f64()) as u64;
+            while sent < total {
+                let due = Duration::from_secs_f64(sent as f64 / rate);
+                std::thread::sleep(due.saturating_sub(started.elapsed()));
+                master.write_all(&lines[sent as usize % lines.len()])?;
+                sent += 1;
+            }
+        }
+    }
+    Ok((sent, started))
+}
+
+/// The floor: `xtask floor PATH` reading the pty while it is fed.
+fn through_floor(lines: &[Vec<u8>], rate: Option<f64>, run: Duration) -> Result<Measured> {
+    let (mut master, path) = pty()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["floor", &path])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the floor")?;
+    let (tx, said) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(std::io::Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let expect = |what: &str| -> Result<String> {
+        match said.recv_timeout(DRAIN_TIMEOUT) {
+            Ok(line) if line.starts_with(what) => Ok(line),
+            other => bail!("the floor did not say `{what}`: {other:?}"),
+        }
+    };
+    expect("ready")?;
+    let pid = child.id();
+    let cpu_before = cpu_ns(pid)?;
+    let (sent, started) = feed(&mut master, lines, rate, run)?;
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{sent}")?;
+    let done = expect("done")?;
+    let finished = started.elapsed();
+    let cpu = cpu_ns(pid)? - cpu_before;
+    drop(stdin);
+    child.wait()?;
+    let read: u64 = done.trim_start_matches("done ").parse()?;
+    if read != sent {
+        bail!("the floor read {read} lines of {sent}");
+    }
+    Ok(Measured {
+        cpu_per_line: cpu as f64 / 1e3 / sent as f64,
+        lines_per_second: sent as f64 / finished.as_secs_f64(),
+    })
+}
+
+/// The release host reading the pty with the HiPath plugin, delivering to a loopback
+/// frontend; every line must arrive there once.
+fn through_host(
+    bench: &Bench,
+    lines: &[Vec<u8>],
+    rate: Option<f64>,
+    run: Duration,
+) -> Result<Measured> {
+    let (mut master, path) = pty()?;
+    let frontend = Frontend::ids_only();
+    let install = serial_install(bench, &path, &delivering_to(&frontend));
+    let mut host = start_quiet(&install);
+    std::thread::sleep(Duration::from_secs(1)); // the port opens, start-up settles
+    let pid = host.pid();
+    let cpu_before = cpu_ns(pid)?;
+    let (sent, started) = feed(&mut master, lines, rate, run)?;
+    while (frontend.delivered_count() as u64) < sent {
+        if started.elapsed() > run + DRAIN_TIMEOUT {
+            bail!(
+                "{} of {sent} lines delivered; log:\n{}",
+                frontend.delivered_count(),
+                host.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let finished = started.elapsed();
+    let cpu = cpu_ns(pid)? - cpu_before;
+    std::thread::sleep(Duration::from_millis(200)); // a late duplicate would show
+    host.terminate();
+    let delivered = frontend.delivered();
+    let ids: HashSet<&str> = delivered.iter().filter_map(|r| r["id"].as_str()).collect();
+    if delivered.len() as u64 != sent || ids.len() as u64 != sent {
+        bail!(
+            "sent {sent} lines, the frontend stored {} records under {} ids",
+            delivered.len(),
+            ids.len()
+        );
+    }
+    Ok(Measured {
+        cpu_per_line: cpu as f64 / 1e3 / sent as f64,
+        lines_per_second: sent as f64 / finished.as_secs_f64(),
+    })
+}
+
+/// `calllogger run` at `warn`, stdout discarded, with no systemd watchdog asked for.
+fn start_quiet(install: &calllogger_test_kit::Install) -> Host {
+    let mut command = install.command(&["run"]);
+    command
+        .env("RUST_LOG", "warn")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("NOTIFY_SOCKET");
+    Host::spawn_discarding_records(command)
+}
+
+/// The read-only floor (`xtask floor PATH`): opens the pty as the host's serial base does,
+/// says `ready`, counts the lines it reads until it has as many as the number then written to
+/// its stdin, says `done COUNT` and exits at the end of its stdin.
+pub fn floor(path: &str) -> Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let port = serialport::new(path, BAUD)
+        .timeout(Duration::from_secs(3600))
+        .open_native()
+        .with_context(|| format!("opening {path}"))?;
+    // SAFETY: `port` owns the fd and outlives every use of this borrow.
+    let pty = unsafe { BorrowedFd::borrow_raw(port.as_raw_fd()) };
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "ready")?;
+    stdout.flush()?;
+    let (mut read, mut target, mut told) = (0u64, None::<u64>, Vec::new());
+    let mut buffer = [0u8; 4096];
+    while target.is_none_or(|t| read < t) {
+        let mut fds = [
+            PollFd::new(pty, PollFlags::POLLIN),
+            PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
+        ];
+        nix::poll::poll(&mut fds, PollTimeout::NONE)?;
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        let (pty_ready, stdin_ready) = (ready(&fds[0]), ready(&fds[1]));
+        if pty_ready {
+            let n = nix::unistd::read(pty, &mut buffer)?;
+            read += buffer[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        }
+        if stdin_ready {
+            let n = nix::unistd::read(stdin.as_fd(), &mut buffer)?;
+            if n == 0 {
+                bail!("stdin closed before the line count");
+            }
+            told.extend_from_slice(&buffer[..n]);
+            if told.ends_with(b"\n") {
+                target = Some(String::from_utf8_lossy(&told).trim().parse()?);
+            }
+        }
+    }
+    writeln!(stdout, "done {read}")?;
+    stdout.flush()?;
+    while nix::unistd::read(stdin.as_fd(), &mut buffer)? > 0 {}
+    Ok(())
+}
+
+/// Wake-ups per second and CPU per hour of the host idle on a silent pty for 30 s, with a
+/// frontend configured and the three shipped libraries in the folder.
+pub(super) fn idle(bench: &Bench) -> Result<Vec<Row>> {
+    const RUN: Duration = Duration::from_secs(30);
+    let (_master, path) = pty()?;
+    let frontend = Frontend::ids_only();
+    let install = serial_install(bench, &path, &delivering_to(&frontend));
+    let mut host = start_quiet(&install);
+    std::thread::sleep(Duration::from_secs(2)); // the port opens, start-up settles
+    let before = threads(host.pid())?;
+    std::thread::sleep(RUN);
+    let after = threads(host.pid())?;
+    host.terminate();
+    let (mut switches, mut cpu) = (0u64, 0u64);
+    let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, now) in &after {
+        let then = before.get(tid).cloned().unwrap_or_default();
+        let woke = now.switches - then.switches;
+        switches += woke;
+        cpu += now.cpu_ns - then.cpu_ns;
+        if woke > 0 {
+            *by_name.entry(now.name.clone()).or_default() += woke;
+        }
+    }
+    let per_second = |n: u64| n as f64 / RUN.as_secs_f64();
+    let who: Vec<String> = by_name
+        .iter()
+        .map(|(name, n)| format!("{name} {:.1}", per_second(*n)))
+        .collect();
+    let mut wakeups = format!("{:.1}/s", per_second(switches));
+    if !who.is_empty() {
+        wakeups += &format!(" ({})", who.join(", "));
+    }
+    let per_hour = cpu as f64 / 1e6 * (3600.0 / RUN.as_secs_f64());
+    Ok(vec![
+        Row::new(
+            "idle wake-ups, host on a silent HiPath pty, frontend configured, no watchdog (30 s)",
+            wakeups,
+            "≤ 1/s",
+        ),
+        Row::new(
+            "idle CPU per hour, same host (30 s × 120)",
+            format!("{:.0} ms/h ({:.1} ms in 30 s)", per_hour, cpu as f64 / 1e6),
+            "(Python: ~4,100 ms/h)",
+        ),
+    ])
+}
+
+/// One thread's name, context switches (voluntary + not) and nanoseconds on CPU.
+#[derive(Clone, Default)]
+struct Thread {
+    name: String,
+    switches: u64,
+    cpu_ns: u64,
+}
+
+/// The process's threads by id (those that exit while read are left out).
+fn threads(pid: u32) -> Result<BTreeMap<String, Thread>> {
+    let mut threads = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let task = task?.path();
+        let read = |file: &str| std::fs::read_to_string(task.join(file));
+        let (Ok(name), Ok(status), Ok(schedstat)) =
+            (read("comm"), read("status"), read("schedstat"))
+        else {
+            continue;
+        };
+        let mut switches = 0;
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += n.trim().parse::<u64>()?;
+            }
+        }
+        threads.insert(
+            task.file_name().unwrap().to_string_lossy().into_owned(),
+            Thread {
+                name: name.trim().to_owned(),
+                switches,
+                cpu_ns: first_number(&schedstat)?,
+            },
+        );
+    }
+    Ok(threads)
+}
+
+fn first_number(text: &str) -> Result<u64> {
+    Ok(text
+        .split_whitespace()
+        .next()
+        .context("empty /proc file")?
+        .parse()?)
+}
+
+/// Nanoseconds on CPU so far of the process's threads (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> Result<u64> {
+    Ok(threads(pid)?.values().map(|t| t.cpu_ns).sum())
+}
+
+/// The process's RSS in MiB grouped by what is mapped (`/proc/PID/smaps`), as one line with
+/// the total first.
+pub(super) fn rss_by_part(pid: u32) -> Result<String> {
+    const PARTS: [&str; 6] = [
+        "host binary",
+        "plugin copies",
+        "[heap]",
+        "C libraries",
+        "anon + stacks",
+        "other files",
+    ];
+    let exe: PathBuf = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let mut kib = [0u64; PARTS.len()];
+    let mut part = 4;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["Rss:", n, "kB"] => kib[part] += n.parse::<u64>()?,
+            [range, _perms, _offset, _dev, _inode, path @ ..]
+                if range.contains('-') && !range.ends_with(':') =>
+            {
+                part = classify(&path.join(" "), &exe);
+            }
+            _ => {}
+        }
+    }
+    let mib = |k: u64| k as f64 / 1024.0;
+    let shown: Vec<String> = PARTS
+        .iter()
+        .zip(kib)
+        .filter(|(name, k)| *k > 0 || **name != "other files")
+        .map(|(name, k)| format!("{name} {:.1}", mib(k)))
+        .collect();
+    Ok(format!(
+        "{:.1} total: {}",
+        mib(kib.iter().sum()),
+        shown.join(", ")
+    ))
+}
+
+/// The index in `rss_by_part`'s parts of a mapping of `path`.
+fn classify(path: &str, exe: &Path) -> usize {
+    let file = path.rsplit('/').next().unwrap_or_default();
+    if Path::new(path) == exe {
+        0
+    } else if path.starts_with("/memfd:calllogger") {
+        1
+    } else if path == "[heap]" {
+        2
+    } else if [
+        "libc.so", "libc-", "libm.so", "libm-", "ld-linux", "ld-", "libgcc_s",
+    ]
+    .iter()
+    .any(|p| file.starts_with(p))
+    {
+        3
+    } else if path.is_empty() || path.starts_with('[') {
+        4
+    } else {
+        5
+    }
+}
