@@ -797,6 +797,7 @@ fn memory_copy(file: &Path, data: &[u8]) -> std::io::Result<(std::os::fd::OwnedF
 }
 
 /// What a library says about itself once loaded.
+#[derive(Debug)]
 struct Exports {
     name: String,
     version: String,
