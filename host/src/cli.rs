@@ -39,6 +39,10 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<SpoolAction>,
     },
+    /// Internal: the loader's child process that loads one library (its path on stdin) and
+    /// prints what it exports (`host/src/loader/inspect.rs`).
+    #[command(name = "inspect-library", hide = true)]
+    InspectLibrary,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]

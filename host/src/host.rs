@@ -110,6 +110,7 @@ impl Host {
             startup,
             telemetry,
         );
+        crate::runtime::trim_heap();
         let running = running_line(&runtime);
         tracing::info!("{running}");
         service::ready(&running);
@@ -197,7 +198,8 @@ impl Host {
     }
 }
 
-/// Every library in the plugins folder, loaded from private copies in `copy_dir`.
+/// Every library in the plugins folder, from private copies in `copy_dir`: those exporting a
+/// configured class are loaded, the others only inspected (in child processes).
 pub(crate) fn scan_plugins(
     settings: &Settings,
     copy_dir: &Path,
@@ -209,6 +211,7 @@ pub(crate) fn scan_plugins(
         &settings.loader,
         &Registry::default(),
         hashing,
+        &crate::runtime::classes_of(&settings.config.instances),
     )
     .map_err(|e| match &e {
         loader::LoaderError::ReadDir { .. } => anyhow::anyhow!(

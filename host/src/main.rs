@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Plugins => commands::plugins(&cli),
         Command::Check => commands::check(&cli),
         Command::Spool { action } => commands::spool(&cli, action),
+        Command::InspectLibrary => Ok(commands::inspect_library()),
     };
     result.unwrap_or_else(|e| {
         tracing::error!("{}", commands::error_chain(&e));

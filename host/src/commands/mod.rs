@@ -7,7 +7,7 @@ mod run;
 mod spool;
 
 pub use check::check;
-pub use plugins::plugins;
+pub use plugins::{inspect_library, plugins};
 pub use run::run;
 pub use spool::spool;
 

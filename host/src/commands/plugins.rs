@@ -18,6 +18,11 @@ pub fn plugins(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The hidden `inspect-library`: the loader's child process (`host/src/loader/inspect.rs`).
+pub fn inspect_library() -> ExitCode {
+    loader::inspect::child()
+}
+
 fn plugin_table(registry: &Registry) -> String {
     use calllogger_plugin_abi::PluginKind;
     let mut rows = vec![[

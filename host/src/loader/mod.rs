@@ -15,9 +15,17 @@
 //! opened). Rescanning the folder reuses every library whose file is untouched, or rewritten
 //! with the same sha256, so only new and changed files are loaded again (a loaded library is
 //! never unloaded).
+//!
+//! Only the libraries that export a class the config names (the `wanted` classes of [`scan`])
+//! are mapped into the host. New bytes are first [`inspect`]ed in a short-lived child process,
+//! which finds out what they export, and whether they crash while being loaded, without
+//! mapping them here; the answer is kept in the [`Registry`] (reused while the file is
+//! untouched or its sha256 unchanged), so a later reload that names one of their classes
+//! loads them then, without asking a child again.
 
 #[cfg(all(unix, not(target_vendor = "apple")))]
 mod elf;
+pub(crate) mod inspect;
 pub mod state_dir;
 pub mod trust;
 
@@ -30,10 +38,11 @@ use std::sync::Arc;
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::std_types::RStr;
 use calllogger_plugin_abi::{
-    ClassInfo, InstanceBox, PanicStrategy, PluginError, PluginModuleRef, ABI_VERSION,
+    ClassInfo, ErrorKind, InstanceBox, PanicStrategy, PluginError, PluginModuleRef, ABI_VERSION,
 };
 
-/// A loaded plugin library.
+/// A plugin library found in the folder: loaded into the host, or only inspected (in a child
+/// process) because no configured class is its.
 pub struct Library {
     /// The operator's file it was loaded from.
     pub file: PathBuf,
@@ -53,7 +62,8 @@ pub struct Library {
     pub size: u64,
     /// The file's identity and change times when it was read.
     fingerprint: Fingerprint,
-    module: PluginModuleRef,
+    /// Its root module once it is loaded into the host.
+    module: Option<PluginModuleRef>,
 }
 
 impl Library {
@@ -63,8 +73,26 @@ impl Library {
         class: &str,
         settings_yaml: &str,
     ) -> Result<InstanceBox, PluginError> {
-        (self.module.new_instance())(RStr::from_str(class), RStr::from_str(settings_yaml))
-            .into_result()
+        let Some(module) = self.module else {
+            return Err(PluginError::new(
+                ErrorKind::Transient,
+                format!(
+                    "{} was only inspected, not loaded: no configured class was its",
+                    self.file.display()
+                ),
+            ));
+        };
+        (module.new_instance())(RStr::from_str(class), RStr::from_str(settings_yaml)).into_result()
+    }
+
+    /// Whether it is mapped into the host (and stays mapped: libraries are never unloaded).
+    pub fn is_loaded(&self) -> bool {
+        self.module.is_some()
+    }
+
+    /// Whether it exports any of the `wanted` classes.
+    fn exports_any(&self, wanted: &[String]) -> bool {
+        exports_any(&self.classes, wanted)
     }
 
     /// `name version`, as logs and `calllogger plugins` show the library.
@@ -175,6 +203,11 @@ impl Registry {
         self.libraries.iter().find(|l| l.file == file)
     }
 
+    /// How many of its libraries are mapped into the host.
+    pub fn loaded(&self) -> usize {
+        self.libraries.iter().filter(|l| l.is_loaded()).count()
+    }
+
     /// The one library exporting `class`.
     pub fn library_for(&self, class: &str) -> Result<&Arc<Library>, ClassError> {
         let classes = self.classes();
@@ -202,9 +235,11 @@ pub enum Hashing {
     WhenNeeded,
 }
 
-/// Loads every shared library in `dir` that `policy` trusts, each from a private copy (in
-/// `copy_dir` where no memory file can be made). A library whose file is unchanged since
-/// `previous` (untouched, or the same sha256) is reused; a changed file that is refused leaves
+/// Finds every shared library in `dir` that `policy` trusts, each checked in a private copy (in
+/// `copy_dir` where no memory file can be made): those exporting one of the `wanted` classes
+/// are loaded into the host, the others only inspected in a child process. A library whose
+/// file is unchanged since `previous` (untouched, or the same sha256) is reused (and loaded
+/// now if it was only inspected and is wanted); a changed file that is refused leaves
 /// `previous`'s library in place, with the refusal noted.
 pub fn scan(
     dir: &Path,
@@ -212,6 +247,7 @@ pub fn scan(
     policy: &trust::LoaderPolicy,
     previous: &Registry,
     hashing: Hashing,
+    wanted: &[String],
 ) -> Result<Registry, LoaderError> {
     let hash =
         hashing == Hashing::Always || !policy.pins.is_empty() || !previous.libraries.is_empty();
@@ -231,11 +267,27 @@ pub fn scan(
         .filter(|p| is_library_name(p))
         .collect();
     files.sort();
+    // The checks first, file by file; the children inspecting new bytes run side by side.
+    let steps: Vec<_> = files
+        .into_iter()
+        .map(|file| {
+            let earlier = previous.library_at(&file);
+            let refused_before = previous.refused.iter().find(|r| r.file == file);
+            let step = scan_one(
+                &file,
+                policy,
+                earlier,
+                refused_before,
+                hash,
+                copy_dir,
+                wanted,
+            );
+            (file, earlier, step)
+        })
+        .collect();
     let mut registry = Registry::default();
-    for file in files {
-        let earlier = previous.library_at(&file);
-        let refused_before = previous.refused.iter().find(|r| r.file == file);
-        match scan_one(&file, policy, earlier, refused_before, hash, copy_dir) {
+    for (file, earlier, step) in steps {
+        match step.and_then(|step| step.finish(copy_dir, policy, wanted)) {
             Ok(library) => {
                 tracing::debug!(file = %file.display(), library = %library.identity(), sdk = %library.sdk_version, abi = %library.abi_version, classes = library.classes.len(), "plugin library ready");
                 registry.libraries.push(library);
@@ -255,7 +307,122 @@ pub fn scan(
     Ok(registry)
 }
 
-/// Checks and loads one file, or reuses `earlier` (its library from the previous scan).
+/// Whether `classes` holds any of the `wanted` class names.
+fn exports_any(classes: &[ClassInfo], wanted: &[String]) -> bool {
+    classes
+        .iter()
+        .any(|c| wanted.iter().any(|w| w == c.name.as_str()))
+}
+
+/// What is left to do for one file once its checks passed.
+enum Step {
+    /// Nothing: reused as it is.
+    Ready(Arc<Library>),
+    /// Bytes inspected before, now wanted: load them into the host.
+    Load {
+        known: Arc<Library>,
+        data: Vec<u8>,
+        sha256: Option<String>,
+        fingerprint: Fingerprint,
+    },
+    /// New bytes, being inspected in a child process.
+    Inspect(Box<Pending>),
+}
+
+/// A library being inspected in a child process.
+struct Pending {
+    file: PathBuf,
+    copy: PrivateCopy,
+    inspection: inspect::Inspection,
+    sha256: Option<String>,
+    pin: trust::Pin,
+    fingerprint: Fingerprint,
+    size: u64,
+}
+
+impl Step {
+    /// Waits for the inspection, if any, and loads the library into the host if it exports a
+    /// `wanted` class.
+    fn finish(
+        self,
+        copy_dir: &Path,
+        policy: &trust::LoaderPolicy,
+        wanted: &[String],
+    ) -> Result<Arc<Library>, Refused> {
+        let after_loading = |fingerprint: &Fingerprint| {
+            let loaded = Some(fingerprint.clone());
+            move |reason| Refused {
+                loaded,
+                ..Refused::new(reason)
+            }
+        };
+        match self {
+            Step::Ready(library) => Ok(library),
+            Step::Load {
+                known,
+                data,
+                sha256,
+                fingerprint,
+            } => {
+                let refused = after_loading(&fingerprint);
+                load(&known.file, &data, sha256, fingerprint, copy_dir, policy)
+                    .map(Arc::new)
+                    .map_err(refused)
+            }
+            Step::Inspect(pending) => {
+                let Pending {
+                    file,
+                    copy,
+                    inspection,
+                    sha256,
+                    pin,
+                    fingerprint,
+                    size,
+                } = *pending;
+                // A class pin is checked once the classes are known; a retry after a SIGHUP
+                // is allowed.
+                let inspected = inspection
+                    .finish()
+                    .map_err(|reason| {
+                        after_loading(&fingerprint)(describe_copy(&reason, &copy.path, &file))
+                    })
+                    .and_then(|exports| {
+                        trust::check_classes(&pin, exports.classes.iter().map(|c| c.name.as_str()))
+                            .map_err(Refused::new)?;
+                        Ok(exports)
+                    });
+                let exports = match inspected {
+                    Ok(exports) => exports,
+                    Err(refused) => {
+                        copy.discard();
+                        return Err(refused);
+                    }
+                };
+                let (exports, module) = if exports_any(&exports.classes, wanted) {
+                    let opened = open_copy(&copy.path, &file);
+                    copy.loaded();
+                    let (exports, module) = opened.map_err(after_loading(&fingerprint))?;
+                    (exports, Some(module))
+                } else {
+                    // Its memory (or file) copy goes: nothing of it stays in the host.
+                    copy.discard();
+                    (exports, None)
+                };
+                Ok(Arc::new(Library::new(
+                    file,
+                    exports,
+                    sha256,
+                    size,
+                    fingerprint,
+                    module,
+                )))
+            }
+        }
+    }
+}
+
+/// Checks one file, and reuses `earlier` (its library from the previous scan), or says what
+/// is left to load or inspect.
 fn scan_one(
     file: &Path,
     policy: &trust::LoaderPolicy,
@@ -263,7 +430,8 @@ fn scan_one(
     refused_before: Option<&Refusal>,
     hash: bool,
     copy_dir: &Path,
-) -> Result<Arc<Library>, Refused> {
+    wanted: &[String],
+) -> Result<Step, Refused> {
     let cannot_read = |e: std::io::Error| Refused::new(format!("cannot read: {e}"));
     // Only a regular file is opened; the open cannot block, and the check is repeated on the
     // opened handle in case the name was swapped in between.
@@ -282,15 +450,17 @@ fn scan_one(
     };
     // The checks run on the open handle: the file checked is the file read.
     trust::check_permissions(policy, "plugin library", file, &meta).map_err(refuse)?;
-    if let Some(same) = untouched {
+    // Reused as it is unless it is wanted now and was only inspected (then its bytes are read).
+    let as_is = |same: &Arc<Library>| same.is_loaded() || !same.exports_any(wanted);
+    if let Some(same) = untouched.filter(|same| as_is(same)) {
         if policy.pins.is_empty() {
-            return Ok(same.clone());
+            return Ok(Step::Ready(same.clone()));
         }
         if let Some(sha256) = &same.sha256 {
             let pin = trust::check_pin(policy, &file_name(file), sha256).map_err(refuse)?;
             trust::check_classes(&pin, same.classes.iter().map(|c| c.name.as_str()))
                 .map_err(refuse)?;
-            return Ok(same.clone());
+            return Ok(Step::Ready(same.clone()));
         }
     }
     if let Some(before) = refused_before.filter(|r| r.loaded.as_ref() == Some(&fingerprint)) {
@@ -308,19 +478,39 @@ fn scan_one(
     let reusable = untouched.or(earlier.filter(|l| l.sha256.is_some() && l.sha256 == sha256));
     if let Some(same) = reusable {
         trust::check_classes(&pin, same.classes.iter().map(|c| c.name.as_str())).map_err(refuse)?;
-        return Ok(same.clone());
+        if as_is(same) {
+            return Ok(Step::Ready(same.clone()));
+        }
+        return Ok(Step::Load {
+            known: same.clone(),
+            data,
+            sha256,
+            fingerprint,
+        });
     }
-    let library =
-        load(file, &data, sha256, fingerprint.clone(), copy_dir, policy).map_err(|reason| {
-            Refused {
-                loaded: Some(fingerprint),
-                ..Refused::new(reason)
+    let size = data.len() as u64;
+    let inspecting = check_and_copy(file, &data, copy_dir, policy).and_then(|copy| {
+        match inspect::start(&copy.path, copy.descriptor()) {
+            Ok(inspection) => Ok((copy, inspection)),
+            Err(reason) => {
+                copy.discard();
+                Err(reason)
             }
-        })?;
-    // A class pin is checked once the classes are known; a retry after a SIGHUP is allowed.
-    trust::check_classes(&pin, library.classes.iter().map(|c| c.name.as_str()))
-        .map_err(Refused::new)?;
-    Ok(Arc::new(library))
+        }
+    });
+    let (copy, inspection) = inspecting.map_err(|reason| Refused {
+        loaded: Some(fingerprint.clone()),
+        ..Refused::new(reason)
+    })?;
+    Ok(Step::Inspect(Box::new(Pending {
+        file: file.to_owned(),
+        copy,
+        inspection,
+        sha256,
+        pin,
+        fingerprint,
+        size,
+    })))
 }
 
 /// Whether a folder entry's name is a plugin library's: the platform's library extension, and
@@ -532,6 +722,27 @@ impl PrivateCopy {
         })
     }
 
+    /// The memory file's descriptor, which a child process inherits to load it by the same
+    /// path; `None` for a file copy.
+    fn descriptor(&self) -> Option<i32> {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.memory {
+            use std::os::fd::AsRawFd as _;
+            return Some(fd.as_raw_fd());
+        }
+        None
+    }
+
+    /// Called when the copy was only inspected by a child process: it is not needed any more
+    /// (a memory file is freed when its descriptor closes).
+    fn discard(self) {
+        #[cfg(target_os = "linux")]
+        if self.memory.is_some() {
+            return;
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+
     /// Called once `dlopen` has mapped (or refused) the copy.
     fn loaded(self) {
         #[cfg(target_os = "linux")]
@@ -585,8 +796,54 @@ fn memory_copy(file: &Path, data: &[u8]) -> std::io::Result<(std::os::fd::OwnedF
     Ok((memory.into(), path))
 }
 
-/// Loads one library from a private copy of `data`, the bytes of `file`; the error is the
-/// reason it was refused.
+/// What a library says about itself once loaded.
+#[derive(Debug)]
+struct Exports {
+    name: String,
+    version: String,
+    sdk_version: String,
+    abi_version: String,
+    classes: Vec<ClassInfo>,
+}
+
+impl Library {
+    fn new(
+        file: PathBuf,
+        exports: Exports,
+        sha256: Option<String>,
+        size: u64,
+        fingerprint: Fingerprint,
+        module: Option<PluginModuleRef>,
+    ) -> Self {
+        Self {
+            file,
+            name: exports.name,
+            version: exports.version,
+            sdk_version: exports.sdk_version,
+            abi_version: exports.abi_version,
+            classes: exports.classes,
+            sha256,
+            size,
+            fingerprint,
+            module,
+        }
+    }
+}
+
+/// Checks `data`, the bytes of `file`, and copies them to a private copy to load.
+fn check_and_copy(
+    file: &Path,
+    data: &[u8],
+    copy_dir: &Path,
+    policy: &trust::LoaderPolicy,
+) -> Result<PrivateCopy, String> {
+    #[cfg(all(unix, not(target_vendor = "apple")))]
+    elf::check(data)?;
+    PrivateCopy::new(file, data, copy_dir, policy)
+}
+
+/// Loads one library into the host from a private copy of `data`, the bytes of `file`; the
+/// error is the reason it was refused.
 fn load(
     file: &Path,
     data: &[u8],
@@ -595,17 +852,30 @@ fn load(
     copy_dir: &Path,
     policy: &trust::LoaderPolicy,
 ) -> Result<Library, String> {
-    #[cfg(all(unix, not(target_vendor = "apple")))]
-    elf::check(data)?;
-    let copy = PrivateCopy::new(file, data, copy_dir, policy)?;
-    let header = lib_header_from_path(&copy.path);
-    let loaded_from = copy.path.clone();
+    let copy = check_and_copy(file, data, copy_dir, policy)?;
+    let opened = open_copy(&copy.path, file);
     copy.loaded();
-    let header = header.map_err(|e| describe(&e, &loaded_from, file))?;
+    let (exports, module) = opened?;
+    let size = data.len() as u64;
+    Ok(Library::new(
+        file.to_owned(),
+        exports,
+        sha256,
+        size,
+        fingerprint,
+        Some(module),
+    ))
+}
+
+/// `dlopen`s the checked private copy at `copy` (of `file`), checks its root module and reads
+/// what it exports; the error is the reason it is refused. The host's loader and the
+/// inspecting child process both load through here.
+fn open_copy(copy: &Path, file: &Path) -> Result<(Exports, PluginModuleRef), String> {
+    let header = lib_header_from_path(copy).map_err(|e| describe(&e, copy, file))?;
     let abi_version = header.version_strings().version.to_string();
     let module = header
         .init_root_module::<PluginModuleRef>()
-        .map_err(|e| describe(&e, &loaded_from, file))?;
+        .map_err(|e| describe(&e, copy, file))?;
     if module.panic_strategy() == PanicStrategy::Abort {
         return Err("built with panic = \"abort\": its first panic would kill the host; rebuild it with panic = \"unwind\"".into());
     }
@@ -614,18 +884,14 @@ fn load(
         return Err("exports no plugin classes".into());
     }
     let info = (module.library())();
-    Ok(Library {
-        file: file.to_owned(),
+    let exports = Exports {
         name: info.name.into_string(),
         version: info.version.into_string(),
         sdk_version: info.sdk_version.into_string(),
         abi_version,
         classes,
-        sha256,
-        size: data.len() as u64,
-        fingerprint,
-        module,
-    })
+    };
+    Ok((exports, module))
 }
 
 /// A short reason for a load error, naming the operator's file rather than the private copy.
@@ -663,7 +929,12 @@ fn describe(error: &LibraryError, copy: &Path, file: &Path) -> String {
             .collect::<Vec<_>>()
             .join(" "),
     };
-    text.replace(&copy.display().to_string(), &file.display().to_string())
+    describe_copy(&text, copy, file)
+}
+
+/// `reason`, naming the operator's `file` where it names the private `copy`.
+fn describe_copy(reason: &str, copy: &Path, file: &Path) -> String {
+    reason.replace(&copy.display().to_string(), &file.display().to_string())
 }
 
 /// The `Error:` lines of abi_stable's layout report (which runs to ~1,400 lines), each with

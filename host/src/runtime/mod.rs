@@ -78,7 +78,7 @@ impl Runtime {
     /// instances accordingly. A library that is refused, or whose instances fail to
     /// construct, leaves the previous version running.
     pub fn folder_changed(&mut self) {
-        let mut registry = match self.scan(&self.settings.loader) {
+        let mut registry = match self.scan(&self.settings.loader, &self.settings.instances) {
             Ok(registry) => registry,
             Err(e) => {
                 self.telemetry.reload(false);
@@ -142,7 +142,7 @@ impl Runtime {
                 return false;
             }
         };
-        let registry = match self.scan(&settings.loader) {
+        let registry = match self.scan(&settings.loader, &settings.instances) {
             Ok(registry) => registry,
             Err(e) => {
                 self.telemetry.reload(false);
@@ -177,14 +177,23 @@ impl Runtime {
         warn_left_behind(&self.supervisor.stop_all(deadline), deadline);
     }
 
-    fn scan(&self, policy: &LoaderPolicy) -> Result<Registry, loader::LoaderError> {
-        loader::scan(
+    /// Rescans the folder, loading the libraries that export a class of `instances`; the
+    /// buffers the scan read the libraries into go back to the system afterwards.
+    fn scan(
+        &self,
+        policy: &LoaderPolicy,
+        instances: &[InstanceConfig],
+    ) -> Result<Registry, loader::LoaderError> {
+        let scanned = loader::scan(
             &self.plugin_dir,
             &self.copy_dir,
             policy,
             &self.registry,
             loader::Hashing::WhenNeeded,
-        )
+            &classes_of(instances),
+        );
+        trim_heap();
+        scanned
     }
 
     /// Diffs `instances` over `registry` against what runs, and builds what is to start.
@@ -216,21 +225,24 @@ impl Runtime {
             .retain_instances(|name| configured.iter().any(|i| i.name == name));
         let old = std::mem::replace(&mut self.registry, registry);
         for library in old.libraries {
-            if !self
-                .registry
-                .libraries
-                .iter()
-                .any(|l| Arc::ptr_eq(l, &library))
+            // One only inspected was never mapped here: nothing of it stays.
+            if library.is_loaded()
+                && !self
+                    .registry
+                    .libraries
+                    .iter()
+                    .any(|l| Arc::ptr_eq(l, &library))
             {
                 self.retire(library);
             }
         }
         self.count_libraries();
+        trim_heap();
     }
 
     fn count_libraries(&self) {
         self.telemetry
-            .libraries(self.registry.libraries.len(), self.retired.len());
+            .libraries(self.registry.loaded(), self.retired.len());
     }
 
     /// Logs the instances waiting for a library, and shows them as waiting.
@@ -256,6 +268,21 @@ impl Runtime {
             bytes as f64 / (1024.0 * 1024.0)
         );
         self.count_libraries();
+    }
+}
+
+/// The classes `instances` name: the libraries exporting them are loaded into the host.
+pub(crate) fn classes_of(instances: &[InstanceConfig]) -> Vec<String> {
+    instances.iter().map(|i| i.class.clone()).collect()
+}
+
+/// Returns the heap's free memory at its top and in its free chunks to the system: a scan
+/// reads every new library into a buffer, which glibc would otherwise keep for good.
+pub(crate) fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own heap under its lock; it takes no pointers.
+    unsafe {
+        nix::libc::malloc_trim(0);
     }
 }
 

@@ -397,3 +397,65 @@ fn a_fifo_a_socket_or_a_device_in_the_plugins_folder_is_skipped_unopened() {
         );
     }
 }
+
+/// The private copies the host has mapped, by their memory file names.
+fn mapped_copies(pid: u32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut copies: Vec<String> = maps
+        .lines()
+        .filter_map(|l| l.split("memfd:calllogger:").nth(1))
+        .map(|name| name.trim_end_matches(" (deleted)").to_owned())
+        .collect();
+    copies.sort();
+    copies.dedup();
+    copies
+}
+
+/// Only the library of a configured class is mapped; the others are inspected in a child
+/// process (an abort library is refused there, the host runs on), listed by `plugins`, and
+/// loaded once a SIGHUP names one of their classes.
+#[test]
+fn only_the_libraries_of_configured_classes_are_mapped_until_a_reload_names_another() {
+    use nix::sys::signal::Signal;
+    let install = Install::new(
+        HOST,
+        &[MOCK_CALLS, TEST_PLUGINS],
+        "settings: {plugins: [MockCalls]}\nMockCalls: {sleep: 0.05, numbers: ['111']}\n",
+    );
+    install.add_library(ABORT, "libabort.so");
+    let (ok, table, _) = install.run_cli(&["plugins"]);
+    assert!(ok, "{table}");
+    for class in ["MockCalls ", "Echo "] {
+        assert!(table.lines().any(|l| l.starts_with(class)), "{table}");
+    }
+    let mut host = install.start();
+    host.records_until(Duration::from_secs(20), |_| true);
+    assert_eq!(
+        mapped_copies(host.pid()),
+        ["libcalllogger_mock_calls.so"],
+        "{}",
+        host.log()
+    );
+    let log = host.log();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("libabort.so"))
+        .unwrap_or_else(|| panic!("the abort library is reported:\n{log}"));
+    assert!(refusal.contains("panic = \"abort\""), "{refusal}");
+
+    install.write_config(
+        "settings: {plugins: [MockCalls, Echo]}\nMockCalls: {sleep: 0.05, numbers: ['111']}\nEcho: {label: echo}\n",
+    );
+    host.signal(Signal::SIGHUP);
+    host.records_until(Duration::from_secs(20), |r| r["number"] == "echo");
+    assert_eq!(
+        mapped_copies(host.pid()),
+        [
+            "libcalllogger_mock_calls.so",
+            "libcalllogger_test_plugins.so"
+        ],
+        "{}",
+        host.log()
+    );
+    host.terminate();
+}
