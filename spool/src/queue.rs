@@ -158,14 +158,17 @@ impl Cursor {
     }
 
     /// Blocks until a record after the cursor reaches the queue, [`Queue::wake`] is called,
-    /// or `timeout` passes.
-    pub fn wait(&self, timeout: Duration) {
+    /// or `timeout` (when given) passes.
+    pub fn wait(&self, timeout: Option<Duration>) {
         let mut db = self.shared.db();
         let seen = self.seen_wakes.load(Ordering::SeqCst);
         if self.shared.wakes.load(Ordering::SeqCst) == seen
             && self.shared.newest.load(Ordering::Relaxed) <= self.position
         {
-            self.shared.appended.wait_for(&mut db, timeout);
+            match timeout {
+                Some(timeout) => drop(self.shared.appended.wait_for(&mut db, timeout)),
+                None => self.shared.appended.wait(&mut db),
+            }
         }
         self.seen_wakes
             .store(self.shared.wakes.load(Ordering::SeqCst), Ordering::SeqCst);

@@ -39,9 +39,9 @@ pub trait Source: Send {
     fn backlog(&self) -> u64;
     /// Up to `limit` records after the cursor, oldest first.
     fn read(&self, limit: usize) -> Result<Vec<Pending>, Self::Error>;
-    /// Waits up to `timeout`, returning early when a record arrives after the cursor (or the
-    /// spool is woken, e.g. for a stop).
-    fn wait(&self, timeout: Duration);
+    /// Waits, with no timeout, until a record arrives after the cursor or the spool is woken
+    /// (e.g. for a stop): an idle sink never wakes on its own.
+    fn wait(&self);
     /// Durably moves the cursor past `through_seq`: every record up to it is done.
     fn ack(&mut self, through_seq: i64) -> Result<(), Self::Error>;
     /// Puts the record `seq` in this sink's dead letters (with the destination's status and
@@ -107,10 +107,6 @@ pub enum SinkEvent {
 /// The shortest wait between two attempts, whatever the settings and the destination say, so
 /// that no failure can make a sink spin.
 const MIN_RETRY_WAIT: Duration = Duration::from_millis(100);
-
-/// How long an idle sink waits for records before it looks again (a record that arrives
-/// wakes it at once).
-const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Starts `sink` on its own thread over `source`, until `stop` (the caller also wakes the
 /// spool, so that an idle sink sees it) or a fatal failure, which is sent on `events`.
@@ -229,7 +225,7 @@ impl<K: Sink, S: Source> Driver<K, S> {
             self.source.read(limit).map_err(Halt::Source)?
         };
         if batch.is_empty() {
-            self.source.wait(IDLE_WAIT);
+            self.source.wait();
         } else {
             self.deliver(&batch)?;
         }

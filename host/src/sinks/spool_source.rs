@@ -3,7 +3,6 @@
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use calllogger_plugin_abi::TimeoutSettings;
 use calllogger_spool::{AckError, Cursor, CursorError, Mode, Queue, ReadError};
@@ -70,8 +69,8 @@ impl Source for Cursor {
         Ok(Cursor::read(self, limit)?)
     }
 
-    fn wait(&self, timeout: Duration) {
-        Cursor::wait(self, timeout);
+    fn wait(&self) {
+        Cursor::wait(self, None);
     }
 
     fn ack(&mut self, through_seq: i64) -> Result<(), CursorFailed> {

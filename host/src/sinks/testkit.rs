@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -34,6 +33,10 @@ pub struct State {
     pub buried: Vec<(i64, u16, String)>,
     /// The next this many acks fail.
     pub failing_acks: usize,
+    /// How often the sink waited for records.
+    pub waits: usize,
+    /// Set by [`Shared::wake`]: the next wait returns at once.
+    pub woken: bool,
 }
 
 /// The state of a [`Memory`] source, shared with the test.
@@ -41,6 +44,14 @@ pub struct State {
 pub struct Shared {
     pub state: Mutex<State>,
     changed: Condvar,
+}
+
+impl Shared {
+    /// Ends the sink's current (or next) wait, as the spool's wake does at a stop.
+    pub fn wake(&self) {
+        self.state.lock().woken = true;
+        self.changed.notify_all();
+    }
 }
 
 /// An in-memory cursor. With `stop_when_done`, it stops the sink once every record is acked.
@@ -66,11 +77,13 @@ impl Memory {
         )
     }
 
-    fn moved(&self, state: &State) {
+    fn moved(&self, state: &mut State) {
         let last = state.records.last().map_or(0, |p| p.seq);
         if state.cursor >= last {
             if let Some(stop) = &self.stop_when_done {
+                // As the host does: stop, then wake the spool.
                 stop.stop();
+                state.woken = true;
             }
         }
         self.shared.changed.notify_all();
@@ -104,12 +117,14 @@ impl Source for Memory {
             .collect())
     }
 
-    fn wait(&self, timeout: Duration) {
+    fn wait(&self) {
         let mut state = self.shared.state.lock();
+        state.waits += 1;
         let cursor = state.cursor;
-        if !state.records.iter().any(|p| p.seq > cursor) {
-            self.shared.changed.wait_for(&mut state, timeout);
+        if !state.records.iter().any(|p| p.seq > cursor) && !state.woken {
+            self.shared.changed.wait(&mut state);
         }
+        state.woken = false;
     }
 
     fn ack(&mut self, through_seq: i64) -> Result<(), Full> {
@@ -121,7 +136,7 @@ impl Source for Memory {
             return Err(Full);
         }
         state.cursor = state.cursor.max(through_seq);
-        self.moved(&state);
+        self.moved(&mut state);
         Ok(())
     }
 

@@ -300,3 +300,27 @@ fn a_retry_waits_at_least_the_backoff_and_at_most_the_cap() {
     );
     assert_eq!(retry_wait(None, ms(150), cap), ms(150));
 }
+
+#[test]
+fn an_idle_sink_waits_once_until_woken_and_never_wakes_on_its_own() {
+    let buffer = Buffer::default();
+    let (source, shared) = Memory::new(Vec::new());
+    let stop = Arc::new(Stop::default());
+    let (events, _failures) = channel::<SinkEvent>();
+    let thread = start(
+        JsonLines::new(buffer.clone()),
+        source,
+        fast(0.3),
+        stop.clone(),
+        Telemetry::new().sink("stdout"),
+        events,
+    )
+    .unwrap();
+    // Long enough for several of the old 1 s idle waits.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(shared.state.lock().waits, 1, "one wait, no timer");
+    stop.stop();
+    shared.wake();
+    thread.join().unwrap();
+    assert_eq!(shared.state.lock().waits, 1);
+}

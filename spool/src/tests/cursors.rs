@@ -194,14 +194,14 @@ fn a_wait_ends_on_a_record_after_the_cursor_or_a_wake() {
     let mut cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
     // A wake before the wait is not lost (a stop signalled just before it).
     spool.queue.wake();
-    cursor.wait(Duration::from_secs(3600));
+    cursor.wait(Some(Duration::from_secs(3600)));
     push(&spool, 1, 2);
     spool.apply();
-    cursor.wait(Duration::from_secs(3600));
+    cursor.wait(Some(Duration::from_secs(3600)));
     let waiter = std::thread::spawn(move || {
         let last = cursor.read(1).unwrap()[0].seq;
         cursor.ack(last).unwrap();
-        cursor.wait(Duration::from_secs(3600));
+        cursor.wait(Some(Duration::from_secs(3600)));
         cursor.read(1).unwrap()
     });
     let more = push_from(&spool, 1, 1, 2);
