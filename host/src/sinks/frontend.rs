@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calllogger_plugin_sdk::Secret;
+use ureq::http::{header, HeaderValue};
+use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 
 use super::{AtStop, Outcome, Pending, Sink};
 use crate::config::{self, Config};
@@ -103,7 +105,7 @@ pub(crate) fn url_problem(url: &str) -> Option<String> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Some("contains a space or a control character".into());
     }
-    match reqwest::Url::parse(url) {
+    match url::Url::parse(url) {
         Err(e) => Some(format!("is not a URL ({e})")),
         Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
             "has the scheme `{}`, not http or https",
@@ -131,8 +133,8 @@ pub enum FrontendError {
          every record is kept in the spool and will be delivered once the token is accepted"
     )]
     Unauthorized(u16, String),
-    #[error("cannot set up the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    #[error("settings.frontend is not a URL ({0})")]
+    Url(#[from] url::ParseError),
     #[error("settings.token holds characters an HTTP header cannot carry")]
     TokenCharacters,
 }
@@ -168,10 +170,14 @@ fn moved_hint(status: u16, location: &str) -> String {
 /// The frontend, as a [`Sink`].
 pub struct FrontendSink {
     settings: SenderSettings,
-    client: reqwest::blocking::Client,
+    /// One agent for every POST: its pool keeps the connection to the frontend alive between
+    /// them, and each request runs on the calling (the sink's) thread.
+    agent: ureq::Agent,
+    /// The record URL as the `url` crate writes it (a non-ASCII host in punycode, a path
+    /// percent-encoded), which is what `http::Uri` accepts.
     url: String,
-    /// `Token …`, marked sensitive so that no HTTP-layer log shows it.
-    authorization: reqwest::header::HeaderValue,
+    /// `Token …`, marked sensitive (the HTTP client logs no `Authorization` header either).
+    authorization: HeaderValue,
     telemetry: Arc<Telemetry>,
     /// The backlog [`take`](Sink::take) last saw, when it is one (more than
     /// `backlog_trigger`).
@@ -181,21 +187,32 @@ pub struct FrontendSink {
 impl FrontendSink {
     /// The HTTP client for `settings.frontend`, with the token; redirects are not followed.
     pub fn new(settings: SenderSettings, telemetry: Arc<Telemetry>) -> Result<Self, FrontendError> {
-        let client = reqwest::blocking::Client::builder()
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(RootCerts::WebPki)
+            .build();
+        let agent = ureq::Agent::config_builder()
             .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.request_timeout)
-            .build()?;
-        let url = format!("{}/{CDR_PATH}", settings.frontend.trim_end_matches('/'));
+            .no_delay(true)
+            // 0: a 3xx is returned as it is, never followed (and never an error).
+            .max_redirects(0)
+            // Every status is an answer to classify in `post`, not an error.
+            .http_status_as_error(false)
+            // The whole request: connect, send, the response's head and body.
+            .timeout_global(Some(settings.request_timeout))
+            .tls_config(tls)
+            .build()
+            .new_agent();
+        let base = settings.frontend.trim_end_matches('/');
+        let url = url::Url::parse(&format!("{base}/{CDR_PATH}"))?.to_string();
         let mut authorization =
-            reqwest::header::HeaderValue::from_str(&format!("Token {}", settings.token.expose()))
+            HeaderValue::from_str(&format!("Token {}", settings.token.expose()))
                 .map_err(|_| FrontendError::TokenCharacters)?;
         authorization.set_sensitive(true);
         tracing::info!("delivering records to {url}");
         Ok(Self {
             settings,
-            client,
+            agent,
             url,
             authorization,
             telemetry,
@@ -215,13 +232,12 @@ impl FrontendSink {
             ),
         };
         let response = self
-            .client
+            .agent
             .post(&self.url)
-            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send();
-        let response = match response {
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .content_type("application/json")
+            .send(body);
+        let mut response = match response {
             Ok(response) => response,
             Err(e) => {
                 self.telemetry.delivery_attempt(None);
@@ -230,23 +246,26 @@ impl FrontendSink {
         };
         let status = response.status().as_u16();
         self.telemetry.delivery_attempt(Some(status));
-        let header = |name| {
+        let value_of = |name| {
             response
                 .headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let told = header(reqwest::header::RETRY_AFTER).and_then(|v| retry_after(&v));
+        let told = value_of(header::RETRY_AFTER).and_then(|v| retry_after(&v));
+        let location = value_of(header::LOCATION);
         let through = batch.last().map_or(i64::MIN, |p| p.seq);
-        match status {
+        let outcome = match status {
             200..=299 => Outcome::Delivered { through },
             300..=399 => {
-                let location = header(reqwest::header::LOCATION)
-                    .map(|l| match response.url().join(&l) {
-                        Ok(url) => url.to_string(),
-                        Err(_) => l,
-                    })
+                let location = location
+                    .map(
+                        |l| match url::Url::parse(&self.url).and_then(|u| u.join(&l)) {
+                            Ok(url) => url.to_string(),
+                            Err(_) => l,
+                        },
+                    )
                     .map(|l| l.chars().take(200).collect())
                     .unwrap_or_else(|| "nowhere (no Location)".into());
                 retry(Failure::Redirect { status, location }, told)
@@ -256,12 +275,16 @@ impl FrontendSink {
                 self.url.clone(),
             ))),
             404 | 408 | 429 => retry(Failure::Status(status), told),
-            400..=499 => Outcome::Refused {
-                status,
-                response: response.text().unwrap_or_default(),
-            },
+            400..=499 => {
+                return Outcome::Refused {
+                    status,
+                    response: response.body_mut().read_to_string().unwrap_or_default(),
+                }
+            }
             _ => retry(Failure::Status(status), told),
-        }
+        };
+        drain(response.body_mut());
+        outcome
     }
 }
 
@@ -315,24 +338,43 @@ impl Sink for FrontendSink {
     }
 }
 
-/// A request error without the URL's query or anything secret: the kind and the cause.
-fn describe(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut cause = std::error::Error::source(error);
-    let mut root = None;
-    while let Some(c) = cause {
-        root = Some(c.to_string());
-        cause = c.source();
-    }
-    match root {
-        Some(root) => format!("{kind}: {root}"),
-        None => kind.to_owned(),
+/// Reads what is left of a response's body (at most [`DRAIN_LIMIT`], within the request's
+/// timeout), so that the connection goes back to the agent's pool for the next POST; a body
+/// that is longer or fails only costs that connection.
+fn drain(body: &mut ureq::Body) {
+    let mut reader = body.with_config().limit(DRAIN_LIMIT).reader();
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+}
+
+/// The longest response body [`drain`] reads to keep a connection.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// A request error without the URL or anything secret: the kind and the cause.
+fn describe(error: &ureq::Error) -> String {
+    use std::io::ErrorKind;
+    use ureq::Error;
+    match error {
+        Error::Timeout(_) => "timed out".to_owned(),
+        Error::Io(e) if e.kind() == ErrorKind::TimedOut => format!("timed out: {e}"),
+        Error::Io(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::AddrNotAvailable
+            ) =>
+        {
+            format!("cannot connect: {e}")
+        }
+        Error::Io(e) => format!("request failed: {e}"),
+        Error::HostNotFound
+        | Error::ConnectionFailed
+        | Error::ConnectProxyFailed(_)
+        | Error::Tls(_)
+        | Error::Rustls(_)
+        | Error::Pem(_) => format!("cannot connect: {error}"),
+        other => format!("request failed: {other}"),
     }
 }
 
