@@ -391,7 +391,252 @@ fn retry_after(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
     use super::*;
+
+    /// A keep-alive HTTP/1.1 server on 127.0.0.1 that counts the connections it accepts and
+    /// the requests (`METHOD path`) it reads; `answer(n)` is the raw response to the n-th
+    /// request, or `None` to read it and say nothing until the client hangs up.
+    struct Server {
+        url: String,
+        accepts: Arc<AtomicUsize>,
+        requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Server {
+        fn start(answer: impl Fn(usize) -> Option<String> + Send + Sync + 'static) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let accepts = Arc::new(AtomicUsize::new(0));
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let (counted, log, answer) = (accepts.clone(), requests.clone(), Arc::new(answer));
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { continue };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let (log, answer) = (log.clone(), answer.clone());
+                    std::thread::spawn(move || serve(stream, &log, &*answer));
+                }
+            });
+            Self {
+                url,
+                accepts,
+                requests,
+            }
+        }
+
+        fn sink(&self, request_timeout: Duration) -> FrontendSink {
+            sink(&self.url, "t0ken", request_timeout).unwrap()
+        }
+
+        fn requests(&self) -> Vec<String> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    /// Reads requests (head and a `Content-Length` body) off one connection and answers them.
+    fn serve(
+        stream: TcpStream,
+        log: &Mutex<Vec<String>>,
+        answer: &dyn Fn(usize) -> Option<String>,
+    ) {
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let request: Vec<&str> = line.split_whitespace().take(2).collect();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                    return;
+                }
+                match header.trim_end().split_once(':') {
+                    Some((name, value)) if name.eq_ignore_ascii_case("content-length") => {
+                        length = value.trim().parse().unwrap();
+                    }
+                    None => break,
+                    Some(_) => {}
+                }
+            }
+            reader.read_exact(&mut vec![0; length]).unwrap();
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push(request.join(" "));
+                log.len() - 1
+            };
+            match answer(n) {
+                Some(response) => writer.write_all(response.as_bytes()).unwrap(),
+                None => {
+                    let _ = reader.read(&mut [0; 1]);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn sink(
+        frontend: &str,
+        token: &str,
+        request_timeout: Duration,
+    ) -> Result<FrontendSink, FrontendError> {
+        let settings = SenderSettings {
+            frontend: frontend.to_owned(),
+            token: Secret::from(token.to_owned()),
+            backlog_trigger: 100,
+            batch_size: NonZeroUsize::new(10).unwrap(),
+            drop_stale_incoming: false,
+            request_timeout,
+        };
+        FrontendSink::new(settings, Telemetry::new())
+    }
+
+    fn record(seq: i64) -> Pending {
+        Pending {
+            seq,
+            id: format!("id{seq}"),
+            kind: 1,
+            body: format!(r#"{{"n":{seq}}}"#),
+        }
+    }
+
+    fn reason(outcome: Outcome) -> String {
+        match outcome {
+            Outcome::Retry { reason, .. } => reason,
+            other => panic!("not a retry: {other:?}"),
+        }
+    }
+
+    const CREATED: &str = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}";
+
+    #[test]
+    fn posts_reuse_one_kept_alive_connection() {
+        let server = Server::start(|_| Some(CREATED.into()));
+        let mut sink = server.sink(Duration::from_secs(10));
+        for seq in 1..=3 {
+            let outcome = sink.deliver(&[record(seq)]);
+            assert!(
+                matches!(outcome, Outcome::Delivered { through } if through == seq),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(server.requests(), ["POST /api/v1/monitor/cdr/"; 3]);
+        assert_eq!(
+            server.accepts.load(Ordering::SeqCst),
+            1,
+            "one connection for three POSTs"
+        );
+    }
+
+    #[test]
+    fn a_redirect_is_not_followed_and_the_connection_is_kept() {
+        let server = Server::start(|n| {
+            Some(match n {
+                0 => "HTTP/1.1 302 Found\r\nLocation: /login\r\nContent-Length: 5\r\n\r\nlogin"
+                    .into(),
+                _ => CREATED.into(),
+            })
+        });
+        let mut sink = server.sink(Duration::from_secs(10));
+        assert_eq!(
+            reason(sink.deliver(&[record(1)])),
+            format!(
+                "HTTP 302, a redirect to {}/login, which is not followed",
+                server.url
+            )
+        );
+        assert!(matches!(
+            sink.deliver(&[record(1)]),
+            Outcome::Delivered { through: 1 }
+        ));
+        assert_eq!(
+            server.requests(),
+            ["POST /api/v1/monitor/cdr/"; 2],
+            "no GET /login"
+        );
+        assert_eq!(server.accepts.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_silent_frontend_times_out_after_request_timeout_and_the_next_post_connects_again() {
+        let server = Server::start(|n| (n > 0).then(|| CREATED.into()));
+        let mut sink = server.sink(Duration::from_millis(300));
+        let start = Instant::now();
+        assert_eq!(reason(sink.deliver(&[record(1)])), "timed out");
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert!(matches!(
+            sink.deliver(&[record(1)]),
+            Outcome::Delivered { through: 1 }
+        ));
+        assert_eq!(
+            server.accepts.load(Ordering::SeqCst),
+            2,
+            "the hung connection is dropped"
+        );
+    }
+
+    #[test]
+    fn a_closed_port_is_cannot_connect_connection_refused() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut sink = sink(
+            &format!("http://127.0.0.1:{port}"),
+            "t",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let reason = reason(sink.deliver(&[record(1)]));
+        assert!(
+            reason.starts_with("cannot connect: ") && reason.contains("refused"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_refused_record_keeps_the_response_and_a_token_a_header_cannot_carry_is_refused_at_start() {
+        let server = Server::start(|_| {
+            Some("HTTP/1.1 422 Unprocessable\r\nContent-Length: 10\r\n\r\nbad record".into())
+        });
+        let outcome = server.sink(Duration::from_secs(10)).deliver(&[record(1)]);
+        assert!(
+            matches!(&outcome, Outcome::Refused { status: 422, response } if response == "bad record"),
+            "{outcome:?}"
+        );
+        let error = sink(&server.url, "t\nken", Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert_eq!(
+            error.to_string(),
+            "settings.token holds characters an HTTP header cannot carry"
+        );
+    }
+
+    #[test]
+    fn a_non_ascii_host_is_posted_to_in_punycode() {
+        let sink = sink(
+            "http://b\u{fc}cher.example:1/x/",
+            "t",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            sink.url,
+            "http://xn--bcher-kva.example:1/x/api/v1/monitor/cdr/"
+        );
+    }
 
     #[test]
     fn retry_after_takes_seconds_or_an_http_date() {
