@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calllogger_plugin_sdk::Secret;
+use ureq::http::{header, HeaderValue};
+use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 
 use super::{AtStop, Outcome, Pending, Sink};
 use crate::config::{self, Config};
@@ -103,7 +105,7 @@ pub(crate) fn url_problem(url: &str) -> Option<String> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Some("contains a space or a control character".into());
     }
-    match reqwest::Url::parse(url) {
+    match url::Url::parse(url) {
         Err(e) => Some(format!("is not a URL ({e})")),
         Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
             "has the scheme `{}`, not http or https",
@@ -131,8 +133,8 @@ pub enum FrontendError {
          every record is kept in the spool and will be delivered once the token is accepted"
     )]
     Unauthorized(u16, String),
-    #[error("cannot set up the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    #[error("settings.frontend is not a URL ({0})")]
+    Url(#[from] url::ParseError),
     #[error("settings.token holds characters an HTTP header cannot carry")]
     TokenCharacters,
 }
@@ -168,10 +170,14 @@ fn moved_hint(status: u16, location: &str) -> String {
 /// The frontend, as a [`Sink`].
 pub struct FrontendSink {
     settings: SenderSettings,
-    client: reqwest::blocking::Client,
+    /// One agent for every POST: its pool keeps the connection to the frontend alive between
+    /// them, and each request runs on the calling (the sink's) thread.
+    agent: ureq::Agent,
+    /// The record URL as the `url` crate writes it (a non-ASCII host in punycode, a path
+    /// percent-encoded), which is what `http::Uri` accepts.
     url: String,
-    /// `Token …`, marked sensitive so that no HTTP-layer log shows it.
-    authorization: reqwest::header::HeaderValue,
+    /// `Token …`, marked sensitive (the HTTP client logs no `Authorization` header either).
+    authorization: HeaderValue,
     telemetry: Arc<Telemetry>,
     /// The backlog [`take`](Sink::take) last saw, when it is one (more than
     /// `backlog_trigger`).
@@ -181,21 +187,32 @@ pub struct FrontendSink {
 impl FrontendSink {
     /// The HTTP client for `settings.frontend`, with the token; redirects are not followed.
     pub fn new(settings: SenderSettings, telemetry: Arc<Telemetry>) -> Result<Self, FrontendError> {
-        let client = reqwest::blocking::Client::builder()
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(RootCerts::WebPki)
+            .build();
+        let agent = ureq::Agent::config_builder()
             .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.request_timeout)
-            .build()?;
-        let url = format!("{}/{CDR_PATH}", settings.frontend.trim_end_matches('/'));
+            .no_delay(true)
+            // 0: a 3xx is returned as it is, never followed (and never an error).
+            .max_redirects(0)
+            // Every status is an answer to classify in `post`, not an error.
+            .http_status_as_error(false)
+            // The whole request: connect, send, the response's head and body.
+            .timeout_global(Some(settings.request_timeout))
+            .tls_config(tls)
+            .build()
+            .new_agent();
+        let base = settings.frontend.trim_end_matches('/');
+        let url = url::Url::parse(&format!("{base}/{CDR_PATH}"))?.to_string();
         let mut authorization =
-            reqwest::header::HeaderValue::from_str(&format!("Token {}", settings.token.expose()))
+            HeaderValue::from_str(&format!("Token {}", settings.token.expose()))
                 .map_err(|_| FrontendError::TokenCharacters)?;
         authorization.set_sensitive(true);
         tracing::info!("delivering records to {url}");
         Ok(Self {
             settings,
-            client,
+            agent,
             url,
             authorization,
             telemetry,
@@ -215,13 +232,12 @@ impl FrontendSink {
             ),
         };
         let response = self
-            .client
+            .agent
             .post(&self.url)
-            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send();
-        let response = match response {
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .content_type("application/json")
+            .send(body);
+        let mut response = match response {
             Ok(response) => response,
             Err(e) => {
                 self.telemetry.delivery_attempt(None);
@@ -230,23 +246,26 @@ impl FrontendSink {
         };
         let status = response.status().as_u16();
         self.telemetry.delivery_attempt(Some(status));
-        let header = |name| {
+        let value_of = |name| {
             response
                 .headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let told = header(reqwest::header::RETRY_AFTER).and_then(|v| retry_after(&v));
+        let told = value_of(header::RETRY_AFTER).and_then(|v| retry_after(&v));
+        let location = value_of(header::LOCATION);
         let through = batch.last().map_or(i64::MIN, |p| p.seq);
-        match status {
+        let outcome = match status {
             200..=299 => Outcome::Delivered { through },
             300..=399 => {
-                let location = header(reqwest::header::LOCATION)
-                    .map(|l| match response.url().join(&l) {
-                        Ok(url) => url.to_string(),
-                        Err(_) => l,
-                    })
+                let location = location
+                    .map(
+                        |l| match url::Url::parse(&self.url).and_then(|u| u.join(&l)) {
+                            Ok(url) => url.to_string(),
+                            Err(_) => l,
+                        },
+                    )
                     .map(|l| l.chars().take(200).collect())
                     .unwrap_or_else(|| "nowhere (no Location)".into());
                 retry(Failure::Redirect { status, location }, told)
@@ -256,12 +275,16 @@ impl FrontendSink {
                 self.url.clone(),
             ))),
             404 | 408 | 429 => retry(Failure::Status(status), told),
-            400..=499 => Outcome::Refused {
-                status,
-                response: response.text().unwrap_or_default(),
-            },
+            400..=499 => {
+                return Outcome::Refused {
+                    status,
+                    response: response.body_mut().read_to_string().unwrap_or_default(),
+                }
+            }
             _ => retry(Failure::Status(status), told),
-        }
+        };
+        drain(response.body_mut());
+        outcome
     }
 }
 
@@ -315,24 +338,43 @@ impl Sink for FrontendSink {
     }
 }
 
-/// A request error without the URL's query or anything secret: the kind and the cause.
-fn describe(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut cause = std::error::Error::source(error);
-    let mut root = None;
-    while let Some(c) = cause {
-        root = Some(c.to_string());
-        cause = c.source();
-    }
-    match root {
-        Some(root) => format!("{kind}: {root}"),
-        None => kind.to_owned(),
+/// Reads what is left of a response's body (at most [`DRAIN_LIMIT`], within the request's
+/// timeout), so that the connection goes back to the agent's pool for the next POST; a body
+/// that is longer or fails only costs that connection.
+fn drain(body: &mut ureq::Body) {
+    let mut reader = body.with_config().limit(DRAIN_LIMIT).reader();
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+}
+
+/// The longest response body [`drain`] reads to keep a connection.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// A request error without the URL or anything secret: the kind and the cause.
+fn describe(error: &ureq::Error) -> String {
+    use std::io::ErrorKind;
+    use ureq::Error;
+    match error {
+        Error::Timeout(_) => "timed out".to_owned(),
+        Error::Io(e) if e.kind() == ErrorKind::TimedOut => format!("timed out: {e}"),
+        Error::Io(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::AddrNotAvailable
+            ) =>
+        {
+            format!("cannot connect: {e}")
+        }
+        Error::Io(e) => format!("request failed: {e}"),
+        Error::HostNotFound
+        | Error::ConnectionFailed
+        | Error::ConnectProxyFailed(_)
+        | Error::Tls(_)
+        | Error::Rustls(_)
+        | Error::Pem(_) => format!("cannot connect: {error}"),
+        other => format!("request failed: {other}"),
     }
 }
 
@@ -349,7 +391,252 @@ fn retry_after(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
     use super::*;
+
+    /// A keep-alive HTTP/1.1 server on 127.0.0.1 that counts the connections it accepts and
+    /// the requests (`METHOD path`) it reads; `answer(n)` is the raw response to the n-th
+    /// request, or `None` to read it and say nothing until the client hangs up.
+    struct Server {
+        url: String,
+        accepts: Arc<AtomicUsize>,
+        requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Server {
+        fn start(answer: impl Fn(usize) -> Option<String> + Send + Sync + 'static) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let accepts = Arc::new(AtomicUsize::new(0));
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let (counted, log, answer) = (accepts.clone(), requests.clone(), Arc::new(answer));
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { continue };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let (log, answer) = (log.clone(), answer.clone());
+                    std::thread::spawn(move || serve(stream, &log, &*answer));
+                }
+            });
+            Self {
+                url,
+                accepts,
+                requests,
+            }
+        }
+
+        fn sink(&self, request_timeout: Duration) -> FrontendSink {
+            sink(&self.url, "t0ken", request_timeout).unwrap()
+        }
+
+        fn requests(&self) -> Vec<String> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    /// Reads requests (head and a `Content-Length` body) off one connection and answers them.
+    fn serve(
+        stream: TcpStream,
+        log: &Mutex<Vec<String>>,
+        answer: &dyn Fn(usize) -> Option<String>,
+    ) {
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let request: Vec<&str> = line.split_whitespace().take(2).collect();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                    return;
+                }
+                match header.trim_end().split_once(':') {
+                    Some((name, value)) if name.eq_ignore_ascii_case("content-length") => {
+                        length = value.trim().parse().unwrap();
+                    }
+                    None => break,
+                    Some(_) => {}
+                }
+            }
+            reader.read_exact(&mut vec![0; length]).unwrap();
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push(request.join(" "));
+                log.len() - 1
+            };
+            match answer(n) {
+                Some(response) => writer.write_all(response.as_bytes()).unwrap(),
+                None => {
+                    let _ = reader.read(&mut [0; 1]);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn sink(
+        frontend: &str,
+        token: &str,
+        request_timeout: Duration,
+    ) -> Result<FrontendSink, FrontendError> {
+        let settings = SenderSettings {
+            frontend: frontend.to_owned(),
+            token: Secret::from(token.to_owned()),
+            backlog_trigger: 100,
+            batch_size: NonZeroUsize::new(10).unwrap(),
+            drop_stale_incoming: false,
+            request_timeout,
+        };
+        FrontendSink::new(settings, Telemetry::new())
+    }
+
+    fn record(seq: i64) -> Pending {
+        Pending {
+            seq,
+            id: format!("id{seq}"),
+            kind: 1,
+            body: format!(r#"{{"n":{seq}}}"#),
+        }
+    }
+
+    fn reason(outcome: Outcome) -> String {
+        match outcome {
+            Outcome::Retry { reason, .. } => reason,
+            other => panic!("not a retry: {other:?}"),
+        }
+    }
+
+    const CREATED: &str = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}";
+
+    #[test]
+    fn posts_reuse_one_kept_alive_connection() {
+        let server = Server::start(|_| Some(CREATED.into()));
+        let mut sink = server.sink(Duration::from_secs(10));
+        for seq in 1..=3 {
+            let outcome = sink.deliver(&[record(seq)]);
+            assert!(
+                matches!(outcome, Outcome::Delivered { through } if through == seq),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(server.requests(), ["POST /api/v1/monitor/cdr/"; 3]);
+        assert_eq!(
+            server.accepts.load(Ordering::SeqCst),
+            1,
+            "one connection for three POSTs"
+        );
+    }
+
+    #[test]
+    fn a_redirect_is_not_followed_and_the_connection_is_kept() {
+        let server = Server::start(|n| {
+            Some(match n {
+                0 => "HTTP/1.1 302 Found\r\nLocation: /login\r\nContent-Length: 5\r\n\r\nlogin"
+                    .into(),
+                _ => CREATED.into(),
+            })
+        });
+        let mut sink = server.sink(Duration::from_secs(10));
+        assert_eq!(
+            reason(sink.deliver(&[record(1)])),
+            format!(
+                "HTTP 302, a redirect to {}/login, which is not followed",
+                server.url
+            )
+        );
+        assert!(matches!(
+            sink.deliver(&[record(1)]),
+            Outcome::Delivered { through: 1 }
+        ));
+        assert_eq!(
+            server.requests(),
+            ["POST /api/v1/monitor/cdr/"; 2],
+            "no GET /login"
+        );
+        assert_eq!(server.accepts.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_silent_frontend_times_out_after_request_timeout_and_the_next_post_connects_again() {
+        let server = Server::start(|n| (n > 0).then(|| CREATED.into()));
+        let mut sink = server.sink(Duration::from_millis(300));
+        let start = Instant::now();
+        assert_eq!(reason(sink.deliver(&[record(1)])), "timed out");
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert!(matches!(
+            sink.deliver(&[record(1)]),
+            Outcome::Delivered { through: 1 }
+        ));
+        assert_eq!(
+            server.accepts.load(Ordering::SeqCst),
+            2,
+            "the hung connection is dropped"
+        );
+    }
+
+    #[test]
+    fn a_closed_port_is_cannot_connect_connection_refused() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut sink = sink(
+            &format!("http://127.0.0.1:{port}"),
+            "t",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let reason = reason(sink.deliver(&[record(1)]));
+        assert!(
+            reason.starts_with("cannot connect: ") && reason.contains("refused"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_refused_record_keeps_the_response_and_a_token_a_header_cannot_carry_is_refused_at_start() {
+        let server = Server::start(|_| {
+            Some("HTTP/1.1 422 Unprocessable\r\nContent-Length: 10\r\n\r\nbad record".into())
+        });
+        let outcome = server.sink(Duration::from_secs(10)).deliver(&[record(1)]);
+        assert!(
+            matches!(&outcome, Outcome::Refused { status: 422, response } if response == "bad record"),
+            "{outcome:?}"
+        );
+        let error = sink(&server.url, "t\nken", Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert_eq!(
+            error.to_string(),
+            "settings.token holds characters an HTTP header cannot carry"
+        );
+    }
+
+    #[test]
+    fn a_non_ascii_host_is_posted_to_in_punycode() {
+        let sink = sink(
+            "http://b\u{fc}cher.example:1/x/",
+            "t",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            sink.url,
+            "http://xn--bcher-kva.example:1/x/api/v1/monitor/cdr/"
+        );
+    }
 
     #[test]
     fn retry_after_takes_seconds_or_an_http_date() {
