@@ -153,7 +153,7 @@ fn kind_from_code(code: u64) -> Option<PluginKind> {
     .find(|k| u64::from(kind_code(*k)) == code)
 }
 
-fn exports_to_json(exports: &Exports) -> Value {
+pub(super) fn exports_to_json(exports: &Exports) -> Value {
     let classes: Vec<Value> = exports
         .classes
         .iter()
@@ -174,7 +174,7 @@ fn exports_to_json(exports: &Exports) -> Value {
     })
 }
 
-fn exports_from_json(answer: &serde_json::Map<String, Value>) -> Option<Exports> {
+pub(super) fn exports_from_json(answer: &serde_json::Map<String, Value>) -> Option<Exports> {
     let text = |key: &str| answer.get(key)?.as_str().map(str::to_owned);
     let classes = answer
         .get("classes")?

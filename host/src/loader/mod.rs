@@ -23,6 +23,7 @@
 //! untouched or its sha256 unchanged), so a later reload that names one of their classes
 //! loads them then, without asking a child again.
 
+mod cache;
 #[cfg(all(unix, not(target_vendor = "apple")))]
 mod elf;
 pub(crate) mod inspect;
@@ -251,6 +252,16 @@ pub fn scan(
 ) -> Result<Registry, LoaderError> {
     let hash =
         hashing == Hashing::Always || !policy.pins.is_empty() || !previous.libraries.is_empty();
+    // A process's first scan starts from what the last run learnt: no child for a library
+    // whose file is untouched since.
+    let cached;
+    let from_cache = previous.libraries.is_empty() && previous.refused.is_empty();
+    let previous = if from_cache {
+        cached = cache::read(copy_dir);
+        &cached
+    } else {
+        previous
+    };
     let folder = std::fs::metadata(dir).map_err(|source| LoaderError::ReadDir {
         dir: dir.to_owned(),
         source,
@@ -293,7 +304,8 @@ pub fn scan(
                 registry.libraries.push(library);
             }
             Err(refused) => {
-                if refused.keep_previous {
+                // A cached library was never running here: nothing to keep.
+                if refused.keep_previous && !from_cache {
                     registry.libraries.extend(earlier.cloned());
                 }
                 registry.refused.push(Refusal {
@@ -304,6 +316,7 @@ pub fn scan(
             }
         }
     }
+    cache::write(copy_dir, &registry);
     Ok(registry)
 }
 
@@ -489,6 +502,7 @@ fn scan_one(
         });
     }
     let size = data.len() as u64;
+    tracing::debug!(file = %file.display(), "inspecting the library in a child process");
     let inspecting = check_and_copy(file, &data, copy_dir, policy).and_then(|copy| {
         match inspect::start(&copy.path, copy.descriptor()) {
             Ok(inspection) => Ok((copy, inspection)),

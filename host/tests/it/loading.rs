@@ -458,4 +458,27 @@ fn only_the_libraries_of_configured_classes_are_mapped_until_a_reload_names_anot
         host.log()
     );
     host.terminate();
+
+    // A restart knows the accepted libraries from the last run: no child inspects them again
+    // (only the refused one is), and the configured class's library is loaded straight away.
+    install.write_config("settings: {plugins: [Echo]}\nEcho: {label: echo}\n");
+    let mut command = install.command(&["run"]);
+    command.env("RUST_LOG", "debug");
+    let mut host = Host::spawn(command);
+    host.records_until(Duration::from_secs(20), |r| r["number"] == "echo");
+    assert_eq!(
+        mapped_copies(host.pid()),
+        ["libcalllogger_test_plugins.so"],
+        "{}",
+        host.log()
+    );
+    let log = host.terminate();
+    let inspected: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("inspecting the library in a child process"))
+        .collect();
+    assert!(
+        !inspected.is_empty() && inspected.iter().all(|l| l.contains("libabort.so")),
+        "only the refused library is inspected again:\n{log}"
+    );
 }
