@@ -66,6 +66,10 @@ impl Host {
         }
         // Watched from before the first scan, so a library that arrives during start-up is seen.
         let (events_tx, events) = channel();
+        // Signals from here on are events: a SIGTERM during start-up (the scan waits for
+        // inspecting children) stops the host cleanly once it is up, instead of killing it.
+        #[cfg(unix)]
+        signals::forward(events_tx.clone()).context("installing signal handlers")?;
         let watcher = watch::start(&config.plugin_dir, events_tx.clone())
             .map_err(|e| {
                 tracing::warn!(
@@ -87,8 +91,6 @@ impl Host {
             tracing::warn!("{e}: a crash of this run will not be reported at the next start");
         }
         let applier = applier.start()?;
-        #[cfg(unix)]
-        signals::forward(events_tx.clone()).context("installing signal handlers")?;
 
         // Sinks: spool → frontend; without a frontend, spool → stdout.
         let sinks_stop = Arc::new(Stop::default());
