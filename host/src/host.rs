@@ -112,7 +112,6 @@ impl Host {
             startup,
             telemetry,
         );
-        crate::runtime::trim_heap();
         let running = running_line(&runtime);
         tracing::info!("{running}");
         service::ready(&running);

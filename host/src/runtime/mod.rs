@@ -66,6 +66,7 @@ impl Runtime {
         };
         plugins.note_waiting(&plan.waiting);
         plugins.count_libraries();
+        trim_heap();
         plugins
     }
 
@@ -177,23 +178,20 @@ impl Runtime {
         warn_left_behind(&self.supervisor.stop_all(deadline), deadline);
     }
 
-    /// Rescans the folder, loading the libraries that export a class of `instances`; the
-    /// buffers the scan read the libraries into go back to the system afterwards.
+    /// Rescans the folder, loading the libraries that export a class of `instances`.
     fn scan(
         &self,
         policy: &LoaderPolicy,
         instances: &[InstanceConfig],
     ) -> Result<Registry, loader::LoaderError> {
-        let scanned = loader::scan(
+        loader::scan(
             &self.plugin_dir,
             &self.copy_dir,
             policy,
             &self.registry,
             loader::Hashing::WhenNeeded,
             &classes_of(instances),
-        );
-        trim_heap();
-        scanned
+        )
     }
 
     /// Diffs `instances` over `registry` against what runs, and builds what is to start.
@@ -277,8 +275,9 @@ pub(crate) fn classes_of(instances: &[InstanceConfig]) -> Vec<String> {
 }
 
 /// Returns the heap's free memory at its top and in its free chunks to the system: a scan
-/// reads every new library into a buffer, which glibc would otherwise keep for good.
-pub(crate) fn trim_heap() {
+/// reads every new library into a buffer, which glibc would otherwise keep for good. Called
+/// once a scan's registry is in place (at start and after each commit).
+fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own heap under its lock; it takes no pointers.
     unsafe {
