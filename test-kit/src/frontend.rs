@@ -93,6 +93,8 @@ pub struct Frontend {
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<Script>>,
     stop: Arc<AtomicBool>,
+    /// Connections accepted so far.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     addr: std::net::SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -124,8 +126,10 @@ impl Frontend {
         let received = Arc::new(Mutex::new(Vec::new()));
         let script: Arc<Mutex<Script>> = Arc::new(Mutex::new(Box::new(script)));
         let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let thread = {
             let (received, script, stop) = (received.clone(), script.clone(), stop.clone());
+            let accepted = connections.clone();
             // Blocks in accept (a poll with sleeps would add its period to every new
             // connection, and show in the latency benchmark); Drop wakes it with a connection.
             std::thread::spawn(move || {
@@ -134,6 +138,7 @@ impl Frontend {
                         break;
                     }
                     if let Ok(stream) = stream {
+                        accepted.fetch_add(1, Ordering::SeqCst);
                         let (received, script) = (received.clone(), script.clone());
                         std::thread::spawn(move || serve(stream, &received, &script, ids_only));
                     }
@@ -145,6 +150,7 @@ impl Frontend {
             received,
             script,
             stop,
+            connections,
             addr,
             thread: Some(thread),
         }
@@ -158,6 +164,12 @@ impl Frontend {
     /// Replaces the script with one that may also hang or trickle.
     pub fn answer_with(&self, script: impl FnMut(&Received, usize) -> Answer + Send + 'static) {
         *self.script.lock().unwrap() = Box::new(script);
+    }
+
+    /// How many connections it has accepted (a client that keeps its connection alive
+    /// opens one).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Every request so far.

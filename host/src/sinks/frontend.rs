@@ -391,96 +391,25 @@ fn retry_after(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
+    use std::net::TcpListener;
     use std::time::Instant;
+
+    use calllogger_test_kit::frontend::{created, Answer, Frontend};
 
     use super::*;
 
-    /// A keep-alive HTTP/1.1 server on 127.0.0.1 that counts the connections it accepts and
-    /// the requests (`METHOD path`) it reads; `answer(n)` is the raw response to the n-th
-    /// request, or `None` to read it and say nothing until the client hangs up.
-    struct Server {
-        url: String,
-        accepts: Arc<AtomicUsize>,
-        requests: Arc<Mutex<Vec<String>>>,
+    /// The sink posting to `frontend`.
+    fn sink_to(frontend: &Frontend, request_timeout: Duration) -> FrontendSink {
+        sink(&frontend.url, "t0ken", request_timeout).unwrap()
     }
 
-    impl Server {
-        fn start(answer: impl Fn(usize) -> Option<String> + Send + Sync + 'static) -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let url = format!("http://{}", listener.local_addr().unwrap());
-            let accepts = Arc::new(AtomicUsize::new(0));
-            let requests = Arc::new(Mutex::new(Vec::new()));
-            let (counted, log, answer) = (accepts.clone(), requests.clone(), Arc::new(answer));
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(stream) = stream else { continue };
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    let (log, answer) = (log.clone(), answer.clone());
-                    std::thread::spawn(move || serve(stream, &log, &*answer));
-                }
-            });
-            Self {
-                url,
-                accepts,
-                requests,
-            }
-        }
-
-        fn sink(&self, request_timeout: Duration) -> FrontendSink {
-            sink(&self.url, "t0ken", request_timeout).unwrap()
-        }
-
-        fn requests(&self) -> Vec<String> {
-            self.requests.lock().unwrap().clone()
-        }
-    }
-
-    /// Reads requests (head and a `Content-Length` body) off one connection and answers them.
-    fn serve(
-        stream: TcpStream,
-        log: &Mutex<Vec<String>>,
-        answer: &dyn Fn(usize) -> Option<String>,
-    ) {
-        let mut writer = stream.try_clone().unwrap();
-        let mut reader = BufReader::new(stream);
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let request: Vec<&str> = line.split_whitespace().take(2).collect();
-            let mut length = 0;
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                    return;
-                }
-                match header.trim_end().split_once(':') {
-                    Some((name, value)) if name.eq_ignore_ascii_case("content-length") => {
-                        length = value.trim().parse().unwrap();
-                    }
-                    None => break,
-                    Some(_) => {}
-                }
-            }
-            reader.read_exact(&mut vec![0; length]).unwrap();
-            let n = {
-                let mut log = log.lock().unwrap();
-                log.push(request.join(" "));
-                log.len() - 1
-            };
-            match answer(n) {
-                Some(response) => writer.write_all(response.as_bytes()).unwrap(),
-                None => {
-                    let _ = reader.read(&mut [0; 1]);
-                    return;
-                }
-            }
-        }
+    /// Every request so far, as `METHOD path`.
+    fn requests(frontend: &Frontend) -> Vec<String> {
+        frontend
+            .received()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
     }
 
     fn sink(
@@ -515,12 +444,10 @@ mod tests {
         }
     }
 
-    const CREATED: &str = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}";
-
     #[test]
     fn posts_reuse_one_kept_alive_connection() {
-        let server = Server::start(|_| Some(CREATED.into()));
-        let mut sink = server.sink(Duration::from_secs(10));
+        let server = Frontend::start(|_, _| created());
+        let mut sink = sink_to(&server, Duration::from_secs(10));
         for seq in 1..=3 {
             let outcome = sink.deliver(&[record(seq)]);
             assert!(
@@ -528,24 +455,17 @@ mod tests {
                 "{outcome:?}"
             );
         }
-        assert_eq!(server.requests(), ["POST /api/v1/monitor/cdr/"; 3]);
-        assert_eq!(
-            server.accepts.load(Ordering::SeqCst),
-            1,
-            "one connection for three POSTs"
-        );
+        assert_eq!(requests(&server), ["POST /api/v1/monitor/cdr/"; 3]);
+        assert_eq!(server.connections(), 1, "one connection for three POSTs");
     }
 
     #[test]
     fn a_redirect_is_not_followed_and_the_connection_is_kept() {
-        let server = Server::start(|n| {
-            Some(match n {
-                0 => "HTTP/1.1 302 Found\r\nLocation: /login\r\nContent-Length: 5\r\n\r\nlogin"
-                    .into(),
-                _ => CREATED.into(),
-            })
+        let server = Frontend::start(|_, n| match n {
+            0 => (302, vec![("Location", "/login".into())], "login".into()),
+            _ => created(),
         });
-        let mut sink = server.sink(Duration::from_secs(10));
+        let mut sink = sink_to(&server, Duration::from_secs(10));
         assert_eq!(
             reason(sink.deliver(&[record(1)])),
             format!(
@@ -558,17 +478,20 @@ mod tests {
             Outcome::Delivered { through: 1 }
         ));
         assert_eq!(
-            server.requests(),
+            requests(&server),
             ["POST /api/v1/monitor/cdr/"; 2],
             "no GET /login"
         );
-        assert_eq!(server.accepts.load(Ordering::SeqCst), 1);
+        assert_eq!(server.connections(), 1);
     }
 
     #[test]
     fn a_silent_frontend_times_out_after_request_timeout_and_the_next_post_connects_again() {
-        let server = Server::start(|n| (n > 0).then(|| CREATED.into()));
-        let mut sink = server.sink(Duration::from_millis(300));
+        let server = Frontend::start_with(|_, n| match n {
+            0 => Answer::Hang,
+            _ => Answer::Reply(created()),
+        });
+        let mut sink = sink_to(&server, Duration::from_millis(300));
         let start = Instant::now();
         assert_eq!(reason(sink.deliver(&[record(1)])), "timed out");
         let took = start.elapsed();
@@ -578,11 +501,7 @@ mod tests {
             sink.deliver(&[record(1)]),
             Outcome::Delivered { through: 1 }
         ));
-        assert_eq!(
-            server.accepts.load(Ordering::SeqCst),
-            2,
-            "the hung connection is dropped"
-        );
+        assert_eq!(server.connections(), 2, "the hung connection is dropped");
     }
 
     #[test]
@@ -607,10 +526,8 @@ mod tests {
 
     #[test]
     fn a_refused_record_keeps_the_response_and_a_token_a_header_cannot_carry_is_refused_at_start() {
-        let server = Server::start(|_| {
-            Some("HTTP/1.1 422 Unprocessable\r\nContent-Length: 10\r\n\r\nbad record".into())
-        });
-        let outcome = server.sink(Duration::from_secs(10)).deliver(&[record(1)]);
+        let server = Frontend::start(|_, _| (422, vec![], "bad record".into()));
+        let outcome = sink_to(&server, Duration::from_secs(10)).deliver(&[record(1)]);
         assert!(
             matches!(&outcome, Outcome::Refused { status: 422, response } if response == "bad record"),
             "{outcome:?}"
