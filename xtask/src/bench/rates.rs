@@ -38,6 +38,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 struct Measured {
     cpu_per_line: f64,
     lines_per_second: f64,
+    /// CPU µs per line by thread name, the busiest first (the host only).
+    by_thread: Vec<(String, f64)>,
 }
 
 /// CPU µs per line, host and floor, at each rate of [`RATES`] (floor, then host, per rate).
@@ -67,6 +69,12 @@ pub(super) fn rates(bench: &Bench) -> Result<Vec<Row>> {
                 host.lines_per_second, floor.lines_per_second
             );
         }
+        let threads: Vec<String> = host
+            .by_thread
+            .iter()
+            .map(|(name, us)| format!("{name} {us:.1}"))
+            .collect();
+        value += &format!(" (host threads: {})", threads.join(", "));
         rows.push(Row::new(
             format!("CPU/line, HiPath pty → host → HTTP 201, {what} for {secs} s"),
             value,
@@ -160,6 +168,7 @@ fn through_floor(lines: &[Vec<u8>], rate: Option<f64>, run: Duration) -> Result<
     Ok(Measured {
         cpu_per_line: cpu as f64 / 1e3 / sent as f64,
         lines_per_second: sent as f64 / finished.as_secs_f64(),
+        by_thread: Vec::new(),
     })
 }
 
@@ -177,7 +186,7 @@ fn through_host(
     let mut host = start_quiet(&install);
     std::thread::sleep(Duration::from_secs(1)); // the port opens, start-up settles
     let pid = host.pid();
-    let cpu_before = cpu_ns(pid)?;
+    let before = threads(pid)?;
     let (sent, started) = feed(&mut master, lines, rate, run)?;
     while (frontend.delivered_count() as u64) < sent {
         if started.elapsed() > run + DRAIN_TIMEOUT {
@@ -190,7 +199,7 @@ fn through_host(
         std::thread::sleep(Duration::from_millis(2));
     }
     let finished = started.elapsed();
-    let cpu = cpu_ns(pid)? - cpu_before;
+    let after = threads(pid)?;
     std::thread::sleep(Duration::from_millis(200)); // a late duplicate would show
     host.terminate();
     let delivered = frontend.delivered();
@@ -202,9 +211,23 @@ fn through_host(
             ids.len()
         );
     }
+    let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, now) in &after {
+        let then = before.get(tid).map_or(0, |t| t.cpu_ns);
+        *by_name.entry(now.name.clone()).or_default() += now.cpu_ns - then;
+    }
+    let per_line = |ns: u64| ns as f64 / 1e3 / sent as f64;
+    let cpu: u64 = by_name.values().sum();
+    let mut by_thread: Vec<(String, f64)> = by_name
+        .into_iter()
+        .filter(|(_, ns)| *ns > 0)
+        .map(|(name, ns)| (name, per_line(ns)))
+        .collect();
+    by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(Measured {
-        cpu_per_line: cpu as f64 / 1e3 / sent as f64,
+        cpu_per_line: per_line(cpu),
         lines_per_second: sent as f64 / finished.as_secs_f64(),
+        by_thread,
     })
 }
 
