@@ -19,7 +19,9 @@ use std::time::Duration;
 use calllogger_plugin_sdk::Secret;
 use ureq::http::{header, HeaderValue};
 use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::transport::DefaultConnector;
 
+use super::resolve::Resolver;
 use super::{AtStop, Outcome, Pending, Sink};
 use crate::config::{self, Config};
 use crate::telemetry::Telemetry;
@@ -171,7 +173,8 @@ fn moved_hint(status: u16, location: &str) -> String {
 pub struct FrontendSink {
     settings: SenderSettings,
     /// One agent for every POST: its pool keeps the connection to the frontend alive between
-    /// them, and each request runs on the calling (the sink's) thread.
+    /// them, each request runs on the calling (the sink's) thread, and its resolver looks a
+    /// host name up once a minute, not per request ([`Resolver`]).
     agent: ureq::Agent,
     /// The record URL as the `url` crate writes it (a non-ASCII host in punycode, a path
     /// percent-encoded), which is what `http::Uri` accepts.
@@ -191,7 +194,7 @@ impl FrontendSink {
             .provider(TlsProvider::Rustls)
             .root_certs(RootCerts::WebPki)
             .build();
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
             .no_delay(true)
             // 0: a 3xx is returned as it is, never followed (and never an error).
@@ -201,8 +204,9 @@ impl FrontendSink {
             // The whole request: connect, send, the response's head and body.
             .timeout_global(Some(settings.request_timeout))
             .tls_config(tls)
-            .build()
-            .new_agent();
+            .build();
+        let agent =
+            ureq::Agent::with_parts(config, DefaultConnector::default(), Resolver::default());
         let base = settings.frontend.trim_end_matches('/');
         let url = url::Url::parse(&format!("{base}/{CDR_PATH}"))?.to_string();
         let mut authorization =

@@ -11,6 +11,7 @@
 //! with its own cursor, retry state and metrics; a sink's fatal failure is a [`SinkEvent`].
 
 pub mod frontend;
+mod resolve;
 pub mod spool_source;
 pub mod stdout;
 
