@@ -165,7 +165,7 @@ impl Shared {
         let skip = db.recovering.as_ref().map(|r| &r.skip);
         let mut applied = 0;
         let mut newest = None;
-        let tx = db.conn.transaction().map_err(|e| self.err(e))?;
+        let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
         {
             let mut insert = tx
                 .prepare_cached(
@@ -244,7 +244,7 @@ impl Shared {
         if db.rotate.is_some() {
             let generation = db.generation + 1;
             let start = self.journal.rotate(generation, aside.as_deref())?;
-            let tx = db.conn.transaction().map_err(|e| self.err(e))?;
+            let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
             schema::set_meta(&tx, "generation", generation).map_err(|e| self.err(e))?;
             schema::set_meta(&tx, "journal_offset", start).map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))?;

@@ -24,7 +24,7 @@ impl Shared {
         // A little more than needed, so that this runs once per batch, not per record.
         let excess =
             (pending - self.max_records + (self.max_records / 100).max(1)).min(EVICT_CHUNK);
-        let tx = db.conn.transaction().map_err(|e| self.err(e))?;
+        let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
         let first = tx
             .execute(
                 "DELETE FROM pending WHERE seq IN
