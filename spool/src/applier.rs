@@ -18,8 +18,9 @@ use crate::JOURNAL;
 
 /// Past this many applied bytes a new journal generation starts.
 pub(crate) const ROTATE_AT: u64 = 4 << 20;
-/// The shortest time between two applies of the journal (see [`Applier::start`]).
-const COALESCE: Duration = Duration::from_millis(5);
+/// The shortest time between two applies of the journal by the applier (see
+/// [`Applier::start`]); records closer together than this go through the applier.
+pub(crate) const COALESCE: Duration = Duration::from_millis(5);
 /// How soon after a write the applier checkpoints the WAL into the database file.
 const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 /// The applier's first wait after a failure; it doubles up to [`MAX_RETRY`].
@@ -96,21 +97,66 @@ impl ApplierThread {
 }
 
 impl Shared {
-    /// Moves journal lines into the queue until none wait, one batch per transaction (the
-    /// queue stays usable in between); starts a new journal generation when one is due.
-    /// Returns how many records it moved.
+    /// Moves journal lines into the queue until none wait (see [`apply_locked`]).
+    ///
+    /// [`apply_locked`]: Shared::apply_locked
     pub(crate) fn apply(&self) -> Result<usize, ApplyError> {
+        self.apply_locked(&mut self.db())
+    }
+
+    /// Moves journal lines into the queue until none wait, one batch per transaction (between
+    /// two, the queue goes to whoever waits for it); checks the journal file after each batch
+    /// and starts a new generation when one is due. Returns how many records it moved. Notes
+    /// a failure in `apply_failed`, which keeps the cursors from applying until the applier
+    /// succeeds again.
+    pub(crate) fn apply_locked(&self, db: &mut MutexGuard<'_, Db>) -> Result<usize, ApplyError> {
         let mut total = 0;
-        loop {
-            let mut db = self.db();
-            let applied = self.apply_batch(&mut db)?;
-            self.maintain(&mut db)?;
-            MutexGuard::unlock_fair(db);
+        let mut checked = false;
+        let applied = loop {
+            let applied = match self.apply_batch(db) {
+                Ok(applied) => applied,
+                Err(e) => break Err(e),
+            };
+            // After each batch, and once when there was none (an idle wake-up, the end of a
+            // recovery, during which it does nothing).
+            if applied.is_some() || !checked {
+                checked = db.recovering.is_none();
+                if let Err(e) = self.maintain(db) {
+                    break Err(e);
+                }
+            }
             let Some(applied) = applied else {
-                return Ok(total);
+                break Ok(total);
             };
             total += applied;
+            db.applied_at = Some(Instant::now());
             self.appended.notify_all();
+            MutexGuard::bump(db);
+        };
+        db.apply_failed = applied.is_err();
+        applied
+    }
+
+    /// For a cursor about to wait: applies the journal's tail itself when lines wait there
+    /// and nothing else is under way (a recovery, the applier's retries). Returns whether it
+    /// moved any record. A failure is left to the applier (woken for it), which retries and
+    /// reports it.
+    pub(crate) fn apply_waiting(&self, db: &mut MutexGuard<'_, Db>) -> bool {
+        if db.recovering.is_some() || db.apply_failed || self.journal.waiting() == 0 {
+            return false;
+        }
+        match self.apply_locked(db) {
+            Ok(0) => false,
+            Ok(_) => {
+                if !self.checkpoint_wanted.swap(true, Ordering::SeqCst) {
+                    self.journal.wake(); // the applier schedules the checkpoint
+                }
+                true
+            }
+            Err(_) => {
+                self.journal.wake();
+                false
+            }
         }
     }
 
@@ -281,6 +327,9 @@ impl Shared {
                             .clear(Part::Apply, "the spool queue takes records again");
                     }
                     if applied > 0 {
+                        self.checkpoint_wanted.store(true, Ordering::SeqCst);
+                    }
+                    if self.checkpoint_wanted.load(Ordering::SeqCst) {
                         checkpoint_at.get_or_insert_with(|| Instant::now() + CHECKPOINT_AFTER);
                     }
                 }
@@ -301,6 +350,8 @@ impl Shared {
                 }
             }
             if checkpoint_at.is_some_and(|at| at <= Instant::now()) || !running {
+                // Cleared first: a record applied meanwhile asks for the next checkpoint.
+                self.checkpoint_wanted.store(false, Ordering::SeqCst);
                 if let Err(e) = self.checkpoint() {
                     tracing::warn!("{e}");
                 }

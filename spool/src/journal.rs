@@ -122,8 +122,10 @@ pub struct Journal {
     path: PathBuf,
     fsync: bool,
     state: Mutex<State>,
-    /// Signalled when the tail gains lines (work for the applier) or loses them (room).
+    /// Signalled when the tail gains lines (work for the applier) or when it is woken.
     changed: Condvar,
+    /// Signalled when a full tail is taken (room for the appends waiting for it).
+    room: Condvar,
 }
 
 struct State {
@@ -210,6 +212,7 @@ impl Journal {
                 woken: false,
             }),
             changed: Condvar::new(),
+            room: Condvar::new(),
         }
     }
 
@@ -226,11 +229,13 @@ impl Journal {
     /// Appends one line (which must end with `\n`) in a single write; durable against a crash
     /// of the process when this returns, and against power loss too with `fsync`. Waits while
     /// the applier is [`MAX_TAIL`] behind. On an error nothing of the line stays in the file.
+    /// Wakes nobody: the caller decides who applies the line ([`notify`](Journal::notify)
+    /// for the applier).
     pub fn append(&self, line: &[u8]) -> Result<(), AppendError> {
         debug_assert!(line.ends_with(b"\n"));
         let mut state = self.lock();
         while state.tail.len() >= MAX_TAIL {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.room.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         let end = state.end;
         let written = (|| {
@@ -256,19 +261,25 @@ impl Journal {
         state.end += line.len() as u64;
         state.tail.extend_from_slice(line);
         state.tail_records += 1;
-        drop(state);
-        self.changed.notify_all();
         Ok(())
     }
 
-    /// Takes the lines waiting in memory, for the applier.
+    /// Wakes the applier for the lines in the tail (its wait sees them: they were added under
+    /// the lock it checks them with).
+    pub fn notify(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Takes the lines waiting in memory, for the applier (or a waiting cursor).
     pub fn take(&self) -> Taken {
         let mut state = self.lock();
         let bytes = std::mem::take(&mut state.tail);
         let records = std::mem::take(&mut state.tail_records);
         let start = state.end - bytes.len() as u64;
         drop(state);
-        self.changed.notify_all();
+        if bytes.len() >= MAX_TAIL {
+            self.room.notify_all();
+        }
         Taken {
             bytes,
             start,

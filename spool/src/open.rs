@@ -4,13 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use parking_lot::{Condvar as FairCondvar, Mutex as FairMutex, MutexGuard};
 use rusqlite::{params, Connection};
 
+use crate::applier::COALESCE;
 use crate::error::{AppendError, JournalError, OpenError, SqliteError};
 use crate::fs::Filesystem;
 use crate::journal::{self, Header, Journal};
@@ -40,6 +41,9 @@ pub struct Shared {
     pub appended: FairCondvar,
     /// How often [`Queue::wake`](crate::Queue::wake) was called.
     pub wakes: AtomicU64,
+    /// Records reached the queue since the applier last checkpointed (a cursor that applies
+    /// records wakes the applier for the checkpoint when it sets this).
+    pub checkpoint_wanted: AtomicBool,
     /// A second connection, which checkpoints the WAL into the database file outside of
     /// `db`'s lock: a checkpoint fsyncs, and must not stall appends or the sinks.
     pub checkpointer: Mutex<Connection>,
@@ -63,6 +67,13 @@ pub struct Db {
     pub consumers: HashMap<String, i64>,
     /// Every record up to here has been acked by every consumer and removed.
     pub removed_through: i64,
+    /// Cursors blocked in [`Cursor::wait`](crate::Cursor::wait): an append wakes them to
+    /// apply it themselves instead of waking the applier.
+    pub waiting: usize,
+    /// The last apply failed: only the applier tries again (with its growing wait).
+    pub apply_failed: bool,
+    /// When records last reached the queue (this run).
+    pub applied_at: Option<Instant>,
 }
 
 /// Lines of the journal file that the last run left unapplied.
@@ -115,6 +126,9 @@ impl Shared {
             evictions: Evictions::default(),
             consumers: HashMap::new(),
             removed_through: 0,
+            waiting: 0,
+            apply_failed: false,
+            applied_at: None,
         };
         let journal = attach_journal(
             fs.clone(),
@@ -139,6 +153,7 @@ impl Shared {
             newest: AtomicI64::new(newest),
             appended: FairCondvar::new(),
             wakes: AtomicU64::new(0),
+            checkpoint_wanted: AtomicBool::new(false),
             checkpointer: Mutex::new(checkpointer),
             troubles: Troubles::default(),
             _lock: lock,
@@ -161,6 +176,7 @@ impl Shared {
         let line = format!("{kind}\t{}\t{id}\t{body}\n", schema::unix_now());
         match self.journal.append(line.as_bytes()) {
             Ok(()) => {
+                self.hand_over();
                 self.troubles
                     .clear(Part::Write, "the spool journal takes records again");
                 Ok(())
@@ -171,6 +187,25 @@ impl Shared {
                 Err(e)
             }
         }
+    }
+
+    /// Has the line just appended applied: in a trickle, by a cursor waiting for records (it
+    /// applies the journal's tail itself, so a record wakes one thread fewer on its way to a
+    /// sink); otherwise by the applier, which gathers what comes within [`COALESCE`] into
+    /// one transaction: when records come faster, when no cursor waits (the sinks are busy,
+    /// a backlog), or when the queue is busy right now.
+    fn hand_over(&self) {
+        if let Some(db) = self.db.try_lock() {
+            if db.waiting > 0
+                && db.recovering.is_none()
+                && !db.apply_failed
+                && db.applied_at.is_none_or(|at| at.elapsed() >= COALESCE)
+            {
+                self.appended.notify_all();
+                return;
+            }
+        }
+        self.journal.notify();
     }
 }
 

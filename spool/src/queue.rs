@@ -25,7 +25,7 @@ pub enum Mode {
 /// The sinks' side of the spool. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Queue {
@@ -158,17 +158,29 @@ impl Cursor {
     }
 
     /// Blocks until a record after the cursor reaches the queue, [`Queue::wake`] is called,
-    /// or `timeout` (when given) passes.
+    /// or `timeout` (when given) passes. A record appended while the cursor waits is moved
+    /// into the queue by the cursor itself (on the sink's thread, which wakes for it anyway),
+    /// not by the applier.
     pub fn wait(&self, timeout: Option<Duration>) {
         let mut db = self.shared.db();
         let seen = self.seen_wakes.load(Ordering::SeqCst);
-        if self.shared.wakes.load(Ordering::SeqCst) == seen
+        let mut waited = false;
+        while self.shared.wakes.load(Ordering::SeqCst) == seen
             && self.shared.newest.load(Ordering::Relaxed) <= self.position
         {
+            if self.shared.apply_waiting(&mut db) {
+                continue;
+            }
+            if waited && timeout.is_some() {
+                break;
+            }
+            db.waiting += 1;
             match timeout {
                 Some(timeout) => drop(self.shared.appended.wait_for(&mut db, timeout)),
                 None => self.shared.appended.wait(&mut db),
             }
+            db.waiting -= 1;
+            waited = true;
         }
         self.seen_wakes
             .store(self.shared.wakes.load(Ordering::SeqCst), Ordering::SeqCst);
@@ -200,7 +212,7 @@ impl Cursor {
             Mode::Following => db.removed_through,
         };
         let removed_through = db.removed_through;
-        let tx = db.conn.transaction().map_err(err)?;
+        let tx = schema::Tx::begin(&db.conn).map_err(err)?;
         if let Some((status, response)) = dead {
             let response: String = response.chars().take(1024).collect();
             tx.prepare_cached(

@@ -361,10 +361,14 @@ impl Drop for Tx<'_> {
     }
 }
 
+/// Sets `key` in the `meta` table; an existing row is updated in place (a replace would
+/// rewrite its index page too: one more WAL frame per applied batch).
 pub fn set_meta(conn: &Connection, key: &str, value: u64) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO meta VALUES (?1, ?2)")?
-        .execute(params![key, value])
-        .map(drop)
+    conn.prepare_cached(
+        "INSERT INTO meta VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])
+    .map(drop)
 }
 
 /// Adds `delta` to the stored count of records in the queue.

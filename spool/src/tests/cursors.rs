@@ -1,5 +1,6 @@
 //! Named cursors: consumers, followers, dead letters per sink, and the layout they came with.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use super::*;
@@ -207,6 +208,92 @@ fn a_wait_ends_on_a_record_after_the_cursor_or_a_wake() {
     let more = push_from(&spool, 1, 1, 2);
     spool.apply();
     assert_eq!(waiter.join().unwrap()[0].id, more[0]);
+}
+
+#[test]
+fn a_waiting_cursor_moves_a_record_appended_meanwhile_into_the_queue_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = owner(dir.path(), 100);
+    let cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    // No applier runs: only the cursor can move the record.
+    let waiter = std::thread::spawn(move || {
+        cursor.wait(Some(Duration::from_secs(60)));
+        cursor.read(10).unwrap()
+    });
+    poll(|| (spool.shared().db().waiting == 1).then_some(()));
+    let pushed = push(&spool, 1, 2);
+    let read = waiter.join().unwrap();
+    assert_eq!(read.iter().map(|p| &p.id).collect::<Vec<_>>(), [&pushed[0]]);
+    assert_eq!(spool.apply(), 0, "the journal is applied through it");
+    assert!(spool.shared().checkpoint_wanted.load(Ordering::SeqCst));
+    drop(spool);
+    let spool = owner(dir.path(), 100);
+    spool.apply();
+    assert_eq!(ids(&spool), pushed, "once, after a restart too");
+}
+
+#[test]
+fn every_record_reaches_a_waiting_consumer_once_whoever_applies_it() {
+    const PER_PUSHER: usize = 1500;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open_with(dir.path(), options(100_000, &["frontend"]));
+    let Owned {
+        writer,
+        queue,
+        applier,
+    } = spool;
+    let applier = applier.start().unwrap();
+    let mut cursor = queue.cursor("frontend", Mode::Consuming).unwrap();
+    let consumer = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while seen.len() < 2 * PER_PUSHER {
+            cursor.wait(Some(Duration::from_secs(60)));
+            let batch = cursor.read(7).unwrap();
+            if let Some(last) = batch.last() {
+                cursor.ack(last.seq).unwrap();
+            }
+            seen.extend(batch.into_iter().map(|p| p.id));
+        }
+        seen
+    });
+    // One pusher a trickle (the consumer mostly waits: it applies), one in bursts (the
+    // consumer is busy: the applier applies).
+    let pushers: Vec<_> = (0..2)
+        .map(|n| {
+            let writer = writer.clone();
+            std::thread::spawn(move || {
+                (0..PER_PUSHER)
+                    .map(|i| {
+                        let id = format!("{n}-{i}");
+                        writer
+                            .append(&id, 2, &format!(r#"{{"id":"{id}"}}"#))
+                            .unwrap();
+                        if n == 0 && i % 10 == 0 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        id
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let pushed: HashSet<String> = pushers
+        .into_iter()
+        .flat_map(|p| p.join().unwrap())
+        .collect();
+    let seen = consumer.join().unwrap();
+    let delivered: HashSet<&String> = seen.iter().collect();
+    let lost = pushed.iter().filter(|id| !delivered.contains(id)).count();
+    assert_eq!(
+        (seen.len(), delivered.len(), lost),
+        (pushed.len(), pushed.len(), 0),
+        "delivered, distinct, lost"
+    );
+    applier.stop().unwrap();
+    drop((writer, queue));
+    let spool = owner(dir.path(), 100_000);
+    assert_eq!(spool.apply(), 0, "nothing is applied twice after a restart");
+    assert!(ids(&spool).is_empty());
 }
 
 #[test]

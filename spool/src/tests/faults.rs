@@ -18,17 +18,6 @@ fn open_on(fs: &FaultFilesystem, dir: &Path, fsync: Fsync) -> Owned {
     }
 }
 
-/// Polls `check` until it gives an answer; a generous bound turns a hang into a failure.
-fn poll<T>(mut check: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..6000 {
-        if let Some(answer) = check() {
-            return answer;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("no answer within a minute");
-}
-
 /// Every line of the journal file is whole, and how many there are after the header.
 fn journal_lines(dir: &Path) -> usize {
     let bytes = std::fs::read(dir.join(JOURNAL)).unwrap();
@@ -178,4 +167,49 @@ fn the_applier_reports_its_trouble_while_the_journal_cannot_be_repaired() {
     let spool = open_on(&fs, dir.path(), Fsync::Periodic);
     spool.apply();
     assert_eq!(ids(&spool), ["a", "after"]);
+}
+
+#[test]
+fn a_waiting_cursor_leaves_a_failed_apply_to_the_applier_which_reports_and_repairs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFilesystem::default();
+    let Owned {
+        writer,
+        queue,
+        applier,
+    } = open_on(&fs, dir.path(), Fsync::Periodic);
+    let applier = applier.start().unwrap();
+    let mut cursor = queue.cursor("frontend", Mode::Consuming).unwrap();
+    let delivered = std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        while ids.len() < 2 {
+            cursor.wait(None);
+            for record in cursor.read(10).unwrap() {
+                cursor.ack(record.seq).unwrap();
+                ids.push(record.id);
+            }
+        }
+        ids
+    });
+    let shared = applier_shared(&queue);
+    poll(|| (shared.db().waiting == 1).then_some(()));
+    std::fs::remove_file(dir.path().join(JOURNAL)).unwrap();
+    let line = format!("2\t{}\ta\t{{}}\n", schema::unix_now());
+    fs.faults.fill_disk_after(line.len() as u64);
+    // The waiting cursor applies it, then cannot write the journal afresh.
+    writer.append("a", 2, "{}").unwrap();
+    let trouble = poll(|| Some(queue.trouble()).filter(|t| !t.is_empty()));
+    assert!(
+        trouble.len() == 1 && trouble[0].starts_with("cannot create the spool journal"),
+        "the applier reports it: {trouble:?}"
+    );
+    fs.faults.heal();
+    poll(|| queue.trouble().is_empty().then_some(()));
+    writer.append("after", 2, "{}").unwrap();
+    assert_eq!(delivered.join().unwrap(), ["a", "after"]);
+    applier.stop().unwrap();
+    drop((writer, queue, shared));
+    let spool = open_on(&fs, dir.path(), Fsync::Periodic);
+    assert_eq!(spool.apply(), 0, "nothing applied twice");
+    assert!(ids(&spool).is_empty());
 }

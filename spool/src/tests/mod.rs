@@ -78,6 +78,22 @@ fn owner(dir: &Path, max: u64) -> Owned {
     open_with(dir, options(max, &["frontend"]))
 }
 
+/// Polls `check` until it gives an answer; a generous bound turns a hang into a failure.
+fn poll<T>(mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..6000 {
+        if let Some(answer) = check() {
+            return answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("no answer within a minute");
+}
+
+/// What a queue's spool shares, for looking inside while its parts are elsewhere.
+fn applier_shared(queue: &Queue) -> Arc<open::Shared> {
+    queue.shared.clone()
+}
+
 fn reader(dir: &Path) -> SpoolReader {
     SpoolReader::open(dir).unwrap()
 }
