@@ -132,21 +132,30 @@ fn a_journal_that_cannot_be_written_afresh_is_retried_and_then_repaired() {
     assert_eq!(ids(&spool), accepted, "every record once, in order");
 }
 
-#[test]
-fn the_applier_reports_its_trouble_while_the_journal_cannot_be_repaired() {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = FaultFilesystem::default();
+/// The spool on `fs` with its applier running.
+fn started(fs: &FaultFilesystem, dir: &Path) -> (Writer, Queue, crate::ApplierThread) {
     let Owned {
         writer,
         queue,
         applier,
-    } = open_on(&fs, dir.path(), Fsync::Periodic);
-    let applier = applier.start().unwrap();
-    std::fs::remove_file(dir.path().join(JOURNAL)).unwrap();
-    // Room for this one line, not for the journal written afresh once the applier sees the
-    // file is gone.
+    } = open_on(fs, dir, Fsync::Periodic);
+    (writer, queue, applier.start().unwrap())
+}
+
+/// Removes the journal and leaves room on the disk for the line of one record `a`, not for
+/// the journal written afresh once the spool sees the file is gone.
+fn remove_the_journal_leaving_room_for_one_line(fs: &FaultFilesystem, dir: &Path) {
+    std::fs::remove_file(dir.join(JOURNAL)).unwrap();
     let line = format!("2\t{}\ta\t{{}}\n", schema::unix_now());
     fs.faults.fill_disk_after(line.len() as u64);
+}
+
+#[test]
+fn the_applier_reports_its_trouble_while_the_journal_cannot_be_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFilesystem::default();
+    let (writer, queue, applier) = started(&fs, dir.path());
+    remove_the_journal_leaving_room_for_one_line(&fs, dir.path());
     writer.append("a", 2, "{}").unwrap();
     let trouble = poll(|| Some(queue.trouble()).filter(|t| !t.is_empty()));
     assert!(
@@ -173,12 +182,7 @@ fn the_applier_reports_its_trouble_while_the_journal_cannot_be_repaired() {
 fn a_waiting_cursor_leaves_a_failed_apply_to_the_applier_which_reports_and_repairs_it() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFilesystem::default();
-    let Owned {
-        writer,
-        queue,
-        applier,
-    } = open_on(&fs, dir.path(), Fsync::Periodic);
-    let applier = applier.start().unwrap();
+    let (writer, queue, applier) = started(&fs, dir.path());
     let mut cursor = queue.cursor("frontend", Mode::Consuming).unwrap();
     let delivered = std::thread::spawn(move || {
         let mut ids = Vec::new();
@@ -193,9 +197,7 @@ fn a_waiting_cursor_leaves_a_failed_apply_to_the_applier_which_reports_and_repai
     });
     let shared = applier_shared(&queue);
     poll(|| (shared.db().waiting == 1).then_some(()));
-    std::fs::remove_file(dir.path().join(JOURNAL)).unwrap();
-    let line = format!("2\t{}\ta\t{{}}\n", schema::unix_now());
-    fs.faults.fill_disk_after(line.len() as u64);
+    remove_the_journal_leaving_room_for_one_line(&fs, dir.path());
     // The waiting cursor applies it, then cannot write the journal afresh.
     writer.append("a", 2, "{}").unwrap();
     let trouble = poll(|| Some(queue.trouble()).filter(|t| !t.is_empty()));
