@@ -19,8 +19,9 @@ use std::time::Duration;
 use calllogger_plugin_sdk::Secret;
 use ureq::http::{header, HeaderValue};
 use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
-use ureq::unversioned::transport::DefaultConnector;
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 
+use super::cork::Cork;
 use super::resolve::Resolver;
 use super::{AtStop, Outcome, Pending, Sink};
 use crate::config::{self, Config};
@@ -173,8 +174,8 @@ fn moved_hint(status: u16, location: &str) -> String {
 pub struct FrontendSink {
     settings: SenderSettings,
     /// One agent for every POST: its pool keeps the connection to the frontend alive between
-    /// them, each request runs on the calling (the sink's) thread, and its resolver looks a
-    /// host name up once a minute, not per request ([`Resolver`]).
+    /// them, each request runs on the calling (the sink's) thread and leaves in one write
+    /// ([`Cork`]), and its resolver looks a host name up once a minute ([`Resolver`]).
     agent: ureq::Agent,
     /// The record URL as the `url` crate writes it (a non-ASCII host in punycode, a path
     /// percent-encoded), which is what `http::Uri` accepts.
@@ -205,8 +206,11 @@ impl FrontendSink {
             .timeout_global(Some(settings.request_timeout))
             .tls_config(tls)
             .build();
-        let agent =
-            ureq::Agent::with_parts(config, DefaultConnector::default(), Resolver::default());
+        let agent = ureq::Agent::with_parts(
+            config,
+            DefaultConnector::default().chain(Cork),
+            Resolver::default(),
+        );
         let base = settings.frontend.trim_end_matches('/');
         let url = url::Url::parse(&format!("{base}/{CDR_PATH}"))?.to_string();
         let mut authorization =

@@ -10,6 +10,7 @@
 //! record taken but not yet acked is never offered again. Several sinks may run at once, each
 //! with its own cursor, retry state and metrics; a sink's fatal failure is a [`SinkEvent`].
 
+mod cork;
 pub mod frontend;
 mod resolve;
 pub mod spool_source;
