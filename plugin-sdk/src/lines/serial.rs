@@ -1,17 +1,13 @@
 //! The serial-port transport (feature `serial`).
 
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::time::Duration;
 
 use nix::poll::PollFlags;
 use serialport::TTYPort;
 
 use super::{FlowControl, LineBuffer, Parity, PortSettings};
 use super::{Found, Shared, SourceError, Transport};
-
-/// How long a read that `poll(2)` found ready may still wait (it never should).
-const READ_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Opens the port as configured.
 pub(crate) fn open(settings: &PortSettings) -> Result<TTYPort, SourceError> {
@@ -39,7 +35,6 @@ pub(crate) fn open(settings: &PortSettings) -> Result<TTYPort, SourceError> {
             FlowControl::Software => serialport::FlowControl::Software,
             FlowControl::Hardware => serialport::FlowControl::Hardware,
         })
-        .timeout(READ_TIMEOUT)
         .open_native()
         .map_err(|e| SourceError::io(format!("cannot open {}", settings.port), e.into()))
 }
@@ -94,7 +89,9 @@ impl Transport for Serial {
             {
                 return Ok(None);
             }
-            let lost = match port.read(self.buffer.space()) {
+            // One read(2) of what poll(2) found; the port's own `Read` would poll it again.
+            let read = nix::unistd::read(fd, self.buffer.space()).map_err(std::io::Error::from);
+            let lost = match read {
                 Ok(0) => std::io::Error::new(ErrorKind::UnexpectedEof, "the device closed"),
                 Ok(n) => {
                     self.buffer.filled(n);
