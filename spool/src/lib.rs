@@ -36,7 +36,7 @@ pub use applier::{Applier, ApplierThread};
 pub use error::{
     AckError, AppendError, CursorError, JournalError, OpenError, ReadError, RetryError, SqliteError,
 };
-pub use queue::{Cursor, Mode, Queue};
+pub use queue::{Cursor, Mode, Queue, COUNTED};
 pub use reader::SpoolReader;
 
 use crate::open::Shared;

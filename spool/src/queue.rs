@@ -12,6 +12,10 @@ use crate::open::{store_cursor, Shared};
 use crate::schema;
 use crate::{Counts, Pending};
 
+/// The most records [`Cursor::backlog`] counts behind the queue's front: far more than a
+/// sink reads at once, or needs to see to call it a backlog.
+pub const COUNTED: u64 = 10_000;
+
 /// How a sink's cursor holds records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -125,16 +129,18 @@ impl Cursor {
         &self.sink
     }
 
-    /// How many records in the queue are after this cursor. Free of SQL while the cursor is
-    /// at the queue's front (every record before it removed), as a sole consumer's is.
+    /// How many records in the queue are after this cursor, counted up to [`COUNTED`] when
+    /// the cursor lags behind the queue's front (a follower, a consumer behind another):
+    /// counting a backlog costs a scan of it, and a sink that read it in batches counted it
+    /// again for every batch. Free of SQL at the front, where a sole consumer always is.
     pub fn backlog(&self) -> u64 {
         let db = self.shared.db();
         if self.position <= db.removed_through {
             return self.shared.pending.load(Ordering::Relaxed);
         }
         db.conn
-            .prepare_cached("SELECT count(*) FROM pending WHERE seq > ?1")
-            .and_then(|mut s| s.query_row([self.position], |r| r.get(0)))
+            .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM pending WHERE seq > ?1 LIMIT ?2)")
+            .and_then(|mut s| s.query_row(params![self.position, COUNTED], |r| r.get(0)))
             .unwrap_or_else(|e| {
                 tracing::warn!("{}", self.shared.err(e));
                 self.shared.pending.load(Ordering::Relaxed)

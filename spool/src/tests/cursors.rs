@@ -321,6 +321,24 @@ fn a_lagging_cursor_counts_its_backlog_across_evicted_records() {
 }
 
 #[test]
+fn a_follower_far_behind_counts_its_backlog_only_up_to_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open_with(dir.path(), options(100_000, &[]));
+    push(&spool, 1, 2);
+    spool.apply();
+    // Behind the queue's front: a record before it is still there.
+    let tap = spool.queue.cursor("stdout", Mode::Following).unwrap();
+    push(&spool, COUNTED as usize + 5, 2);
+    spool.apply();
+    assert_eq!(
+        tap.backlog(),
+        COUNTED,
+        "bounded: not a scan of the whole queue"
+    );
+    assert_eq!(tap.read(3).unwrap().len(), 3);
+}
+
+#[test]
 fn a_layout_1_spool_is_taken_over_with_its_records_pending_for_every_consumer() {
     let dir = tempfile::tempdir().unwrap();
     // What this spool wrote before cursors (layout 1), after a clean stop.
