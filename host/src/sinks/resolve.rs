@@ -8,6 +8,7 @@
 //! the request's timeout). A frontend that moves to another address is reached again within
 //! [`TTL`].
 
+use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -66,20 +67,19 @@ impl resolver::Resolver for Resolver {
         config: &Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let port = uri.port_u16().or(match uri.scheme_str() {
-            Some("https") => Some(443),
-            Some("http") => Some(80),
+        // `host:port`, with the scheme's port when the URL has none (as the lookup uses it).
+        let key = match (uri.scheme(), uri.authority()) {
+            (Some(scheme), Some(authority)) => DefaultResolver::host_and_port(scheme, authority),
             _ => None,
-        });
-        let (Some(host), Some(port)) = (uri.host(), port) else {
+        };
+        let Some(key) = key else {
             return (self.lookup)(uri, config, timeout);
         };
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse() {
+        if let Ok(addr) = key.parse::<SocketAddr>() {
             let mut addrs = self.empty();
-            addrs.push(std::net::SocketAddr::new(ip, port));
+            addrs.push(addr);
             return Ok(addrs);
         }
-        let key = format!("{host}:{port}");
         let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((name, at, addrs)) = cached.as_ref() {
             if *name == key && at.elapsed() < self.ttl {
@@ -94,7 +94,6 @@ impl resolver::Resolver for Resolver {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

@@ -195,7 +195,7 @@ fn a_waiting_cursor_leaves_a_failed_apply_to_the_applier_which_reports_and_repai
         }
         ids
     });
-    let shared = applier_shared(&queue);
+    let shared = queue.shared.clone();
     poll(|| (shared.db().waiting == 1).then_some(()));
     remove_the_journal_leaving_room_for_one_line(&fs, dir.path());
     // The waiting cursor applies it, then cannot write the journal afresh.

@@ -89,11 +89,6 @@ fn poll<T>(mut check: impl FnMut() -> Option<T>) -> T {
     panic!("no answer within a minute");
 }
 
-/// What a queue's spool shares, for looking inside while its parts are elsewhere.
-fn applier_shared(queue: &Queue) -> Arc<open::Shared> {
-    queue.shared.clone()
-}
-
 fn reader(dir: &Path) -> SpoolReader {
     SpoolReader::open(dir).unwrap()
 }

@@ -212,9 +212,8 @@ fn through_host(
         );
     }
     let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
-    for (tid, now) in &after {
-        let then = before.get(tid).map_or(0, |t| t.cpu_ns);
-        *by_name.entry(now.name.clone()).or_default() += now.cpu_ns - then;
+    for spent in since(&before, &after) {
+        *by_name.entry(spent.name).or_default() += spent.cpu_ns;
     }
     let per_line = |ns: u64| ns as f64 / 1e3 / sent as f64;
     let cpu: u64 = by_name.values().sum();
@@ -303,13 +302,11 @@ pub(super) fn idle(bench: &Bench) -> Result<Vec<Row>> {
     host.terminate();
     let (mut switches, mut cpu) = (0u64, 0u64);
     let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
-    for (tid, now) in &after {
-        let then = before.get(tid).cloned().unwrap_or_default();
-        let woke = now.switches - then.switches;
-        switches += woke;
-        cpu += now.cpu_ns - then.cpu_ns;
-        if woke > 0 {
-            *by_name.entry(now.name.clone()).or_default() += woke;
+    for spent in since(&before, &after) {
+        switches += spent.switches;
+        cpu += spent.cpu_ns;
+        if spent.switches > 0 {
+            *by_name.entry(spent.name).or_default() += spent.switches;
         }
     }
     let per_second = |n: u64| n as f64 / RUN.as_secs_f64();
@@ -374,6 +371,21 @@ fn threads(pid: u32) -> Result<BTreeMap<String, Thread>> {
         );
     }
     Ok(threads)
+}
+
+/// What each thread of `after` did since `before` (a thread started between them, all of it).
+fn since<'a>(
+    before: &'a BTreeMap<String, Thread>,
+    after: &'a BTreeMap<String, Thread>,
+) -> impl Iterator<Item = Thread> + 'a {
+    after.iter().map(|(tid, now)| {
+        let then = before.get(tid).cloned().unwrap_or_default();
+        Thread {
+            name: now.name.clone(),
+            switches: now.switches - then.switches,
+            cpu_ns: now.cpu_ns - then.cpu_ns,
+        }
+    })
 }
 
 fn first_number(text: &str) -> Result<u64> {
