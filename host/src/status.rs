@@ -15,14 +15,12 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use calllogger_poll::{AsSource as _, Interest, Waker};
 use parking_lot::Mutex;
 
 use crate::telemetry::{SpoolFigures, Telemetry};
@@ -45,8 +43,8 @@ const MAX_HEAD: usize = 8 * 1024;
 
 /// The running listener.
 pub struct Listener {
-    /// Written to (or dropped) to stop the polling thread.
-    wake: UnixStream,
+    /// Woken to stop the polling thread.
+    wake: Arc<Waker>,
     threads: Vec<JoinHandle<()>>,
     /// The address it listens on (the port is chosen by the OS when it was 0).
     pub addr: SocketAddr,
@@ -65,7 +63,8 @@ pub fn start(addr: &str, sources: Sources) -> std::io::Result<Listener> {
     let socket = TcpListener::bind(addr)?;
     socket.set_nonblocking(true)?;
     let addr = socket.local_addr()?;
-    let (wake, woken) = UnixStream::pair()?;
+    let wake = Arc::new(Waker::new()?);
+    let woken = wake.clone();
     let (queue, requests) = sync_channel::<Request>(QUEUE);
     let requests = Arc::new(Mutex::new(requests));
     let sources = Arc::new(sources);
@@ -94,10 +93,8 @@ pub fn start(addr: &str, sources: Sources) -> std::io::Result<Listener> {
 impl Listener {
     /// Stops listening and waits for the requests in hand.
     pub fn stop(self) {
-        // The polling thread ends when its end of the pair becomes readable (or hangs up), and
-        // the workers when it drops the queue.
-        let _ = (&self.wake).write_all(b"x");
-        drop(self.wake);
+        // The polling thread ends when woken, and the workers when it drops the queue.
+        self.wake.wake();
         for thread in self.threads {
             let _ = thread.join();
         }
@@ -119,38 +116,28 @@ struct Waiting {
 
 /// The polling thread: accepts connections, reads their request heads without blocking, and
 /// queues complete ones for the workers.
-fn accept(socket: &TcpListener, woken: &UnixStream, queue: &SyncSender<Request>) {
+fn accept(socket: &TcpListener, woken: &Waker, queue: &SyncSender<Request>) {
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
     loop {
-        let timeout = waiting.front().map_or(PollTimeout::NONE, |oldest| {
-            let left = HEAD_TIMEOUT.saturating_sub(oldest.since.elapsed());
-            // Rounded up, so a wake-up never comes before the deadline it is for.
-            PollTimeout::try_from(left + Duration::from_millis(1)).unwrap_or(PollTimeout::MAX)
-        });
-        let (stop, incoming, ready) = {
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(waiting.len() + 2);
-            fds.push(PollFd::new(woken.as_fd(), PollFlags::POLLIN));
-            fds.push(PollFd::new(socket.as_fd(), PollFlags::POLLIN));
-            fds.extend(
+        let deadline = waiting.front().map(|oldest| oldest.since + HEAD_TIMEOUT);
+        let mut ready = {
+            let mut sources = Vec::with_capacity(waiting.len() + 1);
+            sources.push((socket.as_source(), Interest::Read));
+            sources.extend(
                 waiting
                     .iter()
-                    .map(|w| PollFd::new(w.stream.as_fd(), PollFlags::POLLIN)),
+                    .map(|w| (w.stream.as_source(), Interest::Read)),
             );
-            match poll(&mut fds, timeout) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
+            match woken.wait(&sources, deadline) {
+                Ok(Some(ready)) => ready,
+                Ok(None) => return,
                 Err(e) => {
                     tracing::error!("status listener stopped: cannot poll its connections: {e}");
                     return;
                 }
             }
-            let fired = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-            let ready: Vec<bool> = fds[2..].iter().map(fired).collect();
-            (fired(&fds[0]), fired(&fds[1]), ready)
         };
-        if stop {
-            return;
-        }
+        let incoming = ready.remove(0);
         // Read what arrived; the connections done with (queued, closed, too slow) go.
         let mut kept = VecDeque::with_capacity(waiting.len());
         for (mut w, ready) in waiting.drain(..).zip(ready) {
@@ -369,13 +356,22 @@ struct HostNames {
     hostname: Option<String>,
 }
 
+/// This machine's host name.
+#[cfg(unix)]
+fn hostname() -> Option<String> {
+    nix::unistd::gethostname().ok()?.into_string().ok()
+}
+
+/// This machine's (NetBIOS) computer name, as Windows sets it for every process.
+#[cfg(windows)]
+fn hostname() -> Option<String> {
+    std::env::var("COMPUTERNAME").ok()
+}
+
 impl HostNames {
     fn of_this_machine() -> Self {
         Self {
-            hostname: nix::unistd::gethostname()
-                .ok()
-                .and_then(|name| name.into_string().ok())
-                .filter(|name| !name.is_empty()),
+            hostname: hostname().filter(|name| !name.is_empty()),
         }
     }
 

@@ -15,6 +15,7 @@ fn the_readmes_cargo_package_command_packages_and_verifies_the_sdk_crates() {
     let args: Vec<&str> = command.split_whitespace().skip(1).collect();
     for crate_name in [
         "calllogger-plugin-abi",
+        "calllogger-poll",
         "calllogger-plugin-sdk-macros",
         "calllogger-plugin-sdk",
         "calllogger-plugin-test",

@@ -9,7 +9,8 @@
 //!   ([`Event::Overlong`]) and skipped, never buffered without bound;
 //! - reopens or reconnects after a failure, waiting what the caller's [`Retry`] says (the
 //!   host's decayed backoff), reset by data read;
-//! - sleeps in `poll(2)` with no timer while idle, and returns `Ok(None)` as soon as its
+//! - sleeps in `poll(2)` (`WSAPoll` on Windows) with no timer while idle (a Windows serial
+//!   port or file is looked at every 100 or 250 ms), and returns `Ok(None)` as soon as its
 //!   [`Stopper`] is stopped (from the plugin's stop hook), even in the middle of a wait;
 //! - treats a line as consumed only when the caller is done with it: the next
 //!   [`next_line`](LineSource::next_line) (or [`commit`](LineSource::commit)) consumes it,
@@ -130,7 +131,9 @@
 //!
 //! # Files and rotation
 //!
-//! A file source waits for changes with inotify on the file's folder. When the file is
+//! A file source waits for changes with inotify on the file's folder (on Windows it looks
+//! every 250 ms; its position names the volume serial number and file index there, as
+//! `device inode` on Unix). When the file is
 //! renamed away (logrotate `create`) it reads the old file to its end before it follows the
 //! new one; when the file shrinks (logrotate `copytruncate`) it starts again at byte 0; a
 //! file that does not exist yet is waited for. Its position (device, inode, offset) is kept

@@ -21,8 +21,9 @@ use crate::{Backoff, Context, Error, ErrorKind, Record};
 /// push the host cannot take now is tried again after the decayed timeout, and a stop while
 /// it waits ends the run with the line unconsumed (a file source reads it again at the next
 /// start; the records of that line stored before the stop come again with it).
-/// The base stops within 100 ms, waiting in `poll(2)` on the source and woken by its stop
-/// hook.
+/// The base stops at once, waiting in `poll(2)` (`WSAPoll` on Windows) on the source and
+/// woken by its stop hook; a Windows serial port or file is looked at every 100 or 250 ms
+/// instead, so there it stops within that.
 pub trait LinePlugin: Sized + Send + 'static {
     /// The plugin's own settings: the keys of its section that are not [`LineSettings::KEYS`].
     type Settings: DeserializeOwned;

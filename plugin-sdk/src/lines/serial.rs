@@ -1,16 +1,22 @@
 //! The serial-port transport (feature `serial`).
 
 use std::io::ErrorKind;
-use std::os::fd::{AsRawFd, BorrowedFd};
 
-use nix::poll::PollFlags;
-use serialport::TTYPort;
-
-use super::{FlowControl, LineBuffer, Parity, PortSettings};
+use super::{FlowControl, LineBuffer, Parity, PortSettings, Stopper};
 use super::{Found, Shared, SourceError, Transport};
 
+#[cfg(unix)]
+type Port = serialport::TTYPort;
+#[cfg(windows)]
+type Port = serialport::COMPort;
+
+/// How long a read waits on Windows before it checks for a stop (on Unix the stop wakes the
+/// wait itself).
+#[cfg(windows)]
+const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Opens the port as configured.
-pub(crate) fn open(settings: &PortSettings) -> Result<TTYPort, SourceError> {
+pub(crate) fn open(settings: &PortSettings) -> Result<Port, SourceError> {
     use serialport::{DataBits, StopBits};
     let data_bits = match settings.data_bits {
         5 => DataBits::Five,
@@ -22,7 +28,10 @@ pub(crate) fn open(settings: &PortSettings) -> Result<TTYPort, SourceError> {
         2 => StopBits::Two,
         _ => StopBits::One,
     };
-    serialport::new(&settings.port, settings.rate)
+    let builder = serialport::new(&settings.port, settings.rate);
+    #[cfg(windows)]
+    let builder = builder.timeout(STOP_CHECK);
+    builder
         .data_bits(data_bits)
         .parity(match settings.parity {
             Parity::None => serialport::Parity::None,
@@ -42,7 +51,7 @@ pub(crate) fn open(settings: &PortSettings) -> Result<TTYPort, SourceError> {
 /// A serial port, reopened with the backoff when it fails or vanishes.
 pub(crate) struct Serial {
     settings: PortSettings,
-    port: Option<TTYPort>,
+    port: Option<Port>,
     buffer: LineBuffer,
 }
 
@@ -80,20 +89,10 @@ impl Transport for Serial {
                 }
                 continue;
             };
-            // SAFETY: the descriptor belongs to `port`, which outlives this borrow.
-            let fd = unsafe { BorrowedFd::borrow_raw(port.as_raw_fd()) };
-            let polled = shared.stopper.poll(&[(fd, PollFlags::POLLIN)], None);
-            if polled
-                .map_err(|e| SourceError::io("cannot wait for the serial port", e))?
-                .is_none()
-            {
-                return Ok(None);
-            }
-            // One read(2) of what poll(2) found; the port's own `Read` would poll it again.
-            let read = nix::unistd::read(fd, self.buffer.space()).map_err(std::io::Error::from);
-            let lost = match read {
-                Ok(0) => std::io::Error::new(ErrorKind::UnexpectedEof, "the device closed"),
-                Ok(n) => {
+            let lost = match read(port, &shared.stopper, self.buffer.space()) {
+                Ok(None) => return Ok(None),
+                Ok(Some(0)) => std::io::Error::new(ErrorKind::UnexpectedEof, "the device closed"),
+                Ok(Some(n)) => {
                     self.buffer.filled(n);
                     shared.retry.reset();
                     continue;
@@ -119,4 +118,30 @@ impl Transport for Serial {
     fn line(&self, found: &Found) -> &[u8] {
         self.buffer.get(found.range.clone())
     }
+}
+
+/// Waits for bytes and reads what came; `None` when stopped.
+#[cfg(unix)]
+fn read(port: &mut Port, stopper: &Stopper, into: &mut [u8]) -> std::io::Result<Option<usize>> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `port`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(port.as_raw_fd()) };
+    if stopper
+        .poll(&[(fd, calllogger_poll::Interest::Read)], None)?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    // One read(2) of what poll(2) found; the port's own `Read` would poll it again.
+    Ok(Some(nix::unistd::read(fd, into)?))
+}
+
+/// Waits up to [`STOP_CHECK`] for bytes and reads what came (`TimedOut` if none); `None`
+/// when stopped. `WSAPoll` cannot wait on a port, so an idle port wakes every 100 ms.
+#[cfg(windows)]
+fn read(port: &mut Port, stopper: &Stopper, into: &mut [u8]) -> std::io::Result<Option<usize>> {
+    if stopper.is_stopped() {
+        return Ok(None);
+    }
+    std::io::Read::read(port, into).map(Some)
 }

@@ -2,14 +2,9 @@
 
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
-use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::poll::PollFlags;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-
-use super::{FileSettings, Found, LineBuffer, Shared, SourceError, StartAt, Transport};
+use super::{FileSettings, Found, LineBuffer, Shared, SourceError, StartAt, Stopper, Transport};
 
 /// A place in a file: which file (device and inode) and the byte after a line end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,11 +28,11 @@ struct Open {
 
 impl Open {
     fn at(file: File, offset: u64, shared: &Shared) -> io::Result<Self> {
-        let meta = file.metadata()?;
+        let (dev, ino) = identity(&file)?;
         let mut open = Self {
             file,
-            dev: meta.dev(),
-            ino: meta.ino(),
+            dev,
+            ino,
             base: offset,
             read: offset,
             buffer: shared.buffer(),
@@ -61,7 +56,7 @@ pub(crate) struct Tail {
     settings: FileSettings,
     dir: PathBuf,
     state: PathBuf,
-    inotify: Option<Inotify>,
+    watch: Option<Watch>,
     file: Option<Open>,
     /// Where to open at next: the remembered position, or where a failed read left off.
     resume: Option<Position>,
@@ -112,7 +107,7 @@ impl Tail {
             settings,
             dir,
             state,
-            inotify: None,
+            watch: None,
             file: None,
             resume,
             last: None,
@@ -128,13 +123,13 @@ impl Tail {
     fn open_next(&mut self, shared: &mut Shared) -> io::Result<Option<Open>> {
         let path = &self.settings.path;
         if let Some(pos) = self.resume.take() {
-            let same = |m: &fs::Metadata| m.dev() == pos.dev && m.ino() == pos.ino;
-            let found = match fs::metadata(path) {
-                Ok(m) if same(&m) => Some(path.clone()),
-                _ => fs::read_dir(&self.dir)?
+            let same = |p: &Path| identity_of(p).is_ok_and(|id| id == (pos.dev, pos.ino));
+            let found = match same(path) {
+                true => Some(path.clone()),
+                false => fs::read_dir(&self.dir)?
                     .filter_map(Result::ok)
                     .map(|e| e.path())
-                    .find(|p| fs::metadata(p).is_ok_and(|m| same(&m))),
+                    .find(|p| same(p)),
             };
             if let Some(found) = found {
                 let file = File::open(&found)?;
@@ -173,19 +168,12 @@ impl Tail {
 
     /// Waits for a change in the folder; `false` when stopped.
     fn wait(&mut self, shared: &mut Shared) -> Result<bool, SourceError> {
-        let Some(inotify) = &self.inotify else {
+        let Some(watch) = &self.watch else {
             return Ok(true);
         };
-        let ready = shared
-            .stopper
-            .poll(&[(inotify.as_fd(), PollFlags::POLLIN)], None)
-            .map_err(|e| SourceError::io("cannot wait for file changes", e))?;
-        if ready.is_none() {
-            return Ok(false);
-        }
-        // Every change leads to the same checks: the events themselves do not matter.
-        while inotify.read_events().is_ok_and(|events| !events.is_empty()) {}
-        Ok(true)
+        watch
+            .wait(&shared.stopper)
+            .map_err(|e| SourceError::io("cannot wait for file changes", e))
     }
 
     /// At the end of the open file: starts over if it shrank, moves on if it was renamed
@@ -202,8 +190,8 @@ impl Tail {
             *open = Open::at(file, 0, shared)?;
             return Ok(true);
         }
-        let replaced = match fs::metadata(&self.settings.path) {
-            Ok(m) => m.dev() != open.dev || m.ino() != open.ino,
+        let replaced = match identity_of(&self.settings.path) {
+            Ok(id) => id != (open.dev, open.ino),
             Err(_) => false,
         };
         if !replaced {
@@ -254,19 +242,8 @@ impl Tail {
         if shared.stopper.is_stopped() {
             return Ok(None);
         }
-        if self.inotify.is_none() {
-            let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-            inotify.add_watch(
-                &self.dir,
-                AddWatchFlags::IN_MODIFY
-                    | AddWatchFlags::IN_CREATE
-                    | AddWatchFlags::IN_MOVED_TO
-                    | AddWatchFlags::IN_MOVED_FROM
-                    | AddWatchFlags::IN_DELETE
-                    | AddWatchFlags::IN_CLOSE_WRITE
-                    | AddWatchFlags::IN_ATTRIB,
-            )?;
-            self.inotify = Some(inotify);
+        if self.watch.is_none() {
+            self.watch = Some(Watch::new(&self.dir)?);
         }
         if self.file.is_none() {
             self.file = self.open_next(shared)?;
@@ -305,7 +282,7 @@ impl Transport for Tail {
                     if let Some(open) = self.file.take() {
                         self.resume = Some(open.position());
                     }
-                    self.inotify = None;
+                    self.watch = None;
                     let error = SourceError::io(format!("cannot follow {}", self.path()), e);
                     if !shared.retry_after(&error) {
                         return Ok(None);
@@ -331,5 +308,98 @@ impl Transport for Tail {
         )
         .and_then(|()| fs::rename(&temporary, &self.state))
         .map_err(|e| SourceError::io(format!("cannot write {}", self.state.display()), e))
+    }
+}
+
+/// The identity of the file at `path`: device and inode (Unix), or volume serial number and
+/// file index (Windows).
+fn identity_of(path: &Path) -> io::Result<(u64, u64)> {
+    #[cfg(unix)]
+    return fs::metadata(path).map(|m| unix_identity(&m));
+    #[cfg(windows)]
+    return identity(&File::open(path)?);
+}
+
+/// The identity of an open file (see [`identity_of`]).
+fn identity(file: &File) -> io::Result<(u64, u64)> {
+    #[cfg(unix)]
+    return file.metadata().map(|m| unix_identity(&m));
+    #[cfg(windows)]
+    return windows_identity(file);
+}
+
+#[cfg(unix)]
+fn unix_identity(meta: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(windows)]
+fn windows_identity(file: &File) -> io::Result<(u64, u64)> {
+    use std::os::windows::io::AsRawHandle as _;
+    use windows_sys::Win32::Storage::FileSystem::{
+        GetFileInformationByHandle, BY_HANDLE_FILE_INFORMATION,
+    };
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: the handle belongs to `file`, open for this call; `info` is writable.
+    if unsafe { GetFileInformationByHandle(file.as_raw_handle(), &mut info) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let index = (u64::from(info.nFileIndexHigh) << 32) | u64::from(info.nFileIndexLow);
+    Ok((u64::from(info.dwVolumeSerialNumber), index))
+}
+
+/// Changes in the file's folder: inotify (Unix).
+#[cfg(unix)]
+struct Watch(nix::sys::inotify::Inotify);
+
+#[cfg(unix)]
+impl Watch {
+    fn new(dir: &Path) -> io::Result<Self> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(
+            dir,
+            AddWatchFlags::IN_MODIFY
+                | AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_MOVED_FROM
+                | AddWatchFlags::IN_DELETE
+                | AddWatchFlags::IN_CLOSE_WRITE
+                | AddWatchFlags::IN_ATTRIB,
+        )?;
+        Ok(Self(inotify))
+    }
+
+    /// Waits for a change; `false` when stopped.
+    fn wait(&self, stopper: &Stopper) -> io::Result<bool> {
+        use std::os::fd::AsFd as _;
+        let source = (self.0.as_fd(), calllogger_poll::Interest::Read);
+        if stopper.poll(&[source], None)?.is_none() {
+            return Ok(false);
+        }
+        // Every change leads to the same checks: the events themselves do not matter.
+        while self.0.read_events().is_ok_and(|events| !events.is_empty()) {}
+        Ok(true)
+    }
+}
+
+/// Changes in the file's folder (Windows): looked for every [`Watch::EVERY`], since `WSAPoll`
+/// cannot wait on a change notification beside the stop signal.
+#[cfg(windows)]
+struct Watch;
+
+#[cfg(windows)]
+impl Watch {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+    fn new(_: &Path) -> io::Result<Self> {
+        Ok(Self)
+    }
+
+    /// Waits [`Watch::EVERY`]; `false` when stopped.
+    fn wait(&self, stopper: &Stopper) -> io::Result<bool> {
+        Ok(stopper.sleep(Self::EVERY))
     }
 }

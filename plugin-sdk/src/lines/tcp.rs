@@ -2,10 +2,9 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use nix::poll::PollFlags;
+use calllogger_poll::{AsSource, Interest};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 use super::{Found, LineBuffer, Shared, SourceError, Stopper, Transport};
@@ -24,20 +23,32 @@ fn keepalive(stream: &TcpStream, idle: Option<Duration>) -> io::Result<()> {
 /// `what` when the deadline passes.
 fn wait(
     stopper: &Stopper,
-    stream: &impl AsFd,
-    events: PollFlags,
+    stream: &impl AsSource,
+    events: Interest,
     deadline: Instant,
     what: &dyn Fn() -> String,
 ) -> Result<Option<()>, SourceError> {
-    match stopper.poll(&[(stream.as_fd(), events)], Some(deadline)) {
+    match stopper.poll(&[(stream.as_source(), events)], Some(deadline)) {
         Err(e) => Err(SourceError::io(what(), e)),
         Ok(None) => Ok(None),
-        Ok(Some(ready)) if ready[0].is_empty() => Err(SourceError::io(
+        Ok(Some(ready)) if !ready[0] => Err(SourceError::io(
             what(),
             io::Error::new(ErrorKind::TimedOut, "timed out"),
         )),
         Ok(Some(_)) => Ok(Some(())),
     }
+}
+
+/// Whether a non-blocking `connect` failed only because it goes on in the background.
+#[cfg(unix)]
+fn in_progress(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32)
+}
+
+/// Windows says `WSAEWOULDBLOCK` (`WouldBlock`) where Unix says `EINPROGRESS`.
+#[cfg(not(unix))]
+fn in_progress(_: &io::Error) -> bool {
+    false
 }
 
 /// Connects to `addr` without blocking past `deadline` or a stop.
@@ -52,12 +63,9 @@ fn connect_one(
     socket.set_nonblocking(true).map_err(failed)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
-        Err(e)
-            if e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32)
-                || e.kind() == ErrorKind::WouldBlock =>
-        {
+        Err(e) if in_progress(&e) || e.kind() == ErrorKind::WouldBlock => {
             let what = || format!("cannot connect to {addr}");
-            if wait(stopper, &socket, PollFlags::POLLOUT, deadline, &what)?.is_none() {
+            if wait(stopper, &socket, Interest::Write, deadline, &what)?.is_none() {
                 return Ok(None);
             }
             if let Some(e) = socket.take_error().map_err(failed)? {
@@ -82,7 +90,7 @@ fn send(
         match stream.write(rest) {
             Ok(n) => rest = &rest[n..],
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if wait(stopper, stream, PollFlags::POLLOUT, deadline, what)?.is_none() {
+                if wait(stopper, stream, Interest::Write, deadline, what)?.is_none() {
                     return Ok(None);
                 }
             }
@@ -195,8 +203,7 @@ impl Client {
                             self.settings.login_timeout.as_secs_f64()
                         )
                     };
-                    if wait(&shared.stopper, stream, PollFlags::POLLIN, deadline, &what)?.is_none()
-                    {
+                    if wait(&shared.stopper, stream, Interest::Read, deadline, &what)?.is_none() {
                         return Ok(None);
                     }
                     match stream.read(&mut chunk) {
@@ -260,10 +267,10 @@ impl Transport for Client {
             let deadline = self.settings.idle_timeout.map(|idle| self.last_data + idle);
             let ready = shared
                 .stopper
-                .poll(&[(stream.as_fd(), PollFlags::POLLIN)], deadline)
+                .poll(&[(stream.as_source(), Interest::Read)], deadline)
                 .map_err(|e| SourceError::io("cannot wait for the connection", e))?;
             let Some(ready) = ready else { return Ok(None) };
-            let lost = if ready[0].is_empty() {
+            let lost = if !ready[0] {
                 io::Error::new(
                     ErrorKind::TimedOut,
                     format!(
@@ -407,11 +414,11 @@ impl Transport for Server {
                 }
                 continue;
             };
-            let mut fds = vec![(listener.as_fd(), PollFlags::POLLIN)];
+            let mut fds = vec![(listener.as_source(), Interest::Read)];
             fds.extend(
                 self.conns
                     .iter()
-                    .map(|c| (c.stream.as_fd(), PollFlags::POLLIN)),
+                    .map(|c| (c.stream.as_source(), Interest::Read)),
             );
             let deadline = self
                 .settings
@@ -424,7 +431,7 @@ impl Transport for Server {
             drop(fds);
             let Some(ready) = ready else { return Ok(None) };
             for i in (0..n).rev() {
-                if ready[1 + i].is_empty() {
+                if !ready[1 + i] {
                     continue;
                 }
                 let conn = &mut self.conns[i];
@@ -445,7 +452,7 @@ impl Transport for Server {
                     }
                 }
             }
-            if !ready[0].is_empty() {
+            if ready[0] {
                 self.accept(shared);
             }
         }
