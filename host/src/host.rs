@@ -68,7 +68,6 @@ impl Host {
         let (events_tx, events) = channel();
         // Signals from here on are events: a SIGTERM during start-up (the scan waits for
         // inspecting children) stops the host cleanly once it is up, instead of killing it.
-        #[cfg(unix)]
         signals::forward(events_tx.clone()).context("installing signal handlers")?;
         let watcher = watch::start(&config.plugin_dir, events_tx.clone())
             .map_err(|e| {

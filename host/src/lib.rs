@@ -19,6 +19,10 @@ mod json;
 mod loader;
 mod plugin_context;
 mod runtime;
+#[cfg(unix)]
+mod service;
+#[cfg(not(unix))]
+#[path = "service_off.rs"]
 mod service;
 mod settings;
 mod signals;

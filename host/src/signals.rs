@@ -7,7 +7,8 @@ use std::time::Duration;
 /// A reason to shut down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shutdown {
-    /// SIGINT or SIGTERM (the signal's name).
+    /// SIGINT or SIGTERM (the signal's name); on Windows the console's control event
+    /// (`CTRL_C_EVENT`, `CTRL_BREAK_EVENT`, `CTRL_CLOSE_EVENT`, …).
     Signal(&'static str),
     /// Something the host cannot run without failed (stdout, the token).
     Failed(String),
@@ -27,6 +28,7 @@ impl std::fmt::Display for Shutdown {
 pub enum Event {
     Shutdown(Shutdown),
     /// SIGHUP: re-read the config and the plugins folder.
+    #[cfg_attr(not(unix), allow(dead_code))]
     Reload,
     /// A library was added to, replaced in or removed from the plugins folder.
     PluginsChanged,
@@ -57,6 +59,64 @@ pub fn forward(tx: Sender<Event>) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Delivers the console's control events as [`Event::Shutdown`] on `tx`: Ctrl-C and
+/// Ctrl-Break, and the console closing, log-off or system shutdown (for which Windows ends
+/// the process once the handler returns, so the handler waits for the host to exit first).
+/// A second event while shutting down exits at once with status 130.
+#[cfg(windows)]
+pub fn forward(tx: Sender<Event>) -> std::io::Result<()> {
+    use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
+    if CONSOLE_EVENTS.set(std::sync::Mutex::new(tx)).is_err() {
+        return Err(std::io::Error::other(
+            "console events are forwarded already",
+        ));
+    }
+    // SAFETY: the handler is a plain function that lives for the whole process; it touches
+    // only a static set before it is installed.
+    if unsafe { SetConsoleCtrlHandler(Some(on_console_event), 1) } == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Where [`on_console_event`] sends, set once by [`forward`].
+#[cfg(windows)]
+static CONSOLE_EVENTS: std::sync::OnceLock<std::sync::Mutex<Sender<Event>>> =
+    std::sync::OnceLock::new();
+
+/// Windows calls this on a thread of its own for each console control event.
+#[cfg(windows)]
+unsafe extern "system" fn on_console_event(event: u32) -> windows_sys::core::BOOL {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use windows_sys::Win32::System::Console::{
+        CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT,
+    };
+    static SEEN: AtomicBool = AtomicBool::new(false);
+    let name = match event {
+        CTRL_C_EVENT => "CTRL_C_EVENT",
+        CTRL_BREAK_EVENT => "CTRL_BREAK_EVENT",
+        CTRL_CLOSE_EVENT => "CTRL_CLOSE_EVENT",
+        CTRL_LOGOFF_EVENT => "CTRL_LOGOFF_EVENT",
+        CTRL_SHUTDOWN_EVENT => "CTRL_SHUTDOWN_EVENT",
+        _ => return 0,
+    };
+    if SEEN.swap(true, Ordering::SeqCst) {
+        tracing::warn!("second stop request: exiting now");
+        std::process::exit(130);
+    }
+    if let Some(tx) = CONSOLE_EVENTS.get() {
+        let tx = tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = tx.send(Event::Shutdown(Shutdown::Signal(name)));
+    }
+    if matches!(event, CTRL_C_EVENT | CTRL_BREAK_EVENT) {
+        return 1;
+    }
+    // Returning would end the process now: wait until the host's graceful stop exits it.
+    loop {
+        std::thread::park();
+    }
 }
 
 /// Blocks until the next event, or for at most `timeout` (then `None`).

@@ -3,7 +3,7 @@
 //! or went.
 //!
 //! Only creates, removals, renames, attribute changes (a `chmod` that makes a refused file
-//! acceptable) and close-after-write count: the host's own reads of the libraries raise
+//! acceptable) and close-after-write (on Windows, any write) count: the host's own reads of the libraries raise
 //! open/close-read events that would otherwise trigger a rescan after every rescan. The
 //! debounce waits for a `cp` of a large file to finish. Nothing here wakes while the folder is
 //! quiet: the watcher's thread sleeps in the kernel, and the debounce thread in a channel
@@ -84,8 +84,15 @@ fn relevant(event: &notify::Event) -> bool {
             | EventKind::Remove(_)
             | EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Metadata(_))
             | EventKind::Access(AccessKind::Close(AccessMode::Write))
-    );
+    ) || written_on_windows(&event.kind);
     kind && event.paths.iter().any(|p| is_library_name(p))
+}
+
+/// Windows reports no close-after-write, only that a file's data changed (`Modify(Any)`, from
+/// `ReadDirectoryChangesW`, which is not asked for access times: the host's own reads raise
+/// nothing there).
+fn written_on_windows(kind: &EventKind) -> bool {
+    cfg!(windows) && matches!(kind, EventKind::Modify(ModifyKind::Any))
 }
 
 #[cfg(test)]

@@ -80,13 +80,43 @@ pub fn inspect_state_dir(path: &Path) -> Result<StateDirSpace, StateDirError> {
         path: path.to_owned(),
         error,
     })?;
-    let stat = nix::sys::statvfs::statvfs(existing).map_err(|e| StateDirError::Io {
+    let free_bytes = free_bytes(existing).map_err(|error| StateDirError::Io {
         path: path.to_owned(),
         at: existing.to_owned(),
-        error: e.into(),
+        error,
     })?;
     Ok(StateDirSpace {
-        free_bytes: stat.blocks_available().saturating_mul(stat.fragment_size()),
+        free_bytes,
         created_in: (existing != path).then(|| existing.to_owned()),
     })
+}
+
+/// The bytes this process may still write to the file system holding `dir`.
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir)?;
+    Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))
+}
+
+/// The bytes this process may still write to the volume holding `dir` (its quota included).
+#[cfg(windows)]
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::windows::ffi::OsStrExt as _;
+    use windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW;
+    let wide: Vec<u16> = dir.as_os_str().encode_wide().chain([0]).collect();
+    let mut available = 0u64;
+    // SAFETY: `wide` is a NUL-terminated UTF-16 path; the one output pointer is a live u64,
+    // the two others are null (not wanted), as the API allows.
+    let ok = unsafe {
+        GetDiskFreeSpaceExW(
+            wide.as_ptr(),
+            &mut available,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    match ok {
+        0 => Err(std::io::Error::last_os_error()),
+        _ => Ok(available),
+    }
 }

@@ -26,7 +26,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A child process inspecting one library; [`Inspection::finish`] waits for its answer.
 pub(super) struct Inspection {
-    pid: nix::unistd::Pid,
+    killer: Killer,
     started: Instant,
     answer: mpsc::Receiver<std::io::Result<Output>>,
 }
@@ -41,6 +41,7 @@ pub(super) fn start(copy: &Path, inherit: Option<i32>) -> Result<Inspection, Str
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    #[cfg(unix)]
     if let Some(fd) = inherit {
         use std::os::unix::process::CommandExt as _;
         // SAFETY: the closure runs in the child between fork and exec, where only
@@ -55,14 +56,15 @@ pub(super) fn start(copy: &Path, inherit: Option<i32>) -> Result<Inspection, Str
             });
         }
     }
+    #[cfg(not(unix))]
+    let _ = inherit; // memory files are Linux's: elsewhere the copy is a file
     let mut child = command.spawn().map_err(cannot)?;
-    let mut path = std::os::unix::ffi::OsStrExt::as_bytes(copy.as_os_str()).to_vec();
-    path.push(b'\n');
     if let Some(mut stdin) = child.stdin.take() {
-        // A child that died at once is reported by its exit status below.
-        let _ = stdin.write_all(&path);
+        // All of stdin, which closes here. A child that died at once is reported by its exit
+        // status below.
+        let _ = stdin.write_all(&path_to_bytes(copy));
     }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let killer = Killer::of(&child).map_err(cannot)?;
     let (tx, answer) = mpsc::channel();
     std::thread::Builder::new()
         .name("inspect".into())
@@ -71,7 +73,7 @@ pub(super) fn start(copy: &Path, inherit: Option<i32>) -> Result<Inspection, Str
         })
         .map_err(cannot)?;
     Ok(Inspection {
-        pid,
+        killer,
         started: Instant::now(),
         answer,
     })
@@ -84,8 +86,7 @@ impl Inspection {
         let output = match self.answer.recv_timeout(left) {
             Ok(output) => output,
             Err(_) => {
-                // Not reaped until the waiting thread's wait returns: the pid is still ours.
-                let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+                self.killer.kill();
                 let _ = self.answer.recv();
                 return Err(format!(
                     "did not finish loading within {} s (in a separate process, which was killed); not loaded",
@@ -98,23 +99,22 @@ impl Inspection {
     }
 }
 
-/// The host's own executable, for the child to run (`/proc/self/exe` still names it after
-/// the file was replaced by an upgrade).
+/// The host's own executable, for the child to run (on Linux `/proc/self/exe`, which still
+/// names it after the file was replaced by an upgrade).
 fn own_binary() -> std::io::Result<PathBuf> {
-    let proc_exe = Path::new("/proc/self/exe");
-    if proc_exe.exists() {
-        Ok(proc_exe.to_owned())
-    } else {
-        std::env::current_exe()
+    #[cfg(target_os = "linux")]
+    {
+        let proc_exe = Path::new("/proc/self/exe");
+        if proc_exe.exists() {
+            return Ok(proc_exe.to_owned());
+        }
     }
+    std::env::current_exe()
 }
 
 /// Reads a child's output: its JSON line, or how it ended.
 fn answer(output: &Output) -> Result<Exports, String> {
-    use std::os::unix::process::ExitStatusExt as _;
-    if let Some(signal) = output.status.signal() {
-        let name = nix::sys::signal::Signal::try_from(signal)
-            .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned());
+    if let Some(name) = crash_name(output.status) {
         return Err(format!(
             "crashed while being loaded ({name}, found out in a separate process; the host did not load it)"
         ));
@@ -204,17 +204,104 @@ pub fn child() -> ExitCode {
     if std::io::stdin().read_to_end(&mut line).is_err() {
         return ExitCode::FAILURE;
     }
-    while line.last() == Some(&b'\n') {
-        line.pop();
-    }
-    let copy =
-        PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(line));
+    let Some(copy) = path_from_bytes(line) else {
+        return ExitCode::FAILURE;
+    };
     let answer = match super::open_copy(&copy, &copy) {
         Ok((exports, _module)) => exports_to_json(&exports),
         Err(reason) => json!({ "refused": reason }),
     };
     println!("{answer}");
     ExitCode::SUCCESS
+}
+
+/// Kills an inspecting child that takes too long.
+#[cfg(unix)]
+struct Killer(nix::unistd::Pid);
+
+#[cfg(unix)]
+impl Killer {
+    fn of(child: &std::process::Child) -> std::io::Result<Self> {
+        Ok(Self(nix::unistd::Pid::from_raw(child.id() as i32)))
+    }
+
+    fn kill(&self) {
+        // Not reaped until the waiting thread's wait returns: the pid is still ours.
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Kills an inspecting child that takes too long, through its own copy of the process handle
+/// (valid whenever the waiting thread lets go of the child's).
+#[cfg(windows)]
+struct Killer(std::os::windows::io::OwnedHandle);
+
+#[cfg(windows)]
+impl Killer {
+    fn of(child: &std::process::Child) -> std::io::Result<Self> {
+        use std::os::windows::io::AsHandle as _;
+        child.as_handle().try_clone_to_owned().map(Self)
+    }
+
+    fn kill(&self) {
+        use std::os::windows::io::AsRawHandle as _;
+        // SAFETY: the handle is this struct's own duplicate of the child's process handle,
+        // open until it drops; TerminateProcess of an ended process only fails.
+        unsafe {
+            windows_sys::Win32::System::Threading::TerminateProcess(self.0.as_raw_handle(), 1);
+        }
+    }
+}
+
+/// How a child died of a crash, if it did: its signal (Unix).
+#[cfg(unix)]
+fn crash_name(status: std::process::ExitStatus) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let signal = status.signal()?;
+    Some(
+        nix::sys::signal::Signal::try_from(signal)
+            .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned()),
+    )
+}
+
+/// How a child died of a crash, if it did: its exit code is an NTSTATUS error (`0xC…`, such
+/// as 0xC0000005, an access violation), which no program returns on purpose.
+#[cfg(windows)]
+fn crash_name(status: std::process::ExitStatus) -> Option<String> {
+    let code = status.code()? as u32;
+    (code >= 0xC000_0000).then(|| format!("exception 0x{code:08X}"))
+}
+
+/// A path as bytes for the child's stdin: the OS string's own bytes (Unix), or its UTF-16
+/// units, little-endian (Windows).
+fn path_to_bytes(path: &Path) -> Vec<u8> {
+    #[cfg(unix)]
+    return std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(windows)]
+    return std::os::windows::ffi::OsStrExt::encode_wide(path.as_os_str())
+        .flat_map(u16::to_le_bytes)
+        .collect();
+}
+
+/// The path [`path_to_bytes`] wrote; `None` if the bytes cannot be one.
+fn path_from_bytes(bytes: Vec<u8>) -> Option<PathBuf> {
+    #[cfg(unix)]
+    return Some(PathBuf::from(
+        <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes),
+    ));
+    #[cfg(windows)]
+    return {
+        if !bytes.len().is_multiple_of(2) {
+            return None;
+        }
+        let wide: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .collect();
+        Some(PathBuf::from(
+            <std::ffi::OsString as std::os::windows::ffi::OsStringExt>::from_wide(&wide),
+        ))
+    };
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //!   lives); elsewhere, or if that fails, a file in `state_dir/libs`.
 //! - abi_stable's `RootModule::load_from_*` caches one module per type and would hand back the
 //!   first library for every file: so each header is read with `lib_header_from_path`.
-//! - A truncated library crashes `dlopen` itself: so the copy's ELF structure is checked first.
+//! - A truncated library crashes `dlopen` itself: so the copy's ELF structure (PE on Windows)
+//!   is checked first.
 //!
 //! Before any of that, [`trust`] decides whether the file may be loaded at all, and only a
 //! regular file is opened (a FIFO would block the scan forever, a device could react to being
@@ -27,6 +28,8 @@ mod cache;
 #[cfg(all(unix, not(target_vendor = "apple")))]
 mod elf;
 pub(crate) mod inspect;
+#[cfg(any(windows, test))]
+mod pe;
 pub mod state_dir;
 pub mod trust;
 
@@ -853,6 +856,8 @@ fn check_and_copy(
 ) -> Result<PrivateCopy, String> {
     #[cfg(all(unix, not(target_vendor = "apple")))]
     elf::check(data)?;
+    #[cfg(windows)]
+    pe::check(data)?;
     PrivateCopy::new(file, data, copy_dir, policy)
 }
 

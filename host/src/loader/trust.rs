@@ -135,7 +135,20 @@ fn check_owner_and_mode(
         }
     }
     #[cfg(not(unix))]
-    let _ = (what, path, meta, risk, owner);
+    {
+        // Windows grants write access by ACL, which this check does not read (yet): say so
+        // once, rather than pass in silence.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                "settings.strict_plugin_permissions is not enforced on this platform: who may \
+                 write to the plugins folder, its libraries and state_dir is not checked; keep \
+                 them where only administrators may write (e.g. under %ProgramFiles% and \
+                 %ProgramData%), and pin the libraries with settings.trusted_plugins"
+            )
+        });
+        let _ = (what, path, meta, risk, owner);
+    }
     Ok(())
 }
 

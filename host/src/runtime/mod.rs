@@ -278,7 +278,7 @@ pub(crate) fn classes_of(instances: &[InstanceConfig]) -> Vec<String> {
 /// reads every new library into a buffer, which glibc would otherwise keep for good. Called
 /// once a scan's registry is in place (at start and after each commit).
 fn trim_heap() {
-    #[cfg(target_env = "gnu")]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own heap under its lock; it takes no pointers.
     unsafe {
         nix::libc::malloc_trim(0);
