@@ -22,6 +22,51 @@ const PACKAGES: &[&str] = &[
     "calllogger-abort-plugin",
 ];
 
+/// What the libraries (and, for Windows, the host) are built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// This machine: the host under test is `target/<profile>/calllogger`.
+    Native,
+    /// `x86_64-pc-windows-gnu` (`.dll` libraries and `calllogger.exe`), run under Wine.
+    Windows,
+}
+
+impl Platform {
+    /// The target triple to pass to cargo, if not this machine's.
+    pub fn triple(self) -> Option<&'static str> {
+        match self {
+            Self::Native => None,
+            Self::Windows => Some("x86_64-pc-windows-gnu"),
+        }
+    }
+
+    /// A library's file name as an installer names it there: `lib<stem>.so`, `<stem>.dll`.
+    pub fn library_file_name(self, name: &str) -> String {
+        match self {
+            Self::Native => format!(
+                "{}{name}.{}",
+                std::env::consts::DLL_PREFIX,
+                std::env::consts::DLL_EXTENSION
+            ),
+            Self::Windows => format!("{name}.dll"),
+        }
+    }
+
+    fn library_extension(self) -> &'static str {
+        match self {
+            Self::Native => std::env::consts::DLL_EXTENSION,
+            Self::Windows => "dll",
+        }
+    }
+
+    fn library_prefix(self) -> &'static str {
+        match self {
+            Self::Native => std::env::consts::DLL_PREFIX,
+            Self::Windows => "",
+        }
+    }
+}
+
 /// The cargo profile the libraries are built in: the host binary's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -50,25 +95,42 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// The built library file for a crate's lib stem (`calllogger_mock_calls`), in `profile`.
-/// The first call in a process builds every package in [`PACKAGES`] in one cargo invocation;
-/// the paths come from cargo's own artifact messages, not from guessing its output folders.
-pub(crate) fn library(profile: Profile, stem: &str) -> PathBuf {
-    static BUILT: [OnceLock<BTreeMap<String, PathBuf>>; 2] = [OnceLock::new(), OnceLock::new()];
-    let built = BUILT[profile as usize].get_or_init(|| build(profile));
+/// The built library file for a crate's lib stem (`calllogger_mock_calls`), in `profile`, for
+/// `platform`. The first call in a process builds every package in [`PACKAGES`] in one cargo
+/// invocation (for Windows, the host too: see [`windows_host`]); the paths come from cargo's
+/// own artifact messages, not from guessing its output folders.
+pub(crate) fn library(profile: Profile, platform: Platform, stem: &str) -> PathBuf {
+    let built = built(profile, platform);
     built
         .get(stem)
         .unwrap_or_else(|| panic!("cargo built no library {stem}: {:?}", built.keys()))
         .clone()
 }
 
-fn build(profile: Profile) -> BTreeMap<String, PathBuf> {
+/// `calllogger.exe`, built for Windows (debug) with the Windows libraries.
+pub fn windows_host() -> PathBuf {
+    library(Profile::Debug, Platform::Windows, HOST_EXE)
+}
+
+/// The key of the Windows host among the built files.
+const HOST_EXE: &str = "calllogger.exe";
+
+fn built(profile: Profile, platform: Platform) -> &'static BTreeMap<String, PathBuf> {
+    static BUILT: [OnceLock<BTreeMap<String, PathBuf>>; 4] = [const { OnceLock::new() }; 4];
+    BUILT[profile as usize * 2 + platform as usize].get_or_init(|| build(profile, platform))
+}
+
+fn build(profile: Profile, platform: Platform) -> BTreeMap<String, PathBuf> {
     let mut build = cargo();
     build
         .current_dir(workspace())
         .args(["build", "--quiet", "--message-format=json"]);
     for package in PACKAGES {
         build.args(["-p", package]);
+    }
+    if let Some(triple) = platform.triple() {
+        // The host is built for the other platform too (the native one is cargo test's own).
+        build.args(["-p", "calllogger", "--target", triple]);
     }
     if profile == Profile::Release {
         build.arg("--release");
@@ -89,6 +151,11 @@ fn build(profile: Profile) -> BTreeMap<String, PathBuf> {
         if message["reason"] != "compiler-artifact" {
             continue;
         }
+        if let Some(exe) = message["executable"].as_str() {
+            if exe.ends_with(".exe") {
+                libraries.insert(HOST_EXE.to_owned(), PathBuf::from(exe));
+            }
+        }
         for file in message["filenames"]
             .as_array()
             .into_iter()
@@ -98,11 +165,11 @@ fn build(profile: Profile) -> BTreeMap<String, PathBuf> {
             let path = PathBuf::from(file);
             if path
                 .extension()
-                .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+                .is_some_and(|e| e == platform.library_extension())
             {
                 let stem = path.file_stem().unwrap().to_string_lossy();
                 let stem = stem
-                    .strip_prefix(std::env::consts::DLL_PREFIX)
+                    .strip_prefix(platform.library_prefix())
                     .unwrap_or(&stem)
                     .to_owned();
                 libraries.insert(stem, path);
@@ -116,15 +183,29 @@ fn build(profile: Profile) -> BTreeMap<String, PathBuf> {
 /// mode, with its own lock file (`--locked`), into `target/<fixture name>`. Returns the path
 /// of its `lib<library>.so`.
 pub fn build_out_of_tree(fixture: &Path, library: &str) -> PathBuf {
+    build_out_of_tree_for(Platform::Native, fixture, library)
+}
+
+/// [`build_out_of_tree`] for `platform` (`cargo build --target …`); returns the path of its
+/// library file there (`<library>.dll` for Windows).
+pub fn build_out_of_tree_for(platform: Platform, fixture: &Path, library: &str) -> PathBuf {
     let target = workspace()
         .join("target")
         .join(fixture.file_name().expect("a fixture folder"));
-    let status = cargo()
+    let mut build = cargo();
+    build
         .current_dir(fixture)
         .args(["build", "--release", "--locked", "--quiet"])
-        .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_TARGET_DIR", &target);
+    let mut out = target.clone();
+    if let Some(triple) = platform.triple() {
+        build.args(["--target", triple]);
+        out.push(triple);
+    }
+    let status = build
         .status()
         .expect("running cargo build for an out-of-tree fixture");
     assert!(status.success(), "building {} failed", fixture.display());
-    target.join(format!("release/lib{library}.so"))
+    out.join("release")
+        .join(platform.library_file_name(library))
 }

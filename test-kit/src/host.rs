@@ -25,12 +25,21 @@ pub struct Host {
     lines: Receiver<(Instant, String)>,
     stderr: Arc<Mutex<String>>,
     stderr_reader: Option<std::thread::JoinHandle<()>>,
+    /// What [`Host::terminate`] sends: SIGTERM, or SIGINT under Wine (which ends a Windows
+    /// program at once on SIGTERM, and turns SIGINT into its Ctrl-C event).
+    stop_signal: nix::sys::signal::Signal,
 }
 
 impl Host {
     /// Starts `command`, reading its stdout as records.
     pub fn spawn(command: Command) -> Self {
         Self::start(command, true)
+    }
+
+    /// Makes [`Host::terminate`] stop it with `signal` instead of SIGTERM.
+    pub fn stopped_by(mut self, signal: nix::sys::signal::Signal) -> Self {
+        self.stop_signal = signal;
+        self
     }
 
     /// Starts `command` with its stdout on `/dev/null` (for throughput: no reader in the way);
@@ -80,6 +89,7 @@ impl Host {
             lines,
             stderr,
             stderr_reader: Some(stderr_reader),
+            stop_signal: nix::sys::signal::Signal::SIGTERM,
         }
     }
 
@@ -173,9 +183,10 @@ impl Host {
         }
     }
 
-    /// Sends SIGTERM and asserts a clean exit (status 0) within 15 s; returns the log.
+    /// Sends SIGTERM (see [`Host::stopped_by`]) and asserts a clean exit (status 0) within
+    /// 15 s; returns the log.
     pub fn terminate(&mut self) -> String {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.signal(self.stop_signal);
         let (status, _) = self.wait_exit(Duration::from_secs(15));
         assert!(
             status.success(),

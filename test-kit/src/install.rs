@@ -3,14 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::fixtures::{library, Profile};
-use crate::Host;
+use crate::fixtures::{library, windows_host, Platform, Profile};
+use crate::{windows, Host};
 
 /// A scratch installation of the host binary `host`, removed when dropped.
 pub struct Install {
     /// The installation's folder (`plugins/`, `state/`, `config.yml`).
     pub dir: tempfile::TempDir,
     host: PathBuf,
+    platform: Platform,
 }
 
 impl Install {
@@ -18,25 +19,41 @@ impl Install {
     /// [`crate::TEST_PLUGINS`]; built in the host's profile) in its plugins folder, as
     /// `lib<stem>.so`, and this config.
     pub fn new(host: impl Into<PathBuf>, libraries: &[&str], config: &str) -> Self {
+        Self::with(host.into(), Platform::Native, libraries, config)
+    }
+
+    /// The same for the Windows host (`calllogger.exe`, built on first use) and its `.dll`
+    /// libraries (as `<stem>.dll`), run under Wine.
+    pub fn windows(libraries: &[&str], config: &str) -> Self {
+        Self::with(windows_host(), Platform::Windows, libraries, config)
+    }
+
+    fn with(host: PathBuf, platform: Platform, libraries: &[&str], config: &str) -> Self {
         let dir = tempfile::tempdir().expect("a scratch folder");
         std::fs::create_dir(dir.path().join("plugins")).unwrap();
         let install = Self {
             dir,
-            host: host.into(),
+            host,
+            platform,
         };
         // As an installer sets them, whatever the umask: the host refuses a writable folder.
         install.chmod(&install.plugins(), 0o755);
         for stem in libraries {
-            install.add_library(stem, &format!("lib{stem}.so"));
+            install.add_library(stem, &platform.library_file_name(stem));
         }
         install.write_config(config);
         install
     }
 
-    /// The built library file for a crate's lib stem, in the host binary's profile (built on
-    /// first use, once per process).
+    /// The built library file for a crate's lib stem, in the host binary's profile and for
+    /// its platform (built on first use, once per process).
     pub fn library(&self, stem: &str) -> PathBuf {
-        library(Profile::of(&self.host), stem)
+        library(Profile::of(&self.host), self.platform, stem)
+    }
+
+    /// The platform the installation's host and libraries are built for.
+    pub fn platform(&self) -> Platform {
+        self.platform
     }
 
     /// The plugins folder.
@@ -93,9 +110,16 @@ impl Install {
     }
 
     /// The host command on this installation, with a clean environment for its settings and
-    /// `RUST_LOG=info`.
+    /// `RUST_LOG=info` (for Windows, under Wine, from the installation's folder).
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.host);
+        let mut command = match self.platform {
+            Platform::Native => Command::new(&self.host),
+            Platform::Windows => {
+                let mut wine = windows::wine(&self.host);
+                wine.current_dir(self.dir.path());
+                wine
+            }
+        };
         command
             .arg("--config")
             .arg(self.config_path())
@@ -125,6 +149,10 @@ impl Install {
 
     /// Starts `calllogger run` in the background.
     pub fn start(&self) -> Host {
-        Host::spawn(self.command(&["run"]))
+        let host = Host::spawn(self.command(&["run"]));
+        match self.platform {
+            Platform::Native => host,
+            Platform::Windows => host.stopped_by(nix::sys::signal::Signal::SIGINT),
+        }
     }
 }

@@ -3,13 +3,15 @@
 //! installation with chosen libraries and modes ([`Install`]), the host process with its
 //! records and log ([`Host`]), its spool read back ([`Install::spool`]), a scripted HTTP
 //! frontend on loopback ([`frontend::Frontend`]), a small HTTP client for the status listener
-//! ([`http`]) and small file systems for fault tests ([`mounts::Tmpfs`]).
+//! ([`http`]), small file systems for fault tests ([`mounts::Tmpfs`]), and the Windows host
+//! and libraries run under Wine ([`Install::windows`]).
 //!
 //! Everything here panics with what went wrong instead of returning errors: it is for tests.
 
 pub mod frontend;
 pub mod http;
 pub mod mounts;
+pub mod windows;
 
 mod fixtures;
 mod host;
@@ -19,7 +21,7 @@ mod spool;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use fixtures::{build_out_of_tree, Profile};
+pub use fixtures::{build_out_of_tree, build_out_of_tree_for, Platform, Profile};
 pub use host::{started_libraries, Host};
 pub use install::Install;
 pub use spool::Spool;

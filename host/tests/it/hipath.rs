@@ -229,10 +229,15 @@ fn is_call(record: &serde_json::Value, want: &std::collections::BTreeMap<String,
 
 #[test]
 fn over_tcp_every_sample_line_gives_one_record_across_a_reconnect() {
-    // The PBX stand-in: a loopback listener the plugin connects to (`source: tcp-client`).
+    samples_over_tcp_across_a_reconnect(|libraries, config| Install::new(HOST, libraries, config));
+}
+
+/// Every sample line, sent over two TCP connections from a loopback PBX stand-in that the
+/// plugin connects to (`source: tcp-client`), gives one record, in order, none repeated; the
+/// installation is `install(libraries, config)`'s.
+pub(crate) fn samples_over_tcp_across_a_reconnect(install: impl FnOnce(&[&str], &str) -> Install) {
     let pbx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let install = Install::new(
-        HOST,
+    let install = install(
         &[HIPATH],
         &format!(
             "settings: {{plugins: [SiemensHipathSerial], timeout: 0.2, decay: 2, max_timeout: 5}}\n\

@@ -15,6 +15,7 @@ mod service;
 mod settings;
 mod spool_faults;
 mod vendor;
+mod windows;
 
 /// The host binary under test.
 const HOST: &str = env!("CARGO_BIN_EXE_calllogger");
