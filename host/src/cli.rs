@@ -39,6 +39,10 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<SpoolAction>,
     },
+    /// Ask the running host with this config's state_dir to re-read its config and the
+    /// plugins folder (Windows has no SIGHUP).
+    #[cfg(windows)]
+    Reload,
     /// Internal: the loader's child process that loads one library (its path on stdin) and
     /// prints what it exports (`host/src/loader/inspect.rs`).
     #[command(name = "inspect-library", hide = true)]

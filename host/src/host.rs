@@ -69,6 +69,9 @@ impl Host {
         // Signals from here on are events: a SIGTERM during start-up (the scan waits for
         // inspecting children) stops the host cleanly once it is up, instead of killing it.
         signals::forward(events_tx.clone()).context("installing signal handlers")?;
+        #[cfg(windows)]
+        crate::control::listen(&config.state_dir, events_tx.clone())
+            .context("listening for `calllogger reload`")?;
         let watcher = watch::start(&config.plugin_dir, events_tx.clone())
             .map_err(|e| {
                 tracing::warn!(
@@ -138,8 +141,8 @@ impl Host {
             match signals::next(&self.events, watchdog) {
                 None => {}
                 Some(Event::Shutdown(reason)) => return reason,
-                Some(Event::Reload) => {
-                    tracing::info!("SIGHUP received: reloading the config and the plugins folder");
+                Some(Event::Reload(from)) => {
+                    tracing::info!("{from} received: reloading the config and the plugins folder");
                     service::reloading();
                     self.reload(reread());
                     service::ready(&running_line(&self.runtime));

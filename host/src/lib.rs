@@ -12,6 +12,8 @@ pub mod commands;
 pub mod logging;
 
 mod config;
+#[cfg(windows)]
+mod control;
 mod crash;
 mod host;
 mod ids;

@@ -40,6 +40,8 @@ fn main() -> ExitCode {
         Command::Plugins => commands::plugins(&cli),
         Command::Check => commands::check(&cli),
         Command::Spool { action } => commands::spool(&cli, action),
+        #[cfg(windows)]
+        Command::Reload => commands::reload(&cli),
         Command::InspectLibrary => Ok(commands::inspect_library()),
     };
     result.unwrap_or_else(|e| {

@@ -27,9 +27,9 @@ impl std::fmt::Display for Shutdown {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Shutdown(Shutdown),
-    /// SIGHUP: re-read the config and the plugins folder.
-    #[cfg_attr(not(unix), allow(dead_code))]
-    Reload,
+    /// SIGHUP, or `calllogger reload` on Windows (what asked): re-read the config and the
+    /// plugins folder.
+    Reload(&'static str),
     /// A library was added to, replaced in or removed from the plugins folder.
     PluginsChanged,
 }
@@ -46,7 +46,7 @@ pub fn forward(tx: Sender<Event>) -> std::io::Result<()> {
             let mut seen = false;
             for signal in signals.forever() {
                 let event = match signal {
-                    SIGHUP => Event::Reload,
+                    SIGHUP => Event::Reload("SIGHUP"),
                     _ if seen => {
                         tracing::warn!("second signal: exiting now");
                         std::process::exit(130);

@@ -11,6 +11,15 @@ pub use plugins::{inspect_library, plugins};
 pub use run::run;
 pub use spool::spool;
 
+/// `calllogger reload` (Windows): asks the host running with the configured `state_dir` to
+/// reload, through its named pipe (`host/src/control.rs`).
+#[cfg(windows)]
+pub fn reload(cli: &Cli) -> anyhow::Result<std::process::ExitCode> {
+    let config = load_config(cli)?.config;
+    crate::control::request_reload(&config.state_dir)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 use std::path::PathBuf;
 
 use crate::cli::Cli;

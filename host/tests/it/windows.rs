@@ -212,3 +212,29 @@ fn windows_the_status_listener_answers_and_stops_with_the_host() {
     // The listener's thread, waiting in WSAPoll, is woken by the stop.
     host.terminate();
 }
+
+#[test]
+fn windows_calllogger_reload_rereads_the_config_without_sighup() {
+    let install = Install::windows(
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Echo]}\nEcho: {label: before, interval: 0.05}\n",
+    );
+    let mut host = install.start();
+    host.records_until(WAIT, |r| r["number"] == "before");
+    install.write_config("settings: {plugins: [Echo]}\nEcho: {label: after, interval: 0.05}\n");
+    let (ok, out, err) = install.run_cli(&["reload"]);
+    assert!(ok, "{out}{err}");
+    host.wait_for_log(
+        "`calllogger reload` received: reloading the config",
+        1,
+        WAIT,
+    );
+    host.records_until(WAIT, |r| r["number"] == "after");
+    host.terminate();
+    // With no host running, the command says so and fails.
+    let (ok, _, err) = install.run_cli(&["reload"]);
+    assert!(
+        !ok && err.contains("no running host with state_dir"),
+        "{err}"
+    );
+}
