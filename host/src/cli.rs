@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[command(version, about)]
 pub struct Cli {
     /// Config file merged over the built-in defaults [default: $CALLLOGGER_CONFIG, else
-    /// /etc/calllogger/config.yml if it exists].
+    /// /etc/calllogger/config.yml (on Windows %ProgramData%\calllogger\config.yml) if it exists].
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Folder to load plugin libraries from (overrides settings.plugin_dir).

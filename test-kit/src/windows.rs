@@ -26,8 +26,9 @@ fn loader() -> PathBuf {
     })
 }
 
-/// The kit's own Wine prefix (created on first use, kept between runs).
-fn prefix() -> PathBuf {
+/// The kit's own Wine prefix (created on first use, kept between runs); its `C:` drive is
+/// `drive_c` in it.
+pub fn prefix() -> PathBuf {
     workspace().join("target/wine-prefix")
 }
 

@@ -26,6 +26,7 @@ pub use state_dir::inspect_state_dir;
 pub const DEFAULTS: &str = include_str!("../../../defaults.yml");
 
 /// Where a service installation keeps its config when nothing else is named.
+#[cfg(not(windows))]
 pub const SYSTEM_CONFIG: &str = "/etc/calllogger/config.yml";
 
 /// The warning when no instance is configured (dropped when the config has errors).
@@ -254,8 +255,37 @@ pub fn config_path(
     if let Some(path) = env("CALLLOGGER_CONFIG").filter(|p| !p.is_empty()) {
         return Some((PathBuf::from(path), true));
     }
-    let system = PathBuf::from(SYSTEM_CONFIG);
+    let system = system_config();
     system.exists().then_some((system, false))
+}
+
+/// The system config file: [`SYSTEM_CONFIG`].
+#[cfg(not(windows))]
+fn system_config() -> PathBuf {
+    PathBuf::from(SYSTEM_CONFIG)
+}
+
+/// The system config file on Windows: `%ProgramData%\calllogger\config.yml`.
+#[cfg(windows)]
+fn system_config() -> PathBuf {
+    program_data().join("config.yml")
+}
+
+/// `%ProgramData%\calllogger` (`C:\ProgramData\calllogger` if the variable is unset): where
+/// Windows keeps a service's config and state.
+#[cfg(windows)]
+fn program_data() -> PathBuf {
+    std::env::var_os("ProgramData")
+        .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from)
+        .join("calllogger")
+}
+
+/// On Windows the defaults' Unix folders are `plugins` and `state` in [`program_data`].
+#[cfg(windows)]
+fn windows_folders(defaults: &mut Mapping) {
+    let folder = |name: &str| Value::String(program_data().join(name).display().to_string());
+    defaults.insert("plugin_dir".into(), folder("plugins"));
+    defaults.insert("state_dir".into(), folder("state"));
 }
 
 /// One config file as written: `settings:` plus a section per plugin class or instance.
@@ -283,7 +313,10 @@ pub fn load(
     let mut known = known.to_vec();
     known.extend(fields::<HostSettings>());
     known.push("plugin");
-    let (defaults, mut sections) = parse_layer(&Source::Defaults, DEFAULTS, &known)?;
+    #[cfg_attr(not(windows), allow(unused_mut))]
+    let (mut defaults, mut sections) = parse_layer(&Source::Defaults, DEFAULTS, &known)?;
+    #[cfg(windows)]
+    windows_folders(&mut defaults);
     let mut settings = defaults.clone();
     let mut origins = BTreeMap::new();
     let mut used_file = None;

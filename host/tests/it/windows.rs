@@ -238,3 +238,37 @@ fn windows_calllogger_reload_rereads_the_config_without_sighup() {
         "{err}"
     );
 }
+
+#[test]
+fn windows_without_flags_the_config_plugins_and_state_are_under_programdata() {
+    // Wine's %ProgramData% is C:\ProgramData, in the kit's prefix; no other test uses it.
+    let home = calllogger_test_kit::windows::prefix().join("drive_c/ProgramData/calllogger");
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(home.join("plugins")).unwrap();
+    let dll = Platform::Windows.library_file_name(MOCK_CALLS);
+    let probe = Install::windows(&[MOCK_CALLS], "");
+    std::fs::copy(probe.library(MOCK_CALLS), home.join("plugins").join(&dll)).unwrap();
+    std::fs::write(
+        home.join("config.yml"),
+        "settings: {plugins: [MockCalls]}\n",
+    )
+    .unwrap();
+    let output = calllogger_test_kit::windows::wine(&calllogger_test_kit::windows_host())
+        .arg("check")
+        .env_remove("CALLLOGGER_CONFIG")
+        .env_remove("CALLLOGGER_PLUGIN_DIR")
+        .env_remove("CALLLOGGER_STATE_DIR")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}{err}");
+    for line in [
+        r"config: C:\ProgramData\calllogger\config.yml",
+        r"state folder: C:\ProgramData\calllogger\state",
+        r"plugin folder: C:\ProgramData\calllogger\plugins",
+    ] {
+        assert!(report.contains(line), "`{line}` in:\n{report}");
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}
