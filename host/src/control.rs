@@ -44,7 +44,10 @@ pub fn listen(state_dir: &Path, tx: Sender<Event>) -> std::io::Result<()> {
             let mut pipe = first;
             loop {
                 if let Some(true) = serve(pipe) {
-                    if tx.send(Event::Reload("`calllogger reload`")).is_err() {
+                    if tx
+                        .send(Event::Reload(crate::signals::RELOAD_REQUEST))
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -75,8 +75,9 @@ impl Host {
         let watcher = watch::start(&config.plugin_dir, events_tx.clone())
             .map_err(|e| {
                 tracing::warn!(
-                    "not watching {} for new plugins ({e}); send SIGHUP after changing it",
-                    config.plugin_dir.display()
+                    "not watching {} for new plugins ({e}); send {} after changing it",
+                    config.plugin_dir.display(),
+                    signals::RELOAD_REQUEST
                 )
             })
             .ok();

@@ -4,6 +4,13 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
+/// What an operator sends to make the host reload: SIGHUP, or on Windows `calllogger reload`.
+pub const RELOAD_REQUEST: &str = if cfg!(windows) {
+    "`calllogger reload`"
+} else {
+    "SIGHUP"
+};
+
 /// A reason to shut down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shutdown {

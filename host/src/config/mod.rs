@@ -30,8 +30,13 @@ pub const DEFAULTS: &str = include_str!("../../../defaults.yml");
 pub const SYSTEM_CONFIG: &str = "/etc/calllogger/config.yml";
 
 /// The warning when no instance is configured (dropped when the config has errors).
+#[cfg(not(windows))]
 pub const NO_PLUGINS: &str = "no plugin instances configured: set settings.plugins (the host \
                               runs on; SIGHUP after setting it)";
+/// The warning when no instance is configured (dropped when the config has errors).
+#[cfg(windows)]
+pub const NO_PLUGINS: &str = "no plugin instances configured: set settings.plugins (the host \
+                              runs on; `calllogger reload` after setting it)";
 
 /// A configuration problem, naming the file (or variable, or flag), key and line at fault.
 #[derive(Debug, thiserror::Error)]

@@ -44,6 +44,13 @@ fn windows_plugins_and_check_list_the_shipped_dlls() {
     );
     let (ok, report, err) = install.run_cli(&["check"]);
     assert!(ok, "{report}{err}");
+    // What to do after configuring a plugin is the Windows way, not SIGHUP.
+    install.write_config("settings: {plugins: []}\n");
+    let (_, report, _) = install.run_cli(&["check"]);
+    assert!(
+        report.contains("(the host runs on; `calllogger reload` after setting it)"),
+        "{report}"
+    );
 }
 
 #[test]
