@@ -18,7 +18,7 @@ use windows_sys::Win32::System::Pipes::{
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
 
-use crate::signals::Event;
+use crate::signals::{Event, RELOAD_REQUEST};
 
 /// What the command writes.
 const RELOAD: &[u8] = b"reload\n";
@@ -43,13 +43,8 @@ pub fn listen(state_dir: &Path, tx: Sender<Event>) -> std::io::Result<()> {
         .spawn(move || {
             let mut pipe = first;
             loop {
-                if let Some(true) = serve(pipe) {
-                    if tx
-                        .send(Event::Reload(crate::signals::RELOAD_REQUEST))
-                        .is_err()
-                    {
-                        return;
-                    }
+                if serve(pipe) && tx.send(Event::Reload(RELOAD_REQUEST)).is_err() {
+                    return;
                 }
                 pipe = match create(&name) {
                     Ok(pipe) => pipe,
@@ -84,9 +79,9 @@ fn create(name: &[u16]) -> std::io::Result<isize> {
     Ok(pipe as isize)
 }
 
-/// Waits for one client on `pipe`, reads its request and closes the pipe: `Some(true)` when it
-/// asked for a reload.
-fn serve(pipe: isize) -> Option<bool> {
+/// Waits for one client on `pipe`, reads its request and closes the pipe: whether it asked
+/// for a reload.
+fn serve(pipe: isize) -> bool {
     let handle = pipe as windows_sys::Win32::Foundation::HANDLE;
     // SAFETY: `handle` is a pipe instance this thread made and closes below; no overlapped I/O.
     let connected = unsafe { ConnectNamedPipe(handle, std::ptr::null_mut()) } != 0
@@ -109,7 +104,7 @@ fn serve(pipe: isize) -> Option<bool> {
         DisconnectNamedPipe(handle);
         CloseHandle(handle);
     }
-    ok.then(|| &request[..read as usize] == RELOAD)
+    ok && &request[..read as usize] == RELOAD
 }
 
 /// The command's side: asks the host whose state folder is `state_dir` to reload.
