@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 /// Collects call data records from PBX plugins and forwards them to the call-monitoring
 /// frontend.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(version, about)]
 pub struct Cli {
     /// Config file merged over the built-in defaults [default: $CALLLOGGER_CONFIG, else
@@ -19,11 +19,15 @@ pub struct Cli {
     /// Folder for the host's private files (overrides settings.state_dir).
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where the host (`run`, and the Windows service) writes its log instead of stderr: a new
+    /// file once it reaches 10 MiB, the previous one kept as PATH.1.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Run the configured plugin instances until SIGINT or SIGTERM (the default). Libraries
     /// added to, replaced in or removed from the plugins folder are applied at once; SIGHUP
@@ -43,10 +47,30 @@ pub enum Command {
     /// plugins folder (Windows has no SIGHUP).
     #[cfg(windows)]
     Reload,
+    /// Install, remove, start, stop or show the Windows service that runs the host.
+    #[cfg(windows)]
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Internal: the loader's child process that loads one library (its path on stdin) and
     /// prints what it exports (`host/src/loader/inspect.rs`).
     #[command(name = "inspect-library", hide = true)]
     InspectLibrary,
+}
+
+impl Command {
+    /// Whether the command runs the host (and so logs what it does).
+    pub fn runs_host(&self) -> bool {
+        #[cfg(windows)]
+        if let Self::Service {
+            action: ServiceAction::Run { .. },
+        } = self
+        {
+            return true;
+        }
+        *self == Self::Run
+    }
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,4 +86,56 @@ pub enum SpoolAction {
     },
     /// Put every dead letter back in line for delivery, at its end (while the host is stopped).
     RetryDead,
+}
+
+/// `calllogger service …` (Windows): the service manager's side. The global flags given to
+/// `install` (`--config`, `--plugin-dir`, `--state-dir`, `--log-file`) become the service's.
+#[cfg(windows)]
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum ServiceAction {
+    /// Register the service (as LocalSystem, started at boot, restarted after a failure);
+    /// needs an administrator.
+    Install {
+        #[command(flatten)]
+        name: ServiceName,
+        /// Start it only on request, not at boot.
+        #[arg(long)]
+        manual: bool,
+    },
+    /// Stop the service if it runs, and remove it.
+    Uninstall {
+        #[command(flatten)]
+        name: ServiceName,
+    },
+    /// Start the service and wait until its plugins run.
+    Start {
+        #[command(flatten)]
+        name: ServiceName,
+    },
+    /// Stop the service gracefully (as Ctrl-C does) and wait until it has stopped.
+    Stop {
+        #[command(flatten)]
+        name: ServiceName,
+    },
+    /// Show whether the service runs, how it starts and its command line (exit status 3 if it
+    /// is not running).
+    Status {
+        #[command(flatten)]
+        name: ServiceName,
+    },
+    /// Internal: what the service manager starts.
+    #[command(hide = true)]
+    Run {
+        #[command(flatten)]
+        name: ServiceName,
+    },
+}
+
+/// The service's name (several hosts, each with its own config, can be installed).
+#[cfg(windows)]
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct ServiceName {
+    /// The service's name.
+    #[arg(long, default_value = "calllogger")]
+    pub name: String,
 }

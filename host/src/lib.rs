@@ -23,8 +23,8 @@ mod plugin_context;
 mod runtime;
 #[cfg(unix)]
 mod service;
-#[cfg(not(unix))]
-#[path = "service_off.rs"]
+#[cfg(windows)]
+#[path = "service_windows.rs"]
 mod service;
 mod settings;
 mod signals;

@@ -1,23 +1,132 @@
-//! The host's log: stderr (stdout carries records), filtered by `RUST_LOG`.
+//! The host's log: stderr (stdout carries records) or a file, filtered by `RUST_LOG`.
 
-use std::sync::Arc;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::telemetry::{self, Telemetry};
 
-/// Logs to stderr at `default` level unless `RUST_LOG` says otherwise; the latest warnings
-/// and errors also go to `telemetry`'s status page.
-pub fn init(default: &str, telemetry: &Arc<Telemetry>) {
+/// Where a log file is started anew: the previous one is kept as `PATH.1`, so the log takes at
+/// most twice this.
+pub const LOG_FILE_LIMIT: u64 = 10 << 20;
+
+/// Logs at `default` level unless `RUST_LOG` says otherwise, to `file` if given (appended to,
+/// rotated at [`LOG_FILE_LIMIT`]; an error names it), else to stderr; the latest warnings and errors also go to
+/// `telemetry`'s status page.
+pub fn init(default: &str, telemetry: &Arc<Telemetry>, file: Option<&Path>) -> io::Result<()> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let (to_file, to_stderr) = match file {
+        Some(path) => {
+            let file = LogFile::open(path.to_owned(), LOG_FILE_LIMIT)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(Mutex::new(file))
+                .with_ansi(false);
+            (Some(layer), None)
+        }
+        None => {
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
+            (None, Some(layer))
+        }
+    };
     tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+        .with(to_file)
+        .with(to_stderr)
         .with(telemetry::RecentLog(telemetry.clone()))
         .init();
+    Ok(())
+}
+
+/// A log file appended to, renamed to `PATH.1` (replacing the one before) and started anew
+/// when a line would take it past its limit.
+struct LogFile {
+    path: PathBuf,
+    file: File,
+    /// Its length.
+    written: u64,
+    limit: u64,
+}
+
+impl LogFile {
+    /// Opens `path` for appending (its folder created if missing).
+    fn open(path: PathBuf, limit: u64) -> io::Result<Self> {
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder)?;
+        }
+        let file = Self::append(&path)?;
+        let written = file.metadata()?.len();
+        Ok(Self {
+            path,
+            file,
+            written,
+            limit,
+        })
+    }
+
+    fn append(path: &Path) -> io::Result<File> {
+        File::options().create(true).append(true).open(path)
+    }
+
+    /// Moves the file to `PATH.1` and opens a new one. If the rename fails (on Windows, a
+    /// reader that does not share deletion holds it), the log goes on in the same file.
+    fn rotate(&mut self) -> io::Result<()> {
+        let mut previous = self.path.clone().into_os_string();
+        previous.push(".1");
+        if std::fs::rename(&self.path, previous).is_ok() {
+            self.file = Self::append(&self.path)?;
+            self.written = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Write for LogFile {
+    /// Writes one formatted line (the log writes each event at once).
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        if self.written > 0 && self.written + line.len() as u64 > self.limit {
+            self.rotate()?;
+        }
+        self.file.write_all(line)?;
+        self.written += line.len() as u64;
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_file_is_appended_to_and_started_anew_at_its_limit_keeping_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/host.log");
+        let old = dir.path().join("logs/host.log.1");
+        let mut log = LogFile::open(path.clone(), 10).unwrap();
+        log.write_all(b"one\n").unwrap();
+        drop(log);
+        // Reopened, it appends.
+        let mut log = LogFile::open(path.clone(), 10).unwrap();
+        log.write_all(b"two\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+        // A line past the limit goes to a new file; the full one is kept.
+        log.write_all(b"three\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "one\ntwo\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        // A line longer than the limit is written whole, to a file of its own.
+        log.write_all(b"a long line\n").unwrap();
+        log.write_all(b"four\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "a long line\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "four\n");
+    }
 }

@@ -26,15 +26,18 @@ use calllogger::{commands, logging, Telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run);
+    let command = cli.command.clone().unwrap_or(Command::Run);
     let telemetry = Telemetry::new();
-    // `run` is a service and says what it does; the other commands print only their answer.
-    let level = if command == Command::Run {
-        "info"
+    // The host is a service and says what it does; the other commands print only their answer.
+    let (level, log_file) = if command.runs_host() {
+        ("info", cli.log_file.as_deref())
     } else {
-        "warn"
+        ("warn", None)
     };
-    logging::init(level, &telemetry);
+    if let Err(e) = logging::init(level, &telemetry, log_file) {
+        eprintln!("calllogger: cannot open the log file {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match command {
         Command::Run => commands::run(&cli, telemetry),
         Command::Plugins => commands::plugins(&cli),
@@ -42,6 +45,8 @@ fn main() -> ExitCode {
         Command::Spool { action } => commands::spool(&cli, action),
         #[cfg(windows)]
         Command::Reload => commands::reload(&cli),
+        #[cfg(windows)]
+        Command::Service { action } => commands::service(&cli, action, telemetry),
         Command::InspectLibrary => Ok(commands::inspect_library()),
     };
     result.unwrap_or_else(|e| {

@@ -15,7 +15,8 @@ pub const RELOAD_REQUEST: &str = if cfg!(windows) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shutdown {
     /// SIGINT or SIGTERM (the signal's name); on Windows the console's control event
-    /// (`CTRL_C_EVENT`, `CTRL_BREAK_EVENT`, `CTRL_CLOSE_EVENT`, …).
+    /// (`CTRL_C_EVENT`, `CTRL_BREAK_EVENT`, `CTRL_CLOSE_EVENT`, …) or the service manager's
+    /// (`SERVICE_CONTROL_STOP`, `SERVICE_CONTROL_SHUTDOWN`).
     Signal(&'static str),
     /// Something the host cannot run without failed (stdout, the token).
     Failed(String),
@@ -71,14 +72,17 @@ pub fn forward(tx: Sender<Event>) -> std::io::Result<()> {
 /// Delivers the console's control events as [`Event::Shutdown`] on `tx`: Ctrl-C and
 /// Ctrl-Break, and the console closing, log-off or system shutdown (for which Windows ends
 /// the process once the handler returns, so the handler waits for the host to exit first).
-/// A second event while shutting down exits at once with status 130.
+/// A second event while shutting down exits at once with status 130. Under the service
+/// manager ([`without_console`]) only [`post`] sends on `tx`.
 #[cfg(windows)]
 pub fn forward(tx: Sender<Event>) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
     use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
-    if CONSOLE_EVENTS.set(std::sync::Mutex::new(tx)).is_err() {
-        return Err(std::io::Error::other(
-            "console events are forwarded already",
-        ));
+    if EVENTS.set(std::sync::Mutex::new(tx)).is_err() {
+        return Err(std::io::Error::other("events are forwarded already"));
+    }
+    if WITHOUT_CONSOLE.load(Ordering::SeqCst) {
+        return Ok(());
     }
     // SAFETY: the handler is a plain function that lives for the whole process; it touches
     // only a static set before it is installed.
@@ -88,10 +92,30 @@ pub fn forward(tx: Sender<Event>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Where [`on_console_event`] sends, set once by [`forward`].
+/// Makes [`forward`] leave the console's events alone: a service has no console of its own,
+/// and is sent `CTRL_LOGOFF_EVENT` whenever any user logs off; the service manager's controls
+/// come through [`post`] instead.
 #[cfg(windows)]
-static CONSOLE_EVENTS: std::sync::OnceLock<std::sync::Mutex<Sender<Event>>> =
-    std::sync::OnceLock::new();
+pub fn without_console() {
+    WITHOUT_CONSOLE.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[cfg(windows)]
+static WITHOUT_CONSOLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sends `event` to the main loop from another source (the service manager's controls), once
+/// [`forward`] has been called; before that it is dropped.
+#[cfg(windows)]
+pub fn post(event: Event) {
+    if let Some(tx) = EVENTS.get() {
+        let tx = tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = tx.send(event);
+    }
+}
+
+/// Where [`forward`] sends, set once by it.
+#[cfg(windows)]
+static EVENTS: std::sync::OnceLock<std::sync::Mutex<Sender<Event>>> = std::sync::OnceLock::new();
 
 /// Windows calls this on a thread of its own for each console control event.
 #[cfg(windows)]
@@ -113,10 +137,7 @@ unsafe extern "system" fn on_console_event(event: u32) -> windows_sys::core::BOO
         tracing::warn!("second stop request: exiting now");
         std::process::exit(130);
     }
-    if let Some(tx) = CONSOLE_EVENTS.get() {
-        let tx = tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = tx.send(Event::Shutdown(Shutdown::Signal(name)));
-    }
+    post(Event::Shutdown(Shutdown::Signal(name)));
     if matches!(event, CTRL_C_EVENT | CTRL_BREAK_EVENT) {
         return 1;
     }

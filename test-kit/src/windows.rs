@@ -1,9 +1,10 @@
 //! Running the Windows host under Wine: Debian's `wine` (which `.ci/setup` installs), a Wine
 //! prefix of the kit's own under `target/`, and the one DLL Wine 8.0 lacks.
 
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 
 use crate::workspace;
 
@@ -35,27 +36,64 @@ pub fn prefix() -> PathBuf {
 /// `program` (a Windows `.exe`) under Wine, quiet, in the kit's prefix. The first call in a
 /// process makes the prefix and puts the missing DLL beside `program`.
 pub fn wine(program: &Path) -> Command {
-    static READY: OnceLock<PathBuf> = OnceLock::new();
-    let loader = READY.get_or_init(|| {
-        let loader = loader();
-        let status = Command::new(&loader)
-            .args(["wineboot", "--init"])
-            .env("WINEPREFIX", prefix())
-            .env("WINEDEBUG", "-all")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("running wineboot");
-        assert!(status.success(), "wineboot --init failed ({status})");
-        loader
-    });
     shim_beside(program);
-    let mut command = Command::new(loader);
+    let mut command = Command::new(ready_loader());
     command
         .arg(program)
         .env("WINEPREFIX", prefix())
         .env("WINEDEBUG", "-all");
     command
+}
+
+/// The Wine loader, once the kit's prefix is made (by the first Wine program in it) and its
+/// session started (on the first call in a process).
+fn ready_loader() -> &'static Path {
+    static READY: OnceLock<(PathBuf, Mutex<Session>)> = OnceLock::new();
+    let (loader, _session) = READY.get_or_init(|| {
+        let loader = loader();
+        let session = start_session(&loader);
+        (loader, Mutex::new(session))
+    });
+    loader
+}
+
+/// Keeps the prefix's Wine session (its `wineserver` and service manager) up for as long as
+/// this process runs: Wine's `cmd.exe`, reading commands from a pipe that closes when the
+/// process ends. Without it, a Wine program started as the last one exits (even `wineboot`)
+/// starts a second service manager beside the one shutting down, and each knows only some
+/// services; and Wine stops its services a few seconds after the last program exits.
+fn start_session(loader: &Path) -> Session {
+    let mut session = Command::new(loader)
+        .arg("cmd.exe")
+        .env("WINEPREFIX", prefix())
+        .env("WINEDEBUG", "-all")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting cmd.exe under Wine");
+    // Up once it answers (after its prompt).
+    let marker = "calllogger-session-up";
+    let mut input = session.stdin.take().unwrap();
+    writeln!(input, "echo {marker}\r").unwrap();
+    let mut output = BufReader::new(session.stdout.take().unwrap());
+    let up = (&mut output)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.trim_end().ends_with(marker));
+    assert!(up, "Wine's cmd.exe ended before it answered");
+    Session {
+        _child: session,
+        _input: input,
+        _output: output,
+    }
+}
+
+/// The session's `cmd.exe` and its pipes, held open until this process exits.
+struct Session {
+    _child: Child,
+    _input: ChildStdin,
+    _output: BufReader<ChildStdout>,
 }
 
 /// Builds `tests/fixtures/wine/bcryptprimitives.c` into `bcryptprimitives.dll` beside

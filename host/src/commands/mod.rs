@@ -4,11 +4,15 @@
 mod check;
 mod plugins;
 mod run;
+#[cfg(windows)]
+mod service;
 mod spool;
 
 pub use check::check;
 pub use plugins::{inspect_library, plugins};
 pub use run::run;
+#[cfg(windows)]
+pub use service::service;
 pub use spool::spool;
 
 /// `calllogger reload` (Windows): asks the host running with the configured `state_dir` to

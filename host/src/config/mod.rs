@@ -72,6 +72,12 @@ fn problem_list(problems: &[String]) -> String {
     }
 }
 
+/// The environment variables the config reads (`CALLLOGGER_CONFIG` and each override).
+#[cfg(windows)]
+pub fn environment_variables() -> impl Iterator<Item = &'static str> {
+    std::iter::once("CALLLOGGER_CONFIG").chain(ENVIRONMENT.map(|(_, var)| var))
+}
+
 /// The settings the environment overrides, and the variable for each.
 const ENVIRONMENT: [(&str, &str); 6] = [
     ("token", "TOKEN"),
@@ -279,7 +285,7 @@ fn system_config() -> PathBuf {
 /// `%ProgramData%\calllogger` (`C:\ProgramData\calllogger` if the variable is unset): where
 /// Windows keeps a service's config and state.
 #[cfg(windows)]
-fn program_data() -> PathBuf {
+pub fn program_data() -> PathBuf {
     std::env::var_os("ProgramData")
         .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from)
         .join("calllogger")

@@ -575,3 +575,38 @@ fn a_crash_in_plugin_code_is_reported_at_the_next_start_with_its_instance() {
         assert!(!log.contains("previous run died"), "{log}");
     }
 }
+
+#[test]
+fn with_log_file_the_host_logs_there_not_to_stderr_and_other_commands_ignore_it() {
+    let install = Install::new(
+        HOST,
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Echo]}\nEcho: {label: logged}\n",
+    );
+    let log_file = install.dir.path().join("logs/calllogger.log");
+    let mut command = install.command(&["run"]);
+    command.arg("--log-file").arg(&log_file);
+    let mut host = Host::spawn(command);
+    host.records_until(WAIT, |r| r["number"] == "logged");
+    let stderr = host.terminate();
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        log.contains("running Echo") && log.contains("shutting down: SIGTERM received"),
+        "{log}"
+    );
+    assert!(!log.contains("\u{1b}["), "no colours in a file: {log}");
+    assert!(!stderr.contains("running Echo"), "{stderr}");
+    // A one-shot command prints its answer and its errors where it runs.
+    std::fs::remove_file(&log_file).unwrap();
+    install.write_config("settings: [\n");
+    let log_flag = ["--log-file", log_file.to_str().unwrap()];
+    let (ok, _, err) = install.run_cli(&[&log_flag[..], &["check"]].concat());
+    assert!(!ok && err.contains("config.yml"), "{err}");
+    assert!(!log_file.exists());
+    // A log file that cannot be opened is an error that names it.
+    let (ok, _, err) = install.run_cli(&["--log-file", "/proc/calllogger.log", "run"]);
+    assert!(
+        !ok && err.contains("cannot open the log file /proc/calllogger.log"),
+        "{err}"
+    );
+}

@@ -1,15 +1,16 @@
 //! The Windows build under Wine: `calllogger.exe` (built for `x86_64-pc-windows-gnu` by the
 //! test kit) on the `.dll` plugins, driven from here as an installer and an operator would.
 //! Wine runs it on this machine's file systems and loopback, so the files and sockets are
-//! real; what Wine cannot show (NTFS ACLs, COM hardware, the service manager) is listed in
+//! real; what Wine cannot show (NTFS ACLs, COM hardware) is listed in
 //! the README's "Windows" section.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use calllogger_test_kit::frontend::{created, Frontend};
 use calllogger_test_kit::http::listener_url;
 use calllogger_test_kit::{
-    build_out_of_tree_for, started_libraries, workspace, Install, Platform, BERONET, HIPATH,
+    build_out_of_tree_for, poll, started_libraries, workspace, Install, Platform, BERONET, HIPATH,
     MOCK_CALLS, TEST_PLUGINS, TEST_PLUGINS_V2,
 };
 use serde_json::Value;
@@ -278,4 +279,163 @@ fn windows_without_flags_the_config_plugins_and_state_are_under_programdata() {
         assert!(report.contains(line), "`{line}` in:\n{report}");
     }
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A service the test installed, removed (stopped first if it runs) when dropped.
+struct InstalledService<'a> {
+    install: &'a Install,
+    name: String,
+}
+
+impl InstalledService<'_> {
+    /// `calllogger service ACTION --name NAME`: (exit status, stdout, stderr).
+    fn run(&self, action: &str) -> (i32, String, String) {
+        let output = self
+            .install
+            .command(&["service", action, "--name", &self.name])
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for InstalledService<'_> {
+    fn drop(&mut self) {
+        self.run("uninstall");
+    }
+}
+
+#[test]
+fn windows_runs_as_a_service_installed_started_stopped_and_removed_from_the_cli() {
+    let frontend = Frontend::start(|_, _| created());
+    let config = format!(
+        "settings: {{frontend: '{}', token: s3cret, plugins: [Echo]}}\n\
+         Echo: {{label: service, count: 30, interval: 0.02}}\n",
+        frontend.url
+    );
+    let install = Install::windows(&[TEST_PLUGINS], &config);
+    let log_file = install.dir.path().join("logs").join("service.log");
+    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
+    let service = InstalledService {
+        install: &install,
+        name: format!("calllogger-test-{}", std::process::id()),
+    };
+    let name = service.name.as_str();
+
+    // From a console, what the service manager starts says what to run instead.
+    let (code, _, err) = service.run("run");
+    assert!(
+        code == 1 && err.contains("`service run` is what the service manager starts"),
+        "{err}"
+    );
+
+    // Installed to start at boot, with the flags it was given, made absolute.
+    let installing = |extra: &[&str]| {
+        let log_file = log_file.to_str().unwrap();
+        let mut args = vec!["--log-file", log_file, "service", "install", "--name", name];
+        args.extend(extra);
+        install.run_cli(&args)
+    };
+    // Not with a config that would not start.
+    install.write_config("settings: {plugins: [Echo], timeout: soon}\n");
+    let (ok, _, err) = installing(&[]);
+    assert!(
+        !ok && err.contains("not installed: the service would not start")
+            && err.contains("timeout"),
+        "{err}"
+    );
+    install.write_config(&config);
+    let (ok, out, err) = installing(&[]);
+    assert!(ok && out.contains("started at boot"), "{out}{err}");
+    let (code, status, err) = service.run("status");
+    assert_eq!(code, 3, "not running: {status}{err}");
+    // Wine's `Z:` drive is this machine's `/`.
+    let windows = |path: &std::path::Path| format!("Z:{}", path.display()).replace('/', "\\");
+    let command = format!(
+        "calllogger.exe --config {} --plugin-dir {} --state-dir {} --log-file {} service run \
+         --name {name}",
+        windows(&install.config_path()),
+        windows(&install.plugins()),
+        windows(&install.state_dir()),
+        windows(&log_file),
+    );
+    assert!(status.contains(&command), "`{command}` in {status}");
+    assert!(status.contains("starts: at boot"), "{status}");
+    // A second one of the same name is refused, by name.
+    let (ok, _, err) = installing(&["--manual"]);
+    assert!(!ok && err.contains("is installed already"), "{err}");
+    let (code, out, err) = service.run("uninstall");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = service.run("status");
+    assert!(
+        code == 1 && err.contains(&format!("no service named `{name}` is installed")),
+        "{err}"
+    );
+
+    // Started on request: every record reaches the frontend once; the stop is graceful.
+    let (ok, out, err) = installing(&["--manual"]);
+    assert!(ok && out.contains("started on request"), "{out}{err}");
+    let (code, out, err) = service.run("start");
+    assert_eq!(code, 0, "{out}{err}\n{}", log());
+    let (code, status, _) = service.run("status");
+    assert!(
+        code == 0 && status.contains("state: running (process "),
+        "{status}"
+    );
+    frontend.wait_until(WAIT, "30 records", |r| {
+        r.iter().map(|r| r.records().len()).sum::<usize>() >= 30
+    });
+    let (code, out, err) = service.run("stop");
+    assert!(code == 0 && out.contains("stopped"), "{out}{err}");
+    let tally = frontend.tally("service", 30);
+    assert_eq!(
+        (tally.delivered, tally.duplicated, tally.lost.len()),
+        (30, 0, 0),
+        "{tally:?}"
+    );
+    let text = log();
+    assert!(
+        text.contains("shutting down: SERVICE_CONTROL_STOP received")
+            && text.contains("stopped; 0 records pending"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "the token never reaches the log");
+
+    // A config that no longer loads: the start fails and the log says why, naming the file.
+    install.write_config("settings: [\n");
+    let (code, _, err) = service.run("start");
+    assert!(
+        code == 1 && err.contains("stopped while starting (exit status 1); its log says why"),
+        "{err}"
+    );
+    assert!(log().contains("config.yml"), "{}", log());
+
+    // Running again, it reloads on request, and is stopped gracefully before it is removed.
+    install.write_config(&config);
+    let (code, out, err) = service.run("start");
+    assert_eq!(code, 0, "{out}{err}\n{}", log());
+    let (ok, out, err) = install.run_cli(&["reload"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        poll(WAIT, || log()
+            .contains("`calllogger reload` received")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        log()
+    );
+    let (code, out, err) = service.run("uninstall");
+    assert!(code == 0 && out.contains("removed"), "{out}{err}");
+    assert_eq!(
+        log()
+            .matches("shutting down: SERVICE_CONTROL_STOP received")
+            .count(),
+        2,
+        "{}",
+        log()
+    );
 }
