@@ -24,6 +24,8 @@
 //! untouched or its sha256 unchanged), so a later reload that names one of their classes
 //! loads them then, without asking a child again.
 
+#[cfg(windows)]
+mod acl;
 mod cache;
 #[cfg(all(unix, not(target_vendor = "apple")))]
 mod elf;

@@ -1,6 +1,6 @@
 //! Who may supply plugin code. A plugin runs as the service, so the folder and every library in
-//! it must be writable by the service's owner alone (OpenSSH's `StrictModes` rule), and, when
-//! `settings.trusted_plugins` pins them, match a known sha256.
+//! it must be writable by the service's owner alone (OpenSSH's `StrictModes` rule; on Windows,
+//! by ACL: `acl.rs`), and, when `settings.trusted_plugins` pins them, match a known sha256.
 
 use std::collections::BTreeMap;
 use std::fs::Metadata;
@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 /// and `settings.trusted_plugins`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct LoaderPolicy {
-    /// Refuse files and folders writable by group or others, or owned by another user.
+    /// Refuse files and folders writable by group or others, or owned by another user (on
+    /// Windows: that anyone but the administrators, SYSTEM and the host's user may write to,
+    /// or that another account owns).
     #[serde(rename = "strict_plugin_permissions")]
     pub strict_permissions: bool,
     /// Library file name or class name → lowercase hex sha256. Empty: no pinning.
@@ -81,7 +83,7 @@ pub fn check_record_permissions(
 ) -> Result<(), String> {
     #[cfg(unix)]
     let owner = nix::unistd::geteuid().as_raw().to_string();
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     let owner = String::new();
     check_owner_and_mode(
         policy,
@@ -134,20 +136,50 @@ fn check_owner_and_mode(
             ));
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     {
-        // Windows grants write access by ACL, which this check does not read (yet): say so
-        // once, rather than pass in silence.
-        static SAID: std::sync::Once = std::sync::Once::new();
-        SAID.call_once(|| {
-            tracing::warn!(
-                "settings.strict_plugin_permissions is not enforced on this platform: who may \
-                 write to the plugins folder, its libraries and state_dir is not checked; keep \
-                 them where only administrators may write (e.g. under %ProgramFiles% and \
-                 %ProgramData%), and pin the libraries with settings.trusted_plugins"
-            )
-        });
-        let _ = (what, path, meta, risk, owner);
+        let _ = (meta, owner);
+        let shown = path.display();
+        let off = "settings.strict_plugin_permissions: false turns this check off, for \
+                   development only";
+        let found = super::acl::untrusted(path)
+            .map_err(|e| format!("{what} {shown}: cannot read who may write to it ({e})"))?;
+        if !found.writers.is_empty() {
+            let who: Vec<String> = found
+                .writers
+                .iter()
+                .map(|w| {
+                    w.as_ref()
+                        .map_or("anyone (it has no access list)".into(), ToString::to_string)
+                })
+                .collect();
+            let sids: Vec<String> = found
+                .writers
+                .iter()
+                .flatten()
+                .map(|a| format!("*{}", a.sid))
+                .collect();
+            let fix = if sids.is_empty() {
+                format!("icacls \"{shown}\" /reset")
+            } else {
+                format!(
+                    "icacls \"{shown}\" /inheritance:d /remove:g {}",
+                    sids.join(" ")
+                )
+            };
+            return Err(format!(
+                "{what} {shown} may be written to by {}, not only by administrators, SYSTEM and \
+                 this service's user, so {risk}; fix it with `{fix}` ({off})",
+                who.join(", ")
+            ));
+        }
+        if let Some(owner) = found.owner {
+            return Err(format!(
+                "{what} {shown} is owned by {owner}, neither the administrators, SYSTEM nor \
+                 this service's user, so {risk}; fix it with `icacls \"{shown}\" /setowner \
+                 *S-1-5-32-544` ({off})"
+            ));
+        }
     }
     Ok(())
 }

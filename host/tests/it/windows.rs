@@ -36,13 +36,7 @@ fn windows_plugins_and_check_list_the_shipped_dlls() {
         let row = table.lines().find(|l| l.starts_with(class)).unwrap_or("");
         assert!(row.contains(file) && row.contains("0.3.0"), "{table}");
     }
-    // The permission check is not made on Windows, and says so (once).
-    assert_eq!(
-        err.matches("strict_plugin_permissions is not enforced on this platform")
-            .count(),
-        1,
-        "{err}"
-    );
+    assert!(!err.contains("may be written to by"), "{err}");
     let (ok, report, err) = install.run_cli(&["check"]);
     assert!(ok, "{report}{err}");
     // What to do after configuring a plugin is the Windows way, not SIGHUP.
@@ -52,6 +46,46 @@ fn windows_plugins_and_check_list_the_shipped_dlls() {
         report.contains("(the host runs on; `calllogger reload` after setting it)"),
         "{report}"
     );
+}
+
+#[test]
+fn windows_a_plugin_folder_or_dll_anyone_may_write_to_is_refused_with_the_icacls_fix() {
+    let install = Install::windows(&[MOCK_CALLS, HIPATH], "settings: {plugins: [MockCalls]}\n");
+    // Wine gives a file's Unix mode as its access list: "others may write" is Everyone.
+    let hipath = install
+        .plugins()
+        .join(Platform::Windows.library_file_name(HIPATH));
+    install.chmod(&hipath, 0o666);
+    let (ok, table, err) = install.run_cli(&["plugins"]);
+    assert!(ok, "{table}{err}");
+    assert!(
+        table.contains("MockCalls ") && !table.contains("SiemensHipathSerial "),
+        "{table}"
+    );
+    let refusal = "calllogger_siemens_hipath_serial.dll may be written to by Everyone \
+                   (S-1-1-0), not only by administrators, SYSTEM and this service's user, so \
+                   they could run code as this service; fix it with `icacls \"";
+    assert!(table.contains(refusal), "{table}");
+    assert!(
+        table.contains(
+            r#"calllogger_siemens_hipath_serial.dll" /inheritance:d /remove:g *S-1-1-0`"#
+        ),
+        "{table}"
+    );
+    // The folder itself: nothing in it is loaded.
+    install.chmod(&hipath, 0o644);
+    install.chmod(&install.plugins(), 0o777);
+    let (ok, report, err) = install.run_cli(&["check"]);
+    assert!(!ok, "{report}{err}");
+    assert!(
+        report.contains("error: plugin folder ")
+            && report.contains("may be written to by Everyone (S-1-1-0)"),
+        "{report}"
+    );
+    // Off for development, as on Linux.
+    install.write_config("settings: {plugins: [MockCalls], strict_plugin_permissions: false}\n");
+    let (ok, report, err) = install.run_cli(&["check"]);
+    assert!(ok, "{report}{err}");
 }
 
 #[test]
