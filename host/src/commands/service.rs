@@ -155,19 +155,21 @@ fn start(name: &str) -> anyhow::Result<ExitCode> {
         .start::<&str>(&[])
         .map_err(|e| explain(e, name))
         .with_context(|| format!("starting the service `{name}`"))?;
-    let status = wait_while(&service, ServiceState::StartPending)?;
+    let status = wait_until(&service, |state| {
+        matches!(state, ServiceState::Running | ServiceState::Stopped)
+    })?;
     match status.current_state {
         ServiceState::Running => {
             println!("the service `{name}` runs");
             Ok(ExitCode::SUCCESS)
         }
-        ServiceState::StartPending => bail!(
-            "the service `{name}` is still starting after {} s",
-            WAIT.as_secs()
-        ),
-        _ => bail!(
+        ServiceState::Stopped => bail!(
             "the service `{name}` stopped while starting ({}); its log says why",
             exit_text(status.exit_code)
+        ),
+        _ => bail!(
+            "the service `{name}` is still starting after {} s",
+            WAIT.as_secs()
         ),
     }
 }
@@ -189,7 +191,8 @@ fn stop_and_wait(service: &Service, name: &str) -> anyhow::Result<()> {
         .stop()
         .map_err(|e| explain(e, name))
         .with_context(|| format!("stopping the service `{name}`"))?;
-    let status = wait_while(service, ServiceState::StopPending)?;
+    // Until it says *stopped*: right after the request it may still say *running*.
+    let status = wait_until(service, |state| state == ServiceState::Stopped)?;
     if status.current_state != ServiceState::Stopped {
         bail!(
             "the service `{name}` has not stopped after {} s",
@@ -286,15 +289,15 @@ fn explain(e: windows_service::Error, name: &str) -> anyhow::Error {
     }
 }
 
-/// Polls the service's status while it is `state`, for at most [`WAIT`].
-fn wait_while(
+/// Polls the service's status until `reached` says yes to its state, for at most [`WAIT`].
+fn wait_until(
     service: &Service,
-    state: ServiceState,
+    reached: impl Fn(ServiceState) -> bool,
 ) -> anyhow::Result<windows_service::service::ServiceStatus> {
     let deadline = Instant::now() + WAIT;
     loop {
         let status = service.query_status()?;
-        if status.current_state != state || Instant::now() >= deadline {
+        if reached(status.current_state) || Instant::now() >= deadline {
             return Ok(status);
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -588,12 +588,16 @@ fn file_name(file: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Removes private copies left behind by host processes that are gone (a copy is unlinked
-/// right after it is loaded, so only a crash mid-load leaves one). Returns how many.
+/// Removes private copies left behind by host processes that are gone (a copy file is removed
+/// once it is loaded, or on Windows, which keeps a loaded DLL's file, when the host exits; so
+/// only a crash leaves one). Called at start-up, before this process has made any: a copy
+/// named with this process's id was left by an earlier one that had the same id, which
+/// Windows hands out again soon (and a reboot may). Returns how many.
 pub fn clean_stale_copies(copy_dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(copy_dir) else {
         return 0;
     };
+    let own = std::process::id() as i32;
     let mut removed = 0;
     for path in entries.filter_map(Result::ok).map(|e| e.path()) {
         // Copies are named `<stem>.<pid>.<n>.<ext>`.
@@ -602,7 +606,8 @@ pub fn clean_stale_copies(copy_dir: &Path) -> usize {
             .and_then(|s| s.to_str())
             .and_then(|s| s.rsplit('.').nth(1))
             .and_then(|p| p.parse::<i32>().ok());
-        if pid.is_some_and(|pid| !process_alive(pid)) && std::fs::remove_file(&path).is_ok() {
+        let stale = pid.is_some_and(|pid| pid == own || !process_alive(pid));
+        if stale && std::fs::remove_file(&path).is_ok() {
             removed += 1;
         }
     }
@@ -618,9 +623,10 @@ fn process_alive(pid: i32) -> bool {
     )
 }
 
+/// Windows cannot remove a DLL file a live process has loaded: trying is the check.
 #[cfg(not(unix))]
-fn process_alive(pid: i32) -> bool {
-    pid == std::process::id() as i32
+fn process_alive(_pid: i32) -> bool {
+    false
 }
 
 /// Creates `dir` (and any missing parent) readable and writable by the owner alone.
@@ -1001,5 +1007,23 @@ fn minor(version: &str) -> String {
         format!("{major}.{minor}")
     } else {
         major.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_named_with_this_process_id_is_stale_at_start_up_one_of_a_live_process_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        // Left by an earlier process that had this one's id (Windows reuses ids soon).
+        let own = dir.path().join(format!("libx.{}.0.so", std::process::id()));
+        // Pid 1 is alive for as long as the system runs.
+        let live = dir.path().join("libx.1.0.so");
+        std::fs::write(&own, b"left behind").unwrap();
+        std::fs::write(&live, b"loaded").unwrap();
+        assert_eq!(clean_stale_copies(dir.path()), 1);
+        assert!(!own.exists() && live.exists());
     }
 }
