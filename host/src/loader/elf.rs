@@ -2,13 +2,16 @@
 //!
 //! `dlopen` maps a truncated library and then touches pages past its end: the process dies of
 //! SIGBUS instead of getting an error. Checking that the header, the section header table and
-//! every loadable segment lie inside the file turns that into a clean refusal.
+//! every loadable segment lie inside the file turns that into a clean refusal. A library
+//! built for another machine (an aarch64 one dropped on an x86_64 box) is refused by name,
+//! where `dlopen` would say only "No such file or directory".
 
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::{Endianness, FileKind};
 
-/// Checks that `data` is a complete ELF shared library; the error says what is wrong.
+/// Checks that `data` is a complete ELF shared library for this machine; the error says what
+/// is wrong.
 pub fn check(data: &[u8]) -> Result<(), String> {
     match FileKind::parse(data) {
         Ok(FileKind::Elf64) => check_header::<elf::FileHeader64<Endianness>>(data),
@@ -31,6 +34,16 @@ fn check_header<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<(), S
     if header.e_type(endian) != elf::ET_DYN {
         return Err("an ELF file, but not a shared library".into());
     }
+    let machine = header.e_machine(endian);
+    if let Some((this, name)) = this_machine() {
+        if machine != this || header.is_class_64() != cfg!(target_pointer_width = "64") {
+            let bits = if header.is_class_64() { 64 } else { 32 };
+            return Err(format!(
+                "built for {}, this host is {name}",
+                machine_name(machine, bits)
+            ));
+        }
+    }
     header
         .section_headers(endian, data)
         .map_err(|_| truncated("the section header table"))?;
@@ -49,6 +62,30 @@ fn check_header<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<(), S
     Ok(())
 }
 
+/// The ELF machine of this build, and its name.
+fn this_machine() -> Option<(u16, &'static str)> {
+    match std::env::consts::ARCH {
+        "x86_64" => Some((elf::EM_X86_64, "x86_64")),
+        "aarch64" => Some((elf::EM_AARCH64, "aarch64")),
+        "arm" => Some((elf::EM_ARM, "32-bit ARM")),
+        "x86" => Some((elf::EM_386, "x86 (32-bit)")),
+        "riscv64" => Some((elf::EM_RISCV, "riscv64")),
+        _ => None,
+    }
+}
+
+/// A machine as the refusal names it.
+fn machine_name(machine: u16, bits: u8) -> String {
+    match (machine, bits) {
+        (elf::EM_X86_64, 64) => "x86_64".into(),
+        (elf::EM_AARCH64, 64) => "aarch64".into(),
+        (elf::EM_ARM, _) => "32-bit ARM".into(),
+        (elf::EM_386, _) => "x86 (32-bit)".into(),
+        (elf::EM_RISCV, 64) => "riscv64".into(),
+        (other, bits) => format!("ELF machine {other} ({bits}-bit)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +99,16 @@ mod tests {
         for cut in [64, 100, 4096, exe.len() / 2, exe.len() - 1] {
             let err = check(&exe[..cut]).unwrap_err();
             assert!(err.contains("truncated"), "cut at {cut}: {err}");
+        }
+        // e_machine, little-endian: an aarch64 library on this x86_64 host.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut arm = exe.clone();
+            arm[18..20].copy_from_slice(&elf::EM_AARCH64.to_le_bytes());
+            assert_eq!(
+                check(&arm).unwrap_err(),
+                "built for aarch64, this host is x86_64"
+            );
         }
         let mut relocatable = exe.clone();
         relocatable[16] = elf::ET_REL as u8; // e_type, little-endian on the machines we build for

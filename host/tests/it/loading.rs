@@ -82,6 +82,20 @@ fn bad_files_are_refused_with_their_reason_and_the_host_runs_on() {
     for cut in cuts {
         std::fs::write(plugins.join(format!("truncated-{cut}.so")), &real[..cut]).unwrap();
     }
+    // The same library as if built for another machine (its e_machine, little-endian).
+    let mut foreign_machine = real.clone();
+    let other: u16 = if cfg!(target_arch = "aarch64") {
+        62
+    } else {
+        183
+    };
+    foreign_machine[18..20].copy_from_slice(&other.to_le_bytes());
+    std::fs::write(plugins.join("libothermachine.so"), &foreign_machine).unwrap();
+    let other_name = if cfg!(target_arch = "aarch64") {
+        "built for x86_64, this host is aarch64"
+    } else {
+        "built for aarch64, this host is x86_64"
+    };
     install.add_library(INCOMPATIBLE, "libincompatible.so");
     install.add_library(ABORT, "libabort.so");
     install.add_library(OLD_SDK, "liboldsdk.so");
@@ -90,6 +104,7 @@ fn bad_files_are_refused_with_their_reason_and_the_host_runs_on() {
         ("libforeign.so".to_owned(), "not a calllogger plugin"),
         ("empty.so".to_owned(), "empty file"),
         ("notes.so".to_owned(), "not an ELF shared library"),
+        ("libothermachine.so".to_owned(), other_name),
         (
             "libincompatible.so".to_owned(),
             "incompatible plugin interface",
