@@ -33,6 +33,13 @@ pub fn prefix() -> PathBuf {
     workspace().join("target/wine-prefix")
 }
 
+/// The link that Wine opens as the serial port `COMn` (`dosdevices/comN` in the kit's
+/// prefix, which is made first); point it at a pty to give Windows programs a serial port.
+pub fn com_port(n: u8) -> PathBuf {
+    ready_loader();
+    prefix().join("dosdevices").join(format!("com{n}"))
+}
+
 /// `program` (a Windows `.exe`) under Wine, quiet, in the kit's prefix. The first call in a
 /// process makes the prefix and puts the missing DLL beside `program`.
 pub fn wine(program: &Path) -> Command {
@@ -99,6 +106,11 @@ struct Session {
 /// Builds `tests/fixtures/wine/bcryptprimitives.c` into `bcryptprimitives.dll` beside
 /// `program`, unless it is there already.
 fn shim_beside(program: &Path) {
+    // One build at a time: tests start Windows programs from many threads at once.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _building = BUILDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dll = program.with_file_name("bcryptprimitives.dll");
     if dll.exists() {
         return;

@@ -43,7 +43,7 @@ fn samples() -> (
 }
 
 /// A pty whose slave the host opens through `link`, a symlink the test can repoint.
-fn pty_at(link: &Path) -> TTYPort {
+pub(crate) fn pty_at(link: &Path) -> TTYPort {
     let (master, slave) = TTYPort::pair().expect("a pseudo-terminal");
     // Hosts spawned from now on must not inherit the master: closing it here is the unplug.
     let flags = nix::fcntl::FdFlag::FD_CLOEXEC;
@@ -69,21 +69,36 @@ fn scratch_pty() -> (tempfile::TempDir, PathBuf, TTYPort) {
 }
 
 fn install(link: &Path) -> Install {
-    Install::new(
-        HOST,
-        &[HIPATH],
-        &format!(
-            "settings: {{plugins: [SiemensHipathSerial], timeout: 0.2, decay: 2, max_timeout: 5}}\n\
-             SiemensHipathSerial: {{port: {}, timezone: Europe/Dublin}}\n",
-            link.display()
-        ),
+    Install::new(HOST, &[HIPATH], &serial_config(&link.display().to_string()))
+}
+
+/// The HiPath plugin reading the serial port `port`.
+fn serial_config(port: &str) -> String {
+    format!(
+        "settings: {{plugins: [SiemensHipathSerial], timeout: 0.2, decay: 2, max_timeout: 5}}\n\
+         SiemensHipathSerial: {{port: '{port}', timezone: Europe/Dublin}}\n"
     )
 }
 
 #[test]
 fn every_sample_line_comes_out_in_order_and_rejects_are_counted() {
-    let (_scratch, link, mut master) = scratch_pty();
-    let install = install(&link);
+    let (_scratch, link, master) = scratch_pty();
+    every_sample_from_a_serial_port(
+        |libraries, config| Install::new(HOST, libraries, config),
+        &link.display().to_string(),
+        master,
+    );
+}
+
+/// Every sample line written to the pty behind `master` comes out of the HiPath plugin
+/// reading it as `port`, in order, and the rejected lines are counted; the installation is
+/// `install(libraries, config)`'s.
+pub(crate) fn every_sample_from_a_serial_port(
+    install: impl FnOnce(&[&str], &str) -> Install,
+    port: &str,
+    mut master: TTYPort,
+) {
+    let install = install(&[HIPATH], &serial_config(port));
     let mut host = install.start();
     host.wait_for_log("reading", 1, Duration::from_secs(20));
     let (lines, expected) = samples();
@@ -246,8 +261,7 @@ pub(crate) fn samples_over_tcp_across_a_reconnect(install: impl FnOnce(&[&str], 
         ),
     );
     let mut host = install.start();
-    let (lines, expected) = samples();
-    let want: Vec<_> = expected.iter().filter(|e| e["status"] == "ok").collect();
+    let (lines, _) = samples();
     // Half the samples on a first connection, which the PBX then closes; the rest on the
     // connection the plugin makes again.
     let (first, second) = lines.split_at(lines.len() / 2);
@@ -261,6 +275,59 @@ pub(crate) fn samples_over_tcp_across_a_reconnect(install: impl FnOnce(&[&str], 
         // The plugin closes its end once it has read to our end: nothing is in flight.
         std::io::Read::read_to_end(&mut pbx_side, &mut Vec::new()).unwrap();
     }
+    let log = every_accepted_sample_once_in_order(&mut host);
+    assert!(log.contains("closed by the other end"), "{log}");
+}
+
+#[test]
+fn from_a_file_every_sample_line_gives_one_record_across_a_rotation() {
+    samples_from_a_file_across_a_rotation(|libraries, config| {
+        Install::new(HOST, libraries, config)
+    });
+}
+
+/// Every sample line, appended to a file the plugin follows (`source: file`) that is rotated
+/// while it reads (renamed, then a new file made, as logrotate's `create` does), gives one
+/// record, in order, none repeated; the installation is `install(libraries, config)`'s.
+pub(crate) fn samples_from_a_file_across_a_rotation(
+    install: impl FnOnce(&[&str], &str) -> Install,
+) {
+    let folder = tempfile::tempdir().unwrap();
+    let file = folder.path().join("cdr.txt");
+    let install = install(
+        &[HIPATH],
+        &format!(
+            "settings: {{plugins: [SiemensHipathSerial]}}\n\
+             SiemensHipathSerial: {{source: file, path: '{}', timezone: Europe/Dublin}}\n",
+            file.display()
+        ),
+    );
+    let append = |lines: &[Vec<u8>]| {
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .unwrap();
+        for line in lines {
+            out.write_all(line).unwrap();
+            out.write_all(b"\r\n").unwrap();
+        }
+    };
+    let (lines, _) = samples();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    append(first);
+    let mut host = install.start();
+    host.wait_for_log("reading", 1, Duration::from_secs(30));
+    std::fs::rename(&file, folder.path().join("cdr.txt.1")).unwrap();
+    append(second);
+    every_accepted_sample_once_in_order(&mut host);
+}
+
+/// Reads records until one per accepted sample has come, stops the host, and checks that
+/// they are the accepted samples, in order, none repeated; returns the host's log.
+fn every_accepted_sample_once_in_order(host: &mut Host) -> String {
+    let (_, expected) = samples();
+    let want: Vec<_> = expected.iter().filter(|e| e["status"] == "ok").collect();
     let mut got: Vec<_> = host
         .records_until(Duration::from_secs(30), {
             let (mut n, all) = (0, want.len());
@@ -277,7 +344,7 @@ pub(crate) fn samples_over_tcp_across_a_reconnect(install: impl FnOnce(&[&str], 
     assert_eq!(
         got.len(),
         want.len(),
-        "one record per accepted line, none repeated"
+        "one record per accepted line, none repeated: {log}"
     );
     for (i, (record, row)) in got.iter().zip(&want).enumerate() {
         assert!(
@@ -286,5 +353,5 @@ pub(crate) fn samples_over_tcp_across_a_reconnect(install: impl FnOnce(&[&str], 
             row["sample"]
         );
     }
-    assert!(log.contains("closed by the other end"), "{log}");
+    log
 }

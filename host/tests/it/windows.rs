@@ -175,6 +175,18 @@ fn windows_hipath_over_tcp_gives_every_sample_across_a_reconnect() {
 }
 
 #[test]
+fn windows_hipath_on_a_com_port_gives_every_sample_in_order() {
+    // Wine's COM42 is what `dosdevices/com42` in its prefix links to: here a pty.
+    let master = crate::hipath::pty_at(&calllogger_test_kit::windows::com_port(42));
+    crate::hipath::every_sample_from_a_serial_port(Install::windows, "COM42", master);
+}
+
+#[test]
+fn windows_hipath_following_a_file_gives_every_sample_across_a_rotation() {
+    crate::hipath::samples_from_a_file_across_a_rotation(Install::windows);
+}
+
+#[test]
 fn windows_a_vendor_plugin_built_out_of_tree_as_a_dll_loads_and_runs() {
     let built = build_out_of_tree_for(
         Platform::Windows,
@@ -424,7 +436,11 @@ fn windows_runs_as_a_service_installed_started_stopped_and_removed_from_the_cli(
         r.iter().map(|r| r.records().len()).sum::<usize>() >= 30
     });
     let (code, out, err) = service.run("stop");
-    assert!(code == 0 && out.contains("stopped"), "{out}{err}");
+    assert!(
+        code == 0 && out.contains("stopped"),
+        "{out}{err}\n{}",
+        log()
+    );
     let tally = frontend.tally("service", 30);
     assert_eq!(
         (tally.delivered, tally.duplicated, tally.lost.len()),
@@ -463,7 +479,11 @@ fn windows_runs_as_a_service_installed_started_stopped_and_removed_from_the_cli(
         log()
     );
     let (code, out, err) = service.run("uninstall");
-    assert!(code == 0 && out.contains("removed"), "{out}{err}");
+    assert!(
+        code == 0 && out.contains("removed"),
+        "{out}{err}\n{}",
+        log()
+    );
     assert_eq!(
         log()
             .matches("shutting down: SERVICE_CONTROL_STOP received")
