@@ -22,6 +22,9 @@ ENV CALLLOGGER_PLUGIN_DIR=/usr/lib/calllogger/plugins \
 # Plugins (a named volume starts with the shipped ones; add yours) and the spool.
 VOLUME ["/usr/lib/calllogger/plugins", "/var/lib/calllogger"]
 EXPOSE 9464
+# Ready: start-up done, every plugin instance running, the spool taking records. Not failed by
+# a frontend outage, during which the host spools as it should.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s CMD ["/usr/bin/calllogger", "health"]
 USER calllogger
 ENTRYPOINT ["/usr/bin/calllogger"]
 CMD ["run"]

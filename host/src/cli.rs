@@ -43,6 +43,15 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<SpoolAction>,
     },
+    /// Ask the running host's status listener (settings.metrics_addr) one probe and print its
+    /// answer; exit status 0 if it passed, 1 if not (for a container's HEALTHCHECK, scripts).
+    Health {
+        /// `ready`: start-up done, every instance running, the spool taking records; `live`:
+        /// the main loop is not hung; `full`: `/health`, which also fails while deliveries
+        /// fail.
+        #[arg(value_enum, default_value_t = HealthProbe::Ready)]
+        probe: HealthProbe,
+    },
     /// Ask the running host with this config's state_dir to re-read its config and the
     /// plugins folder (Windows has no SIGHUP).
     #[cfg(windows)]
@@ -71,6 +80,17 @@ impl Command {
         }
         *self == Self::Run
     }
+}
+
+/// What `calllogger health` asks.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// `/readyz`.
+    Ready,
+    /// `/livez`.
+    Live,
+    /// `/health`.
+    Full,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]

@@ -39,6 +39,8 @@ pub struct Host {
     runtime: Runtime,
     /// The settings running: a reload compares the new ones with them.
     settings: Settings,
+    /// Where the main loop says what it is doing (`/livez`, `/readyz`).
+    telemetry: Arc<Telemetry>,
 }
 
 impl Host {
@@ -113,7 +115,7 @@ impl Host {
             Supervisor::new(intake.contexts(), telemetry.clone()),
             copy_dir,
             startup,
-            telemetry,
+            telemetry.clone(),
         );
         let running = running_line(&runtime);
         tracing::info!("{running}");
@@ -128,6 +130,7 @@ impl Host {
             listener,
             runtime,
             settings,
+            telemetry,
         })
     }
 
@@ -135,20 +138,30 @@ impl Host {
     /// to shut down arrives; returns it.
     pub fn serve(&mut self, reread: impl Fn() -> Result<Settings, ConfigError>) -> Shutdown {
         let watchdog = service::watchdog_interval();
+        let telemetry = self.telemetry.clone();
+        let main_loop = telemetry.main_loop();
         loop {
             if watchdog.is_some() {
                 service::watchdog();
             }
+            main_loop.waiting();
             match signals::next(&self.events, watchdog) {
                 None => {}
-                Some(Event::Shutdown(reason)) => return reason,
+                Some(Event::Shutdown(reason)) => {
+                    main_loop.busy("shutting down");
+                    return reason;
+                }
                 Some(Event::Reload(from)) => {
+                    main_loop.busy("reloading the config");
                     tracing::info!("{from} received: reloading the config and the plugins folder");
                     service::reloading();
                     self.reload(reread());
                     service::ready(&running_line(&self.runtime));
                 }
-                Some(Event::PluginsChanged) => self.runtime.folder_changed(),
+                Some(Event::PluginsChanged) => {
+                    main_loop.busy("applying a change in the plugins folder");
+                    self.runtime.folder_changed();
+                }
             }
         }
     }

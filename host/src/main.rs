@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         Command::Plugins => commands::plugins(&cli),
         Command::Check => commands::check(&cli),
         Command::Spool { action } => commands::spool(&cli, action),
+        Command::Health { probe } => commands::health(&cli, probe),
         #[cfg(windows)]
         Command::Reload => commands::reload(&cli),
         #[cfg(windows)]

@@ -1,6 +1,6 @@
 //! The optional HTTP listener (`settings.metrics_addr`): `/health` (JSON; 200 when healthy,
-//! else 503), `/metrics` (Prometheus text) and `/`, a self-contained status page that reads
-//! `/health` every 5 seconds.
+//! else 503), the probes `/livez` and `/readyz` (JSON; 200 or 503), `/metrics` (Prometheus
+//! text) and `/`, a self-contained status page that reads `/health` every 5 seconds.
 //!
 //! Scrapes and page loads are rare, and nothing here should compete with the record path, so
 //! the threads are bounded whatever the clients do: one thread polls every connection until
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use calllogger_poll::{AsSource as _, Interest, Waker};
 use parking_lot::Mutex;
 
-use crate::telemetry::{SpoolFigures, Telemetry};
+use crate::telemetry::{Probe, SpoolFigures, Telemetry};
 use calllogger_spool::Queue;
 
 const PAGE: &str = include_str!("status/page.html");
@@ -297,6 +297,11 @@ fn respond(head: &[u8], sources: &Sources, names: &HostNames) -> Vec<u8> {
             let body = serde_json::to_string_pretty(&health).unwrap_or_default();
             response(code, "application/json", body, with_body)
         }
+        "/livez" => probe(&sources.telemetry.liveness(), with_body),
+        "/readyz" => probe(
+            &sources.telemetry.readiness(spool_figures(&sources.spool)),
+            with_body,
+        ),
         "/metrics" => response(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -307,10 +312,17 @@ fn respond(head: &[u8], sources: &Sources, names: &HostNames) -> Vec<u8> {
         _ => response(
             404,
             PLAIN,
-            "not found: try /, /health or /metrics\n".into(),
+            "not found: try /, /health, /livez, /readyz or /metrics\n".into(),
             with_body,
         ),
     }
+}
+
+/// A probe's answer: 200 if it passed, else 503, with why as JSON.
+fn probe(probe: &Probe, with_body: bool) -> Vec<u8> {
+    let code = if probe.ok { 200 } else { 503 };
+    let body = serde_json::to_string_pretty(probe).unwrap_or_default();
+    response(code, "application/json", body, with_body)
 }
 
 /// What the listener reads of a request.

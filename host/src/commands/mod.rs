@@ -2,6 +2,7 @@
 //! folder the same way.
 
 mod check;
+mod health;
 mod plugins;
 mod run;
 #[cfg(windows)]
@@ -9,6 +10,7 @@ mod service;
 mod spool;
 
 pub use check::check;
+pub use health::health;
 pub use plugins::{inspect_library, plugins};
 pub use run::run;
 #[cfg(windows)]

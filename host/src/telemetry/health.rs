@@ -120,15 +120,21 @@ pub fn problems(
     now: u64,
     stuck_after: Duration,
 ) -> Vec<String> {
+    let mut problems = readiness_problems(instances, spool);
+    problems.extend(
+        sinks
+            .iter()
+            .filter_map(|s| sink_problem(s, now, stuck_after)),
+    );
+    problems
+}
+
+/// What keeps records from being taken: an instance not running, a spool in trouble.
+pub fn readiness_problems(instances: &[InstanceStatus], spool: &SpoolFigures) -> Vec<String> {
     instances
         .iter()
         .filter_map(instance_problem)
         .chain(spool_problems(spool))
-        .chain(
-            sinks
-                .iter()
-                .filter_map(|s| sink_problem(s, now, stuck_after)),
-        )
         .collect()
 }
 

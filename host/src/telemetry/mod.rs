@@ -2,18 +2,19 @@
 //! through `prometheus-client`), `/health` and the status page.
 //!
 //! [`metrics`] holds the counters, [`health`] the rules for what makes the host unhealthy,
-//! [`recent_log`] the tracing layer keeping the latest warnings and errors; [`Telemetry`] is
+//! [`probes`] those for alive and ready, [`recent_log`] the tracing layer keeping the latest warnings and errors; [`Telemetry`] is
 //! the handle the host's parts report through. Counting is always on (a few atomic adds per
 //! record); the HTTP listener that shows it is optional (`settings.metrics_addr`).
 
 mod health;
 mod metrics;
+mod probes;
 mod recent_log;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
@@ -21,6 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 pub use health::{Health, InstanceState, InstanceStatus, SenderStatus, SinkStatus, SpoolFigures};
 pub use metrics::PushCounter;
+pub use probes::{MainLoop, Probe};
 pub use recent_log::RecentLog;
 
 use metrics::{
@@ -39,6 +41,7 @@ pub struct Telemetry {
     delivers: AtomicBool,
     recent: RecentLines,
     started: u64,
+    main_loop: MainLoop,
 }
 
 impl Telemetry {
@@ -52,6 +55,7 @@ impl Telemetry {
             delivers: AtomicBool::new(false),
             recent: RecentLines::default(),
             started: unix_now(),
+            main_loop: MainLoop::new(),
         })
     }
 
@@ -240,17 +244,7 @@ impl Telemetry {
     /// deliveries may go on before a sink counts as stuck.
     pub fn health(&self, spool: SpoolFigures, stuck_after: Duration) -> Health {
         let now = unix_now();
-        let hours = self.hours.lock();
-        let instances: Vec<InstanceStatus> = self
-            .instances
-            .lock()
-            .values()
-            .map(|i| InstanceStatus {
-                records_last_hour: hours.get(&i.name).map_or(0, |h| h.last_hour(now)),
-                ..i.clone()
-            })
-            .collect();
-        drop(hours);
+        let instances = self.instances_at(now);
         let sinks: Vec<SinkStatus> = self
             .sinks
             .lock()
@@ -271,6 +265,44 @@ impl Telemetry {
             libraries_retired: self.metrics.libraries_retired.get() as u64,
             recent: self.recent.newest_first(),
         }
+    }
+}
+
+impl Telemetry {
+    /// Every instance's status at `now`, with its records of the last hour.
+    fn instances_at(&self, now: u64) -> Vec<InstanceStatus> {
+        let hours = self.hours.lock();
+        self.instances
+            .lock()
+            .values()
+            .map(|i| InstanceStatus {
+                records_last_hour: hours.get(&i.name).map_or(0, |h| h.last_hour(now)),
+                ..i.clone()
+            })
+            .collect()
+    }
+
+    /// What the main loop reports its work through.
+    pub fn main_loop(&self) -> &MainLoop {
+        &self.main_loop
+    }
+
+    /// `/livez`: the main loop is not hung.
+    pub fn liveness(&self) -> Probe {
+        Probe::of(self.main_loop.hung(Instant::now()).into_iter().collect())
+    }
+
+    /// `/readyz`: start-up is done, every instance runs and the spool takes records.
+    pub fn readiness(&self, spool: SpoolFigures) -> Probe {
+        let mut problems: Vec<String> = (!self.main_loop.started())
+            .then(|| "starting up".to_owned())
+            .into_iter()
+            .collect();
+        problems.extend(health::readiness_problems(
+            &self.instances_at(unix_now()),
+            &spool,
+        ));
+        Probe::of(problems)
     }
 }
 

@@ -128,6 +128,11 @@ fn the_dockerfile_steps_build_a_tree_that_runs() {
     let entrypoint = json_words(&steps, "ENTRYPOINT");
     let cmd = json_words(&steps, "CMD");
     assert_eq!(cmd, ["run"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let container = |args: &[String]| {
         let mut command = Command::new(under_root(&entrypoint[0]));
         command.args(&entrypoint[1..]).args(args).env_clear();
@@ -136,7 +141,7 @@ fn the_dockerfile_steps_build_a_tree_that_runs() {
         }
         command
             // One port per test run, not the image's fixed one.
-            .env("CALLLOGGER_METRICS_ADDR", "127.0.0.1:0")
+            .env("CALLLOGGER_METRICS_ADDR", format!("127.0.0.1:{port}"))
             .env("PLUGIN", "MockCalls")
             .env("RUST_LOG", "info");
         command
@@ -160,6 +165,33 @@ fn the_dockerfile_steps_build_a_tree_that_runs() {
             )
         });
     assert!(record["id"].is_string(), "{record}");
+    // The image's HEALTHCHECK, run in it while the host runs.
+    let (_, healthcheck) = steps
+        .iter()
+        .rev()
+        .find(|(op, _)| op == "HEALTHCHECK")
+        .unwrap();
+    let (_, check) = healthcheck.split_once("CMD ").unwrap();
+    let check: Vec<String> = serde_json::from_str(check).unwrap();
+    assert_eq!(
+        check[0], entrypoint[0],
+        "the HEALTHCHECK runs the host binary"
+    );
+    // Docker retries it; ready once the main loop waits for events, just after start-up.
+    let mut answer = container(&check[1..]).output().unwrap();
+    for _ in 0..100 {
+        if answer.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        answer = container(&check[1..]).output().unwrap();
+    }
+    assert!(
+        answer.status.success(),
+        "HEALTHCHECK failed: {}{}",
+        String::from_utf8_lossy(&answer.stdout),
+        String::from_utf8_lossy(&answer.stderr)
+    );
     host.terminate();
     assert!(host
         .log()

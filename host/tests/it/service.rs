@@ -610,3 +610,64 @@ fn with_log_file_the_host_logs_there_not_to_stderr_and_other_commands_ignore_it(
         "{err}"
     );
 }
+
+#[test]
+fn probes_tell_alive_and_ready_from_healthy_and_calllogger_health_asks_them() {
+    // The frontend is down throughout: the host spools, alive and ready, but not healthy.
+    let frontend = Frontend::start(|_, _| status(503));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = |plugins: &str| {
+        format!(
+            "settings: {{frontend: '{}', token: t, plugins: [{plugins}], metrics_addr: \
+             '127.0.0.1:{port}', {FAST}, request_timeout: 1}}\nEcho: {{label: probe, interval: 0.05}}\n",
+            frontend.url
+        )
+    };
+    let install = Install::new(HOST, &[TEST_PLUGINS], &config("Echo, Nowhere"));
+    let health = |probe: &str| {
+        let (ok, out, err) = install.run_cli(&["health", probe]);
+        (ok, format!("{out}{err}"))
+    };
+    let mut host = install.start();
+    let base = listener_url(&mut host);
+    wait_until("/health to name the failing delivery", || {
+        get(&base, "/health").1.contains("delivery has failed")
+    });
+    // An instance waiting for its library: alive, not ready.
+    assert_eq!(get(&base, "/livez").0, 200);
+    let (code, body) = get(&base, "/readyz");
+    assert!(
+        code == 503 && body.contains("Nowhere") && !body.contains("delivery has failed"),
+        "{body}"
+    );
+    let (ok, out) = health("ready");
+    assert!(!ok && out.contains("Nowhere"), "{out}");
+    let (ok, out) = health("live");
+    assert!(ok && out.contains("\"ok\": true"), "{out}");
+
+    // Every instance running: ready while the frontend is still down.
+    install.write_config(&config("Echo"));
+    host.signal(Signal::SIGHUP);
+    wait_until("/readyz to pass", || get(&base, "/readyz").0 == 200);
+    let (ok, out) = health("ready");
+    assert!(ok && out.contains("\"problems\": []"), "{out}");
+    let (ok, out) = health("full");
+    assert!(!ok && out.contains("delivery has failed"), "{out}");
+    host.terminate();
+
+    // No host: the command fails, saying where it asked.
+    let (ok, out) = health("ready");
+    assert!(
+        !ok && out.contains(&format!(
+            "asking the host at http://127.0.0.1:{port}/readyz"
+        )),
+        "{out}"
+    );
+    install.write_config("settings: {plugins: []}\n");
+    let (ok, out) = health("ready");
+    assert!(!ok && out.contains("the status listener is off"), "{out}");
+}
