@@ -23,6 +23,9 @@ pub struct Cli {
     /// file once it reaches 10 MiB, the previous one kept as PATH.1.
     #[arg(long, global = true, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// How log lines are written: `text`, or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -80,6 +83,15 @@ impl Command {
         }
         *self == Self::Run
     }
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields.message`, `target`, …).
+    Json,
 }
 
 /// What `calllogger health` asks.

@@ -1,47 +1,139 @@
-//! The host's log: stderr (stdout carries records) or a file, filtered by `RUST_LOG`.
+//! The host's log: stderr (stdout carries records) or a file, filtered by `RUST_LOG`, as text
+//! or JSON lines. Under systemd (stderr is `$JOURNAL_STREAM`) each line starts with its
+//! syslog priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug), which journald
+//! takes as the entry's priority (`journalctl -p err`), and has no time stamp of its own.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use tracing::{Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{Layer, Registry};
+
+use crate::cli::LogFormat;
 use crate::telemetry::{self, Telemetry};
 
 /// Where a log file is started anew: the previous one is kept as `PATH.1`, so the log takes at
 /// most twice this.
 pub const LOG_FILE_LIMIT: u64 = 10 << 20;
 
-/// Logs at `default` level unless `RUST_LOG` says otherwise, to `file` if given (appended to,
-/// rotated at [`LOG_FILE_LIMIT`]; an error names it), else to stderr; the latest warnings and errors also go to
-/// `telemetry`'s status page.
-pub fn init(default: &str, telemetry: &Arc<Telemetry>, file: Option<&Path>) -> io::Result<()> {
+/// Logs at `default` level unless `RUST_LOG` says otherwise, in `format`, to `file` if given
+/// (appended to, rotated at [`LOG_FILE_LIMIT`]; an error names it), else to stderr; the
+/// latest warnings and errors also go to `telemetry`'s status page.
+pub fn init(
+    default: &str,
+    format: LogFormat,
+    telemetry: &Arc<Telemetry>,
+    file: Option<&Path>,
+) -> io::Result<()> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let (to_file, to_stderr) = match file {
+    let output = match file {
         Some(path) => {
             let file = LogFile::open(path.to_owned(), LOG_FILE_LIMIT)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            let layer = tracing_subscriber::fmt::layer()
-                .with_writer(Mutex::new(file))
-                .with_ansi(false);
-            (Some(layer), None)
+            layer(Mutex::new(file), format, Style::Plain)
         }
-        None => {
-            let layer = tracing_subscriber::fmt::layer()
-                .with_writer(io::stderr)
-                .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
-            (None, Some(layer))
+        None if stderr_is_journal() => layer(io::stderr, format, Style::Journal),
+        None if io::IsTerminal::is_terminal(&io::stderr()) => {
+            layer(io::stderr, format, Style::Coloured)
         }
+        None => layer(io::stderr, format, Style::Plain),
     };
     tracing_subscriber::registry()
+        .with(output)
         .with(filter)
-        .with(to_file)
-        .with(to_stderr)
         .with(telemetry::RecentLog(telemetry.clone()))
         .init();
     Ok(())
+}
+
+/// How text lines look where they go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// A terminal: coloured levels.
+    Coloured,
+    /// A file or a pipe.
+    Plain,
+    /// journald: a priority prefix, no time stamp.
+    Journal,
+}
+
+type Output = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// The formatting layer writing to `writer`.
+fn layer<W>(writer: W, format: LogFormat, style: Style) -> Output
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let base = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(style == Style::Coloured);
+    match (format, style) {
+        (LogFormat::Json, Style::Journal) => {
+            let json = tracing_subscriber::fmt::format().json().without_time();
+            Box::new(base.event_format(Prioritised(json)))
+        }
+        (LogFormat::Json, _) => {
+            Box::new(base.event_format(tracing_subscriber::fmt::format().json()))
+        }
+        (LogFormat::Text, Style::Journal) => {
+            let text = tracing_subscriber::fmt::format().without_time();
+            Box::new(base.event_format(Prioritised(text)))
+        }
+        (LogFormat::Text, _) => Box::new(base),
+    }
+}
+
+/// A format with each line prefixed by its syslog priority, as journald reads it.
+struct Prioritised<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Prioritised<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            Level::DEBUG | Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// Whether stderr is the journal stream systemd connected (`$JOURNAL_STREAM` is its
+/// `device:inode`).
+#[cfg(unix)]
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd as _;
+    let Some(stream) = std::env::var("JOURNAL_STREAM").ok() else {
+        return false;
+    };
+    let Ok(stat) = nix::sys::stat::fstat(io::stderr().as_fd()) else {
+        return false;
+    };
+    stream == format!("{}:{}", stat.st_dev, stat.st_ino)
+}
+
+#[cfg(not(unix))]
+fn stderr_is_journal() -> bool {
+    false
 }
 
 /// A log file appended to, renamed to `PATH.1` (replacing the one before) and started anew

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     } else {
         ("warn", None)
     };
-    if let Err(e) = logging::init(level, &telemetry, log_file) {
+    if let Err(e) = logging::init(level, cli.log_format, &telemetry, log_file) {
         eprintln!("calllogger: cannot open the log file {e}");
         return ExitCode::FAILURE;
     }

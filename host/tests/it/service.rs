@@ -671,3 +671,70 @@ fn probes_tell_alive_and_ready_from_healthy_and_calllogger_health_asks_them() {
     let (ok, out) = health("ready");
     assert!(!ok && out.contains("the status listener is off"), "{out}");
 }
+
+/// `calllogger run` on `install` with stderr on the file `err` and `env` set, stopped by
+/// SIGTERM once its log says `running`; the log.
+fn log_of_a_run(install: &Install, args: &[&str], env: &[(&str, String)]) -> String {
+    let err = install.dir.path().join("stderr.log");
+    let file = std::fs::File::create(&err).unwrap();
+    let mut command = install.command(&["run"]);
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(file);
+    let mut child = command.spawn().unwrap();
+    wait_until("the host to start", || {
+        std::fs::read_to_string(&err)
+            .unwrap()
+            .contains("running Echo")
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+    std::fs::read_to_string(&err).unwrap()
+}
+
+#[test]
+fn under_journald_each_line_carries_its_priority_and_json_lines_parse() {
+    // A warning at start: a class no library exports.
+    let install = Install::new(
+        HOST,
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Echo, Nowhere]}\nEcho: {label: j}\n",
+    );
+    let err = install.dir.path().join("stderr.log");
+    std::fs::write(&err, "").unwrap();
+    // systemd sets JOURNAL_STREAM to the device and inode of the stderr it connected.
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(&err).unwrap();
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let log = log_of_a_run(&install, &[], &[("JOURNAL_STREAM", stream)]);
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.iter().all(|l| l.starts_with('<')), "{log}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<6>") && l.contains("running Echo")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>") && l.contains("Nowhere")),
+        "{log}"
+    );
+    // Not the journal (another stream): no prefixes.
+    let log = log_of_a_run(&install, &[], &[("JOURNAL_STREAM", "1:2".into())]);
+    assert!(!log.contains("<6>"), "{log}");
+    // JSON: one object per line.
+    let log = log_of_a_run(&install, &["--log-format", "json"], &[]);
+    for line in log.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            entry["level"].is_string() && entry["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("\"running Echo\""), "{log}");
+}
