@@ -304,7 +304,7 @@ fn respond(head: &[u8], sources: &Sources, names: &HostNames) -> Vec<u8> {
         ),
         "/metrics" => response(
             200,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
             sources.telemetry.encode(spool_figures(&sources.spool)),
             with_body,
         ),
@@ -443,6 +443,7 @@ fn spool_figures(spool: &Queue) -> SpoolFigures {
         Ok(counts) => SpoolFigures {
             pending: counts.pending + counts.unapplied,
             dead: counts.dead,
+            oldest_pending: counts.oldest_pending,
             trouble,
         },
         Err(e) => {

@@ -89,6 +89,8 @@ impl SenderStatus {
 pub struct SpoolFigures {
     pub pending: u64,
     pub dead: u64,
+    /// Unix seconds the oldest pending record was pushed.
+    pub oldest_pending: Option<i64>,
     /// What keeps the spool from taking or storing records now (see `Spool::trouble`).
     pub trouble: Vec<String>,
 }

@@ -39,6 +39,13 @@ pub(super) struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct BuildLabels {
+    pub version: String,
+    /// The plugin interface the host speaks (an SDK of the same minor version builds for it).
+    pub sdk: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct SinkLabel {
     pub sink: String,
 }
@@ -50,16 +57,19 @@ pub(super) struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     pub spool_pending: Gauge,
     pub spool_dead: Gauge,
+    pub spool_oldest_age: Gauge,
     pub push_stalls: Counter,
     pub delivery_attempts: Family<StatusLabel, Counter>,
     pub retry_wait: Family<SinkLabel, Gauge<f64, AtomicU64>>,
     pub delivered: Family<SinkLabel, Counter>,
     pub refused: Family<SinkLabel, Counter>,
+    pub last_delivery: Family<SinkLabel, Gauge>,
     pub restarts: Family<InstanceLabel, Counter>,
     pub reloads: Family<OutcomeLabel, Counter>,
     pub libraries_loaded: Gauge,
     pub libraries_retired: Gauge,
     pub instance_up: Family<InstanceLabel, Gauge>,
+    build_info: Family<BuildLabels, Gauge>,
 }
 
 impl Metrics {
@@ -71,16 +81,19 @@ impl Metrics {
             rejected: Family::default(),
             spool_pending: Gauge::default(),
             spool_dead: Gauge::default(),
+            spool_oldest_age: Gauge::default(),
             push_stalls: Counter::default(),
             delivery_attempts: Family::default(),
             retry_wait: Family::default(),
             delivered: Family::default(),
             refused: Family::default(),
+            last_delivery: Family::default(),
             restarts: Family::default(),
             reloads: Family::default(),
             libraries_loaded: Gauge::default(),
             libraries_retired: Gauge::default(),
             instance_up: Family::default(),
+            build_info: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -102,6 +115,11 @@ impl Metrics {
             "spool_dead_letters",
             "Records the frontend refused, kept aside",
             m.spool_dead.clone(),
+        );
+        r.register(
+            "spool_oldest_pending_age_seconds",
+            "Age of the oldest record waiting for delivery (0 when none waits)",
+            m.spool_oldest_age.clone(),
         );
         r.register(
             "push_stalls",
@@ -129,6 +147,11 @@ impl Metrics {
             m.refused.clone(),
         );
         r.register(
+            "last_delivery_timestamp_seconds",
+            "Unix time of a sink's last successful delivery, by sink",
+            m.last_delivery.clone(),
+        );
+        r.register(
             "plugin_restarts",
             "Instance restarts after a failure, panic or early return",
             m.restarts.clone(),
@@ -153,16 +176,102 @@ impl Metrics {
             "1 while an instance's run is running, else 0",
             m.instance_up.clone(),
         );
+        r.register(
+            "build_info",
+            "1, labelled with the host's version and the plugin interface it speaks",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                sdk: calllogger_plugin_abi::ABI_VERSION.to_owned(),
+            })
+            .set(1);
         m
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition, with the process's own figures where the platform
+    /// gives them (Linux: resident memory, CPU time, open files, threads, start time).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        if let Some(end) = out.rfind("# EOF") {
+            out.insert_str(end, &process_metrics());
+        }
         out
     }
+}
+
+/// The standard `process_*` metrics, as Prometheus' client libraries name them.
+#[cfg(target_os = "linux")]
+fn process_metrics() -> String {
+    use nix::unistd::{sysconf, SysconfVar};
+    let page = sysconf(SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as f64;
+    let ticks = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    // Field N of proc_pid_stat(5) is fields[N - 3].
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    let boot = std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok());
+    let fds = std::fs::read_dir("/proc/self/fd").map(Iterator::count).ok();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: Option<f64>| {
+        if let Some(value) = value {
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            out.push_str(&format!(
+                "# HELP {family} {help}.\n# TYPE {family} {kind}\n{name} {value}\n"
+            ));
+        }
+    };
+    gauge(
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds",
+        "counter",
+        field(14)
+            .zip(field(15))
+            .map(|(user, system)| (user + system) / ticks),
+    );
+    gauge(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes",
+        "gauge",
+        field(24).map(|pages| pages * page),
+    );
+    gauge(
+        "process_open_fds",
+        "Number of open file descriptors",
+        "gauge",
+        fds.map(|n| n as f64 - 1.0),
+    );
+    gauge(
+        "process_threads",
+        "Number of OS threads in the process",
+        "gauge",
+        field(20),
+    );
+    gauge(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds",
+        "gauge",
+        boot.zip(field(22))
+            .map(|(boot, start)| boot + start / ticks),
+    );
+    out
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_metrics() -> String {
+    String::new()
 }
 
 /// Records per minute over the last hour, without a lock on the push path.

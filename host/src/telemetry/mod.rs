@@ -200,6 +200,7 @@ impl Telemetry {
         let retry_wait = self.metrics.retry_wait.get_or_create(&label).clone();
         retry_wait.set(0.0);
         SinkTelemetry {
+            last_delivery: self.metrics.last_delivery.get_or_create(&label).clone(),
             delivered: self.metrics.delivered.get_or_create(&label).clone(),
             refused: self.metrics.refused.get_or_create(&label).clone(),
             retry_wait,
@@ -237,6 +238,10 @@ impl Telemetry {
     pub fn encode(&self, spool: SpoolFigures) -> String {
         self.metrics.spool_pending.set(spool.pending as i64);
         self.metrics.spool_dead.set(spool.dead as i64);
+        let age = spool
+            .oldest_pending
+            .map_or(0, |pushed| (unix_now() as i64 - pushed).max(0));
+        self.metrics.spool_oldest_age.set(age);
         self.metrics.encode()
     }
 
@@ -313,6 +318,7 @@ pub struct SinkTelemetry {
     delivered: Counter,
     refused: Counter,
     retry_wait: Gauge<f64, std::sync::atomic::AtomicU64>,
+    last_delivery: Gauge,
     status: Arc<Mutex<SinkStatus>>,
 }
 
@@ -320,8 +326,10 @@ impl SinkTelemetry {
     /// `records` left the sink's queue delivered (or skipped by its policy).
     pub fn delivered(&self, records: u64) {
         self.delivered.inc_by(records);
+        let now = unix_now();
+        self.last_delivery.set(now as i64);
         let mut status = self.status.lock();
-        status.last_delivery = Some(unix_now());
+        status.last_delivery = Some(now);
         status.failing_since = None;
     }
 
@@ -379,6 +387,7 @@ mod tests {
         let text = t.encode(SpoolFigures {
             pending: 7,
             dead: 1,
+            oldest_pending: Some(unix_now() as i64 - 90),
             trouble: Vec::new(),
         });
         for line in [
@@ -392,6 +401,13 @@ mod tests {
             "calllogger_delivery_retry_wait_seconds{sink=\"frontend\"} 1.5",
             "calllogger_push_stalls_total 1",
             "calllogger_instance_up{instance=\"Echo@a\"} 1",
+            "calllogger_spool_oldest_pending_age_seconds 9",
+            "calllogger_last_delivery_timestamp_seconds{sink=\"frontend\"} 1",
+            &format!(
+                "calllogger_build_info{{version=\"{}\",sdk=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                calllogger_plugin_abi::ABI_VERSION
+            ),
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

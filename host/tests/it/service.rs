@@ -79,9 +79,36 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
         "# TYPE calllogger_libraries_retired gauge",
         "calllogger_instance_up{instance=\"Echo\"} 1",
         "calllogger_libraries_loaded 1",
+        "# TYPE calllogger_build_info gauge",
+        "# TYPE calllogger_spool_oldest_pending_age_seconds gauge",
+        "# TYPE process_cpu_seconds counter",
+        "# TYPE process_threads gauge",
     ] {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(
+        metric(&text, "process_resident_memory_bytes") > 1e6,
+        "{text}"
+    );
+    assert!(metric(&text, "process_open_fds") > 3.0, "{text}");
+    let delivered = metric(
+        &text,
+        "calllogger_last_delivery_timestamp_seconds{sink=\"frontend\"}",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - delivered).abs() < 60.0,
+        "last delivery {delivered}, now {now}"
+    );
+    let (_, head, _) = request(&url, "/metrics", Some("127.0.0.1"));
+    assert!(
+        head.contains("application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
     // Flaky fails at once and keeps failing: restarts count, and health names it.
     wait_until("Flaky restarts counted", || {
         metric(
