@@ -35,6 +35,21 @@ fn metric(text: &str, series: &str) -> f64 {
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
+/// The `calllogger_…` and `process_…` metric names in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for prefix in ["calllogger_", "process_"] {
+        for (at, _) in text.match_indices(prefix) {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
 fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     assert!(
         poll(WAIT, || check().then_some(())).is_some(),
@@ -104,6 +119,22 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
         (now - delivered).abs() < 60.0,
         "last delivery {delivered}, now {now}"
     );
+    // The example alerts and dashboard name only metrics the host exposes.
+    for file in [
+        "dist/monitoring/calllogger.rules.yml",
+        "dist/monitoring/calllogger-dashboard.json",
+    ] {
+        let text_of_file =
+            std::fs::read_to_string(calllogger_test_kit::workspace().join(file)).unwrap();
+        let names = metric_names(&text_of_file);
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "{file} names {name}, which /metrics lacks:\n{text}"
+            );
+        }
+    }
     let (_, head, _) = request(&url, "/metrics", Some("127.0.0.1"));
     assert!(
         head.contains("application/openmetrics-text; version=1.0.0"),
