@@ -172,7 +172,7 @@ impl<K: Sink, S: Source> Driver<K, S> {
             retry,
             stop,
             telemetry,
-            backoff: Backoff::new(retry),
+            backoff: Backoff::new(retry).with_jitter(RETRY_JITTER),
             unacked: None,
         }
     }
@@ -332,6 +332,10 @@ impl<K: Sink, S: Source> Driver<K, S> {
         wait
     }
 }
+
+/// How far a delivery retry's wait is spread at random (±20 %): sites that lost the frontend
+/// together would otherwise all come back on the same 10, 15, 22.5 s schedule.
+const RETRY_JITTER: f64 = 0.2;
 
 /// The wait before a retry: `max(told, decayed)`, at most `cap`, at least [`MIN_RETRY_WAIT`].
 /// A `Retry-After` of 0 or a past date keeps the backoff; one of days is cut to `cap`.

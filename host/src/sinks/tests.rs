@@ -149,6 +149,27 @@ fn stale_ringing_records_are_skipped_under_a_backlog_and_covered_by_the_ack() {
 }
 
 #[test]
+fn retry_waits_are_spread_around_the_decayed_timeout_so_sites_do_not_retry_in_step() {
+    let frontend = Frontend::start(created);
+    let (source, _) = Memory::new(records(0));
+    let retry = TimeoutSettings {
+        timeout: 1.0,
+        decay: 1.0,
+        max_timeout: 10.0,
+    };
+    let sink = frontend_sink(&frontend, 100, false);
+    let telemetry = Telemetry::new().sink(sink.name());
+    let mut driver = Driver::new(sink, source, retry, Arc::new(Stop::default()), telemetry);
+    let waits: Vec<f64> = (0..50)
+        .map(|_| driver.retry_wait(None).as_secs_f64())
+        .collect();
+    assert!(waits.iter().all(|w| (0.8..=1.2).contains(w)), "{waits:?}");
+    let distinct: std::collections::BTreeSet<u64> =
+        waits.iter().map(|w| (w * 1e6) as u64).collect();
+    assert!(distinct.len() > 40, "not spread: {waits:?}");
+}
+
+#[test]
 fn retry_after_is_capped_at_max_timeout_and_a_wait_is_never_below_the_floor() {
     // Days are cut to max_timeout (0.3 s); 0 keeps the backoff (10 ms), floored to 0.1 s.
     let frontend = Frontend::start(|n, _| match n {
