@@ -7,6 +7,7 @@
 //! it: the caller passes the keys they know ([`fields`]), so a mistyped key is refused per file.
 
 mod fields;
+mod interpolate;
 pub mod state_dir;
 
 use std::collections::BTreeMap;
@@ -341,7 +342,23 @@ pub fn load(
                     path: path.clone(),
                     line: None,
                 };
-                let (user, user_sections) = parse_layer(&origin, &text, &known)?;
+                let (mut user, mut user_sections) = parse_layer(&origin, &text, &known)?;
+                let env = |name: &str| std::env::var(name).ok();
+                let mut unset = Vec::new();
+                for (key, value) in user.iter_mut() {
+                    let key = key.as_str().unwrap_or_default();
+                    interpolate::interpolate(value, &format!("settings.{key}"), &env, &mut unset);
+                }
+                for (name, value) in &mut user_sections {
+                    interpolate::interpolate(value, name, &env, &mut unset);
+                }
+                if !unset.is_empty() {
+                    let shown = path.display();
+                    let unset = unset
+                        .into_iter()
+                        .map(|p| format!("config file {shown}: {p}"));
+                    return Err(ConfigError::Invalid(unset.collect()));
+                }
                 for (key, value) in user {
                     let key = key.as_str().unwrap_or_default().to_owned();
                     if value.is_null() {

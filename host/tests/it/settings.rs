@@ -436,3 +436,38 @@ fn an_unusable_state_dir_is_not_blamed_on_the_plugin_dir() {
     assert!(log.contains("settings.state_dir"), "{log}");
     assert!(!log.contains("plugin_dir"), "{log}");
 }
+
+#[test]
+fn environment_references_in_the_file_are_replaced_and_stay_strings() {
+    let frontend = frontend::Frontend::start(|_, _| frontend::created());
+    let install = Install::new(
+        HOST,
+        &[TEST_PLUGINS],
+        &format!(
+            "settings:\n  frontend: '{}'\n  token: ${{CALLLOGGER_TEST_SECRET}}\n  plugins: [Echo]\n\
+             Echo:\n  label: ${{CALLLOGGER_TEST_LABEL:-from-default}}\n  count: 1\n",
+            frontend.url
+        ),
+    );
+    let mut command = install.command(&["run"]);
+    // Unquoted in YAML, 0x1F would have been the number 31.
+    command.env("CALLLOGGER_TEST_SECRET", "0x1F");
+    command.env_remove("CALLLOGGER_TEST_LABEL");
+    let mut host = Host::spawn(command);
+    frontend.wait_until(Duration::from_secs(20), "the record", |r| !r.is_empty());
+    let log = host.terminate();
+    assert!(
+        !log.contains("0x1F"),
+        "the token never reaches the log: {log}"
+    );
+    let request = &frontend.received()[0];
+    assert_eq!(request.authorization, "Token 0x1F");
+    assert_eq!(request.body["number"], "from-default");
+    // Unset, without a default: named with the file and the key, and nothing starts.
+    let (ok, report, err) = install.run_cli(&["check"]);
+    assert!(!ok, "{report}{err}");
+    assert!(
+        err.contains("config.yml: settings.token: the environment variable CALLLOGGER_TEST_SECRET is not set"),
+        "{err}"
+    );
+}
