@@ -32,6 +32,7 @@ fn known() -> Vec<&'static str> {
         "frontend",
         "token",
         "request_timeout",
+        "ca_file",
         "backlog_trigger",
         "batch_size",
         "drop_stale_incoming",

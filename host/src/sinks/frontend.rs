@@ -13,12 +13,13 @@
 //! ("ringing now") records can be skipped (`drop_stale_incoming`): the next ack covers them.
 
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use calllogger_plugin_sdk::Secret;
 use ureq::http::{header, HeaderValue};
-use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use super::cork::Cork;
@@ -44,6 +45,8 @@ pub struct SenderSettings {
     /// Longest a request may take.
     #[serde(deserialize_with = "request_timeout")]
     pub request_timeout: Duration,
+    /// `settings.ca_file`: the CAs to trust for an https frontend (empty: see [`trust`]).
+    pub ca_file: PathBuf,
 }
 
 fn batch_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
@@ -87,6 +90,11 @@ impl SenderSettings {
                 "contains a control character (a newline, a tab, …; often the end of the file \
                  it was copied from); its value is not shown",
             ));
+        }
+        if !self.ca_file.as_os_str().is_empty() {
+            if let Err(e) = read_certificates(&self.ca_file) {
+                problems.push(config.problem("ca_file", e));
+            }
         }
         if has_frontend {
             if let Some(why) = url_problem(&self.frontend) {
@@ -140,6 +148,58 @@ pub enum FrontendError {
     Url(#[from] url::ParseError),
     #[error("settings.token holds characters an HTTP header cannot carry")]
     TokenCharacters,
+    #[error("the frontend's certificate authorities ({0}): {1}")]
+    Trust(&'static str, String),
+}
+
+/// The system's CA bundles, where Debian, Fedora and Alpine keep them.
+const SYSTEM_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The CAs an https frontend's certificate may chain to: `settings.ca_file`, else
+/// `$SSL_CERT_FILE`, else the system's bundle, else the Mozilla roots built in.
+fn trust(ca_file: &Path) -> Result<RootCerts, FrontendError> {
+    let env = std::env::var_os("SSL_CERT_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let (path, from) = if !ca_file.as_os_str().is_empty() {
+        (ca_file.to_owned(), "settings.ca_file")
+    } else if let Some(path) = env {
+        (path, "SSL_CERT_FILE")
+    } else if let Some(path) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) {
+        (path.to_owned(), "the system's bundle")
+    } else {
+        tracing::info!("trusting the Mozilla root certificates built in for the frontend");
+        return Ok(RootCerts::WebPki);
+    };
+    let certificates = read_certificates(&path).map_err(|e| FrontendError::Trust(from, e))?;
+    tracing::info!(
+        "trusting the {} certificate authorities in {} ({from}) for the frontend",
+        certificates.len(),
+        path.display()
+    );
+    Ok(RootCerts::new_with_certs(&certificates))
+}
+
+/// The certificates in a PEM file; an error if it cannot be read or holds none.
+fn read_certificates(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certificates: Vec<Certificate<'static>> = parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(certificate)) => Some(certificate),
+            _ => None,
+        })
+        .collect();
+    if certificates.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certificates)
 }
 
 /// Why one attempt failed in a way that keeps the records for a retry.
@@ -191,9 +251,14 @@ pub struct FrontendSink {
 impl FrontendSink {
     /// The HTTP client for `settings.frontend`, with the token; redirects are not followed.
     pub fn new(settings: SenderSettings, telemetry: Arc<Telemetry>) -> Result<Self, FrontendError> {
+        let roots = if settings.frontend.trim_start().starts_with("https:") {
+            trust(&settings.ca_file)?
+        } else {
+            RootCerts::WebPki
+        };
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
-            .root_certs(RootCerts::WebPki)
+            .root_certs(roots)
             .build();
         let config = ureq::Agent::config_builder()
             .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
@@ -432,6 +497,7 @@ mod tests {
             batch_size: NonZeroUsize::new(10).unwrap(),
             drop_stale_incoming: false,
             request_timeout,
+            ca_file: std::path::PathBuf::new(),
         };
         FrontendSink::new(settings, Telemetry::new())
     }

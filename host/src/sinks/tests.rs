@@ -32,6 +32,7 @@ fn frontend_sink(frontend: &Frontend, backlog_trigger: u64, drop_stale: bool) ->
         batch_size: std::num::NonZeroUsize::new(10).unwrap(),
         drop_stale_incoming: drop_stale,
         request_timeout: Duration::from_secs(10),
+        ca_file: std::path::PathBuf::new(),
     };
     FrontendSink::new(settings, Telemetry::new()).unwrap()
 }

@@ -668,3 +668,162 @@ fn a_batch_too_large_for_the_frontend_is_sent_one_by_one() {
     assert!(log.contains("HTTP 413): sending them one by one"), "{log}");
     assert_eq!(install.spool(0).expect("a spool").dead_letters, 0);
 }
+
+/// A loopback https frontend whose certificate (for 127.0.0.1) a CA of its own issued: it
+/// answers every POST 201. Returns its base URL, the CA as PEM, and the POSTs it answered.
+fn https_frontend() -> (
+    String,
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "calllogger test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let (config, count) = (config.clone(), count.clone());
+            std::thread::spawn(move || {
+                let connection = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = std::io::BufReader::new(rustls::StreamOwned::new(connection, stream));
+                // Requests until the client goes (or refuses the certificate).
+                loop {
+                    let mut length = 0;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if tls.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(value) =
+                            line.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if tls.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let reply = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}";
+                    if tls.get_mut().write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, ca.pem(), answered)
+}
+
+#[test]
+fn an_https_frontend_behind_a_private_ca_is_trusted_through_ca_file_or_ssl_cert_file() {
+    use std::sync::atomic::Ordering;
+    let (url, ca, answered) = https_frontend();
+    let config = |extra: &str| {
+        format!(
+            "settings: {{frontend: '{url}', token: t, plugins: [Echo], {FAST}{extra}}}\n\
+             Echo: {{label: tls, count: 1}}\n"
+        )
+    };
+    let install = Install::new(HOST, &[TEST_PLUGINS], &config(""));
+    let ca_file = install.dir.path().join("private-ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let run = |ssl_cert_file: Option<&std::path::Path>| {
+        let mut command = install.command(&["run"]);
+        command.env_remove("SSL_CERT_FILE");
+        if let Some(file) = ssl_cert_file {
+            command.env("SSL_CERT_FILE", file);
+        }
+        Host::spawn(command)
+    };
+
+    // The system's CAs do not know it: the record waits in the spool.
+    let mut host = run(None);
+    host.wait_for_log("delivery failed", 1, Duration::from_secs(20));
+    let log = host.terminate();
+    assert!(
+        log.contains("(the system's bundle) for the frontend"),
+        "{log}"
+    );
+    assert!(
+        log.contains("certificate") && log.contains("retrying"),
+        "a TLS failure, retried: {log}"
+    );
+    assert_eq!(answered.load(Ordering::SeqCst), 0);
+
+    // settings.ca_file: delivered, the waiting record with it.
+    install.write_config(&config(&format!(", ca_file: '{}'", ca_file.display())));
+    let mut host = run(None);
+    assert!(
+        poll(Duration::from_secs(20), || (answered
+            .load(Ordering::SeqCst)
+            >= 2)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        host.log()
+    );
+    let log = host.terminate();
+    assert!(
+        log.contains("trusting the 1 certificate authorities in")
+            && log.contains("(settings.ca_file)"),
+        "{log}"
+    );
+
+    // $SSL_CERT_FILE, as curl and OpenSSL read it.
+    install.write_config(&config(""));
+    let mut host = run(Some(&ca_file));
+    assert!(
+        poll(Duration::from_secs(20), || (answered
+            .load(Ordering::SeqCst)
+            >= 3)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        host.log()
+    );
+    assert!(host.terminate().contains("(SSL_CERT_FILE)"));
+
+    // A file with no certificate in it is named by `check`.
+    let not_pem = install.dir.path().join("not-a-ca.txt");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    install.write_config(&config(&format!(", ca_file: '{}'", not_pem.display())));
+    let (ok, report, err) = install.run_cli(&["check"]);
+    assert!(
+        !ok && format!("{report}{err}").contains("holds no PEM certificate"),
+        "{report}{err}"
+    );
+}
