@@ -41,6 +41,13 @@ pub enum Command {
     /// Load the config and the plugins, build every instance, start nothing; report every
     /// problem (non-zero exit status if there is any).
     Check,
+    /// Print the effective config (the defaults, the file, the environment and the flags
+    /// merged), each setting with where it came from and secrets masked.
+    Config {
+        /// Print the built-in defaults instead, with the comments that document each setting.
+        #[arg(long)]
+        defaults: bool,
+    },
     /// Show the spool: pending records, dead letters, the oldest pending record's age.
     Spool {
         #[command(subcommand)]

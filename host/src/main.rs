@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Run => commands::run(&cli, telemetry),
         Command::Plugins => commands::plugins(&cli),
         Command::Check => commands::check(&cli),
+        Command::Config { defaults } => commands::config(&cli, defaults),
         Command::Spool { action } => commands::spool(&cli, action),
         Command::Health { probe } => commands::health(&cli, probe),
         #[cfg(windows)]

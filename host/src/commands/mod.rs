@@ -17,6 +17,16 @@ pub use run::run;
 pub use service::service;
 pub use spool::spool;
 
+/// `calllogger config`: the effective config, or with `--defaults` the built-in one.
+pub fn config(cli: &Cli, defaults: bool) -> anyhow::Result<std::process::ExitCode> {
+    if defaults {
+        print!("{}", config::DEFAULTS);
+    } else {
+        print!("{}", load_config(cli)?.config.to_effective_yaml());
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// `calllogger reload` (Windows): asks the host running with the configured `state_dir` to
 /// reload, through its named pipe (`host/src/control.rs`).
 #[cfg(windows)]

@@ -8,6 +8,7 @@
 
 mod fields;
 mod interpolate;
+mod show;
 pub mod state_dir;
 
 use std::collections::BTreeMap;

@@ -471,3 +471,41 @@ fn environment_references_in_the_file_are_replaced_and_stay_strings() {
         "{err}"
     );
 }
+
+#[test]
+fn calllogger_config_prints_the_merged_config_with_origins_and_masked_secrets() {
+    let install = Install::new(
+        HOST,
+        &[TEST_PLUGINS],
+        "settings:\n  token: s3cret-t0ken\n  frontend: http://127.0.0.1:9\n  timeout: 2\n\
+         Pbx:\n  host: 10.0.0.1\n  password: hunter2\nEcho:\n  label: shown\n",
+    );
+    let mut command = install.command(&["config"]);
+    command.env("PLUGIN", "Echo");
+    let output = command.output().unwrap();
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    for secret in ["s3cret-t0ken", "hunter2"] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+    for part in [
+        "  # environment variable PLUGIN\n  plugins:\n  - Echo\n",
+        ", line 4\n  timeout: 2\n",
+        "  # defaults.yml (built in)\n  decay: 1.5\n",
+        "  token: <redacted>\n",
+        "Pbx:\n  host: 10.0.0.1\n  password: <redacted>\n",
+    ] {
+        assert!(shown.contains(part), "`{part}` in:\n{shown}");
+    }
+    // It is YAML a host reads back (with the masked values as they are).
+    install.write_config(&shown);
+    let (ok, report, err) = install.run_cli(&["check"]);
+    assert!(ok, "{report}{err}");
+    // The defaults, with the comments that document them.
+    let (ok, defaults, _) = install.run_cli(&["config", "--defaults"]);
+    assert!(ok);
+    assert_eq!(
+        defaults,
+        std::fs::read_to_string(workspace().join("defaults.yml")).unwrap()
+    );
+}
