@@ -4,10 +4,24 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The environment the host reads, for `--help` and the man page.
+const ENVIRONMENT: &str = "\
+Environment (over the config file, under the flags):
+  TOKEN                    settings.token
+  PLUGIN                   settings.plugins, comma-separated
+  CALLLOGGER_CONFIG        the config file, when --config is not given
+  CALLLOGGER_PLUGIN_DIR    settings.plugin_dir
+  CALLLOGGER_STATE_DIR     settings.state_dir
+  CALLLOGGER_FRONTEND      settings.frontend
+  CALLLOGGER_METRICS_ADDR  settings.metrics_addr
+  RUST_LOG                 the log filter (default info for the host, warn for the commands)
+  SSL_CERT_FILE            the CAs of an https frontend, when settings.ca_file is empty
+A value in the config file may name any variable: ${VAR}, or ${VAR:-default}.";
+
 /// Collects call data records from PBX plugins and forwards them to the call-monitoring
 /// frontend.
 #[derive(Parser, Debug, Clone)]
-#[command(version, about)]
+#[command(version, about, after_help = ENVIRONMENT)]
 pub struct Cli {
     /// Config file merged over the built-in defaults [default: $CALLLOGGER_CONFIG, else
     /// /etc/calllogger/config.yml (on Windows %ProgramData%\calllogger\config.yml) if it exists].
@@ -48,6 +62,14 @@ pub enum Command {
         #[arg(long)]
         defaults: bool,
     },
+    /// Print a completion script for a shell (e.g. `calllogger completions bash >
+    /// /etc/bash_completion.d/calllogger`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff: `calllogger man > calllogger.1; man ./calllogger.1`).
+    Man,
     /// Show the spool: pending records, dead letters, the oldest pending record's age.
     Spool {
         #[command(subcommand)]
@@ -177,4 +199,17 @@ pub struct ServiceName {
     /// The service's name.
     #[arg(long, default_value = "calllogger")]
     pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_help_names_every_environment_variable_the_config_reads() {
+        for (setting, var) in crate::config::ENVIRONMENT {
+            assert!(
+                super::ENVIRONMENT.contains(&format!("\n  {var} ")),
+                "{var} ({setting}) is missing from --help"
+            );
+        }
+    }
 }

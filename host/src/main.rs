@@ -43,6 +43,8 @@ fn main() -> ExitCode {
         Command::Plugins => commands::plugins(&cli),
         Command::Check => commands::check(&cli),
         Command::Config { defaults } => commands::config(&cli, defaults),
+        Command::Completions { shell } => commands::completions(shell),
+        Command::Man => commands::man(),
         Command::Spool { action } => commands::spool(&cli, action),
         Command::Health { probe } => commands::health(&cli, probe),
         #[cfg(windows)]

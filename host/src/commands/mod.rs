@@ -27,6 +27,24 @@ pub fn config(cli: &Cli, defaults: bool) -> anyhow::Result<std::process::ExitCod
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// `calllogger completions SHELL`: the shell's completion script, from the command line's
+/// definition.
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<std::process::ExitCode> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "calllogger", &mut std::io::stdout());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `calllogger man`: the manual page, from the command line's definition.
+pub fn man() -> anyhow::Result<std::process::ExitCode> {
+    let command = <Cli as clap::CommandFactory>::command();
+    match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+        // `calllogger man | head`: the reader has what it wanted.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(std::process::ExitCode::SUCCESS),
+    }
+}
+
 /// `calllogger reload` (Windows): asks the host running with the configured `state_dir` to
 /// reload, through its named pipe (`host/src/control.rs`).
 #[cfg(windows)]

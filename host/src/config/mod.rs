@@ -81,7 +81,7 @@ pub fn environment_variables() -> impl Iterator<Item = &'static str> {
 }
 
 /// The settings the environment overrides, and the variable for each.
-const ENVIRONMENT: [(&str, &str); 6] = [
+pub(crate) const ENVIRONMENT: [(&str, &str); 6] = [
     ("token", "TOKEN"),
     ("plugins", "PLUGIN"),
     ("plugin_dir", "CALLLOGGER_PLUGIN_DIR"),

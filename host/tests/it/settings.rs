@@ -509,3 +509,27 @@ fn calllogger_config_prints_the_merged_config_with_origins_and_masked_secrets() 
         std::fs::read_to_string(workspace().join("defaults.yml")).unwrap()
     );
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line() {
+    let install = Install::new(HOST, &[], "settings: {plugins: []}\n");
+    for (shell, marker) in [
+        ("bash", "_calllogger()"),
+        ("zsh", "#compdef calllogger"),
+        ("fish", "complete -c calllogger"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let (ok, script, err) = install.run_cli(&["completions", shell]);
+        assert!(ok && script.contains(marker), "{shell}: {err}{script}");
+        assert!(
+            script.contains("health") && script.contains("spool"),
+            "{shell}: {script}"
+        );
+    }
+    let (ok, page, _) = install.run_cli(&["man"]);
+    assert!(ok && page.contains(".TH calllogger 1"), "{page}");
+    assert!(
+        page.contains("CALLLOGGER_METRICS_ADDR"),
+        "the environment is in it: {page}"
+    );
+}
