@@ -252,14 +252,7 @@ fn over_tcp_every_sample_line_gives_one_record_across_a_reconnect() {
 /// installation is `install(libraries, config)`'s.
 pub(crate) fn samples_over_tcp_across_a_reconnect(install: impl FnOnce(&[&str], &str) -> Install) {
     let pbx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let install = install(
-        &[HIPATH],
-        &format!(
-            "settings: {{plugins: [SiemensHipathSerial], timeout: 0.2, decay: 2, max_timeout: 5}}\n\
-             SiemensHipathSerial: {{source: tcp-client, connect: \"{}\", timezone: Europe/Dublin}}\n",
-            pbx.local_addr().unwrap()
-        ),
-    );
+    let install = install(&[HIPATH], &tcp_client_config(&pbx));
     let mut host = install.start();
     let (lines, _) = samples();
     // Half the samples on a first connection, which the PBX then closes; the rest on the
@@ -277,6 +270,37 @@ pub(crate) fn samples_over_tcp_across_a_reconnect(install: impl FnOnce(&[&str], 
     }
     let log = every_accepted_sample_once_in_order(&mut host);
     assert!(log.contains("closed by the other end"), "{log}");
+}
+
+#[test]
+fn without_time_zone_files_on_the_system_the_bundled_ones_give_the_same_records() {
+    let pbx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let install = Install::new(HOST, &[HIPATH], &tcp_client_config(&pbx));
+    // The host in a mount namespace of its own with /usr/share/zoneinfo empty: a base image
+    // without tzdata.
+    let command = install.command(&["run"]);
+    let mut bare = std::process::Command::new("unshare");
+    bare.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs tmpfs /usr/share/zoneinfo && exec \"$@\"")
+        .arg("sh")
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => bare.env(name, value),
+            None => bare.env_remove(name),
+        };
+    }
+    let mut host = Host::spawn(bare);
+    pbx.set_nonblocking(true).unwrap();
+    let (mut pbx_side, _) = poll(Duration::from_secs(30), || pbx.accept().ok())
+        .unwrap_or_else(|| panic!("the plugin never connected; log:\n{}", host.log()));
+    pbx_side.set_nonblocking(false).unwrap();
+    for line in samples().0 {
+        pbx_side.write_all(&line).unwrap();
+        pbx_side.write_all(b"\r\n").unwrap();
+    }
+    every_accepted_sample_once_in_order(&mut host);
 }
 
 #[test]
@@ -321,6 +345,15 @@ pub(crate) fn samples_from_a_file_across_a_rotation(
     std::fs::rename(&file, folder.path().join("cdr.txt.1")).unwrap();
     append(second);
     every_accepted_sample_once_in_order(&mut host);
+}
+
+/// The HiPath plugin connecting to the PBX stand-in `pbx` (`source: tcp-client`).
+fn tcp_client_config(pbx: &std::net::TcpListener) -> String {
+    format!(
+        "settings: {{plugins: [SiemensHipathSerial], timeout: 0.2, decay: 2, max_timeout: 5}}\n\
+         SiemensHipathSerial: {{source: tcp-client, connect: \"{}\", timezone: Europe/Dublin}}\n",
+        pbx.local_addr().unwrap()
+    )
 }
 
 /// Reads records until one per accepted sample has come, stops the host, and checks that
