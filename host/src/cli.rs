@@ -7,13 +7,11 @@ use clap::{Parser, Subcommand};
 /// The environment the host reads, for `--help` and the man page.
 const ENVIRONMENT: &str = "\
 Environment (over the config file, under the flags):
-  TOKEN                    settings.token
-  PLUGIN                   settings.plugins, comma-separated
+  CALLLOGGER_<SETTING>     any setting, its value read as YAML: CALLLOGGER_FRONTEND,
+                           CALLLOGGER_METRICS_ADDR, CALLLOGGER_TIMEOUT=5, …
+  TOKEN                    settings.token (CALLLOGGER_TOKEN wins over it)
+  PLUGIN                   settings.plugins, comma-separated (CALLLOGGER_PLUGINS wins over it)
   CALLLOGGER_CONFIG        the config file, when --config is not given
-  CALLLOGGER_PLUGIN_DIR    settings.plugin_dir
-  CALLLOGGER_STATE_DIR     settings.state_dir
-  CALLLOGGER_FRONTEND      settings.frontend
-  CALLLOGGER_METRICS_ADDR  settings.metrics_addr
   RUST_LOG                 the log filter (default info for the host, warn for the commands)
   SSL_CERT_FILE            the CAs of an https frontend, when settings.ca_file is empty
 A value in the config file may name any variable: ${VAR}, or ${VAR:-default}.";
@@ -205,11 +203,12 @@ pub struct ServiceName {
 mod tests {
     #[test]
     fn the_help_names_every_environment_variable_the_config_reads() {
-        for (setting, var) in crate::config::ENVIRONMENT {
+        for (setting, var) in crate::config::SHORT_NAMES {
             assert!(
                 super::ENVIRONMENT.contains(&format!("\n  {var} ")),
                 "{var} ({setting}) is missing from --help"
             );
         }
+        assert!(super::ENVIRONMENT.contains("\n  CALLLOGGER_<SETTING> "));
     }
 }

@@ -19,6 +19,13 @@ pub struct Settings {
     pub sender: SenderSettings,
 }
 
+/// Every setting's key: the host's own and the components'.
+pub fn keys() -> Vec<&'static str> {
+    let mut keys = config::host_keys();
+    keys.extend(known());
+    keys
+}
+
 /// The components' keys.
 fn known() -> Vec<&'static str> {
     [

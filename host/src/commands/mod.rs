@@ -98,7 +98,7 @@ fn config_layers(cli: &Cli) -> (Option<(PathBuf, bool)>, Overrides, Overrides) {
         .flag("state_dir", path(&cli.state_dir));
     (
         config::config_path(cli.config.as_deref(), env),
-        Overrides::from_env(env),
+        Overrides::from_env(env, &settings::keys()),
         flags,
     )
 }

@@ -46,9 +46,7 @@ pub fn service(
 /// Registers the service with the flags `cli` was given, after checking its config loads.
 fn install(cli: &Cli, name: &str, manual: bool) -> anyhow::Result<ExitCode> {
     load_config(cli).context("not installed: the service would not start")?;
-    let unseen: Vec<&str> = crate::config::environment_variables()
-        .filter(|var| std::env::var_os(var).is_some())
-        .collect();
+    let unseen = crate::config::environment_variables();
     if !unseen.is_empty() {
         tracing::warn!(
             "{} set here, but a service does not see this environment: put it in the config, \

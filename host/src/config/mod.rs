@@ -74,21 +74,31 @@ fn problem_list(problems: &[String]) -> String {
     }
 }
 
-/// The environment variables the config reads (`CALLLOGGER_CONFIG` and each override).
+/// The environment variables set here that the config reads: `CALLLOGGER_CONFIG`, the
+/// short names and every `CALLLOGGER_…` one.
 #[cfg(windows)]
-pub fn environment_variables() -> impl Iterator<Item = &'static str> {
-    std::iter::once("CALLLOGGER_CONFIG").chain(ENVIRONMENT.map(|(_, var)| var))
+pub fn environment_variables() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            name.starts_with("CALLLOGGER_") || SHORT_NAMES.iter().any(|(_, short)| short == name)
+        })
+        .collect()
 }
 
-/// The settings the environment overrides, and the variable for each.
-pub(crate) const ENVIRONMENT: [(&str, &str); 6] = [
-    ("token", "TOKEN"),
-    ("plugins", "PLUGIN"),
-    ("plugin_dir", "CALLLOGGER_PLUGIN_DIR"),
-    ("state_dir", "CALLLOGGER_STATE_DIR"),
-    ("frontend", "CALLLOGGER_FRONTEND"),
-    ("metrics_addr", "CALLLOGGER_METRICS_ADDR"),
-];
+/// The settings that also have a short environment variable, kept from before
+/// `CALLLOGGER_<SETTING>` covered every setting.
+pub(crate) const SHORT_NAMES: [(&str, &str); 2] = [("token", "TOKEN"), ("plugins", "PLUGIN")];
+
+/// The keys of the host's own settings (`plugins`, `plugin_dir`, …).
+pub fn host_keys() -> Vec<&'static str> {
+    fields::<HostSettings>().to_vec()
+}
+
+/// The environment variable that sets `key`: `CALLLOGGER_` and the key in capitals.
+pub fn env_var(key: &str) -> String {
+    format!("CALLLOGGER_{}", key.to_ascii_uppercase())
+}
 
 /// Where a setting's value came from, for messages.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +110,7 @@ pub enum Source {
         line: Option<usize>,
     },
     /// An environment variable, by name.
-    Env(&'static str),
+    Env(String),
     /// The command-line flag of a key.
     Flag(&'static str),
 }
@@ -125,22 +135,32 @@ impl Display for Source {
 pub struct Overrides(Vec<(&'static str, Value, Source)>);
 
 impl Overrides {
-    /// The overrides containers set through the environment.
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Self {
+    /// The overrides the environment sets: `CALLLOGGER_<KEY>` for each of `keys` (over the
+    /// short `TOKEN` and `PLUGIN`). A value is read as YAML (`CALLLOGGER_TIMEOUT=5` is a
+    /// number), except the token, which stays the text it is, and `plugins`, a comma-separated
+    /// list.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>, keys: &[&'static str]) -> Self {
         let mut overrides = Self::default();
-        for (key, var) in ENVIRONMENT {
-            let Some(value) = env(var).filter(|v| !v.trim().is_empty()) else {
+        let named = SHORT_NAMES
+            .iter()
+            .map(|(key, var)| (*key, (*var).to_owned()))
+            .chain(keys.iter().map(|key| (*key, env_var(key))));
+        for (key, var) in named {
+            let Some(value) = env(&var).filter(|v| !v.trim().is_empty()) else {
                 continue;
             };
-            let value = if key == "plugins" {
-                value
+            let value = match key {
+                "plugins" => value
                     .split(',')
                     .map(str::trim)
                     .filter(|p| !p.is_empty())
                     .map(Value::from)
-                    .collect()
-            } else {
-                Value::from(value)
+                    .collect(),
+                "token" => Value::from(value),
+                _ => match serde_yaml::from_str::<Value>(&value) {
+                    Ok(parsed) if !parsed.is_null() => parsed,
+                    _ => Value::from(value),
+                },
             };
             overrides.0.push((key, value, Source::Env(var)));
         }

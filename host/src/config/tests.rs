@@ -52,7 +52,10 @@ fn load_file(text: &str, env: Overrides) -> Result<(Config, Vec<String>), Config
 
 #[test]
 fn layers_merge_as_values_and_keep_each_keys_origin() {
-    let env = Overrides::from_env(|var| (var == "PLUGIN").then(|| "A, B@x".to_owned()));
+    let env = Overrides::from_env(
+        |var| (var == "PLUGIN").then(|| "A, B@x".to_owned()),
+        &known(),
+    );
     let flags = Overrides::default().flag("state_dir", Some("/flag"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yml");
@@ -74,7 +77,7 @@ fn layers_merge_as_values_and_keep_each_keys_origin() {
             line: Some(3)
         }
     );
-    assert_eq!(config.origin("plugins"), &Source::Env("PLUGIN"));
+    assert_eq!(config.origin("plugins"), &Source::Env("PLUGIN".into()));
     assert_eq!(config.origin("state_dir"), &Source::Flag("state_dir"));
     assert_eq!(config.origin("timeout"), &Source::Defaults);
 }

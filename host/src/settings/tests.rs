@@ -23,7 +23,7 @@ fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> 
         .collect();
     load(
         Some((path, true)),
-        Overrides::from_env(|k| env.get(k).cloned()),
+        Overrides::from_env(|k| env.get(k).cloned(), &crate::settings::keys()),
         Overrides::default(),
     )
 }
@@ -92,14 +92,20 @@ fn layers_apply_defaults_then_file_then_env_then_flags() {
     let text = "settings:\n  timeout: 2\n  token: from-file\n  plugin_dir: /file/plugins\nMockCalls:\n  sleep: 0\n";
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, text);
-    let env = Overrides::from_env(|k| match k {
-        "TOKEN" => Some("from-env".into()),
-        "PLUGIN" => Some("MockCalls, Echo@b".into()),
-        "CALLLOGGER_PLUGIN_DIR" => Some("/env/plugins".into()),
-        "CALLLOGGER_FRONTEND" => Some("http://frontend.env".into()),
-        "CALLLOGGER_METRICS_ADDR" => Some("0.0.0.0:9464".into()),
-        _ => None,
-    });
+    let env = Overrides::from_env(
+        |k| match k {
+            "TOKEN" => Some("from-env".into()),
+            "PLUGIN" => Some("MockCalls, Echo@b".into()),
+            "CALLLOGGER_PLUGIN_DIR" => Some("/env/plugins".into()),
+            "CALLLOGGER_FRONTEND" => Some("http://frontend.env".into()),
+            "CALLLOGGER_METRICS_ADDR" => Some("0.0.0.0:9464".into()),
+            // Any setting, its value read as YAML.
+            "CALLLOGGER_DECAY" => Some("3".into()),
+            "CALLLOGGER_TRUSTED_PLUGINS" => Some(format!("{{libx.so: {}}}", "ab".repeat(32))),
+            _ => None,
+        },
+        &crate::settings::keys(),
+    );
     let flags = Overrides::default().flag("plugin_dir", Some("/flag/plugins"));
     let config = load(
         Some((path.clone(), true)),
@@ -109,8 +115,13 @@ fn layers_apply_defaults_then_file_then_env_then_flags() {
     .unwrap();
     assert_eq!(config.supervisor.retry.timeout, 2.0, "file over defaults");
     assert_eq!(
-        config.supervisor.retry.decay, 1.5,
-        "defaults where the file is silent"
+        config.supervisor.retry.decay, 3.0,
+        "CALLLOGGER_DECAY, a number"
+    );
+    assert_eq!(
+        config.loader.pins.len(),
+        1,
+        "CALLLOGGER_TRUSTED_PLUGINS, a mapping"
     );
     assert_eq!(config.sender.token.expose(), "from-env", "env over file");
     assert_eq!(config.config.plugin_dir, PathBuf::from("/env/plugins"));
