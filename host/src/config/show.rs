@@ -6,7 +6,7 @@ use serde_yaml::{Mapping, Value};
 use super::Config;
 
 /// What a masked secret shows.
-pub const REDACTED: &str = "<redacted>";
+const REDACTED: &str = "<redacted>";
 
 /// Key names that hold secrets, in any plugin's section too (matched case-insensitively,
 /// anywhere in the key).

@@ -34,13 +34,21 @@ fn check_header<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<(), S
     if header.e_type(endian) != elf::ET_DYN {
         return Err("an ELF file, but not a shared library".into());
     }
-    let machine = header.e_machine(endian);
-    if let Some((this, name)) = this_machine() {
-        if machine != this || header.is_class_64() != cfg!(target_pointer_width = "64") {
-            let bits = if header.is_class_64() { 64 } else { 32 };
+    let (machine, bits) = (
+        header.e_machine(endian),
+        if header.is_class_64() { 64 } else { 32 },
+    );
+    let host_bits = if cfg!(target_pointer_width = "64") {
+        64
+    } else {
+        32
+    };
+    if let Some(this) = this_machine() {
+        if (machine, bits) != (this, host_bits) {
             return Err(format!(
-                "built for {}, this host is {name}",
-                machine_name(machine, bits)
+                "built for {}, this host is {}",
+                machine_name(machine, bits),
+                machine_name(this, host_bits)
             ));
         }
     }
@@ -62,14 +70,14 @@ fn check_header<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<(), S
     Ok(())
 }
 
-/// The ELF machine of this build, and its name.
-fn this_machine() -> Option<(u16, &'static str)> {
+/// The ELF machine of this build (`None`: one the check does not know, so it is not made).
+fn this_machine() -> Option<u16> {
     match std::env::consts::ARCH {
-        "x86_64" => Some((elf::EM_X86_64, "x86_64")),
-        "aarch64" => Some((elf::EM_AARCH64, "aarch64")),
-        "arm" => Some((elf::EM_ARM, "32-bit ARM")),
-        "x86" => Some((elf::EM_386, "x86 (32-bit)")),
-        "riscv64" => Some((elf::EM_RISCV, "riscv64")),
+        "x86_64" => Some(elf::EM_X86_64),
+        "aarch64" => Some(elf::EM_AARCH64),
+        "arm" => Some(elf::EM_ARM),
+        "x86" => Some(elf::EM_386),
+        "riscv64" => Some(elf::EM_RISCV),
         _ => None,
     }
 }

@@ -108,12 +108,12 @@ fn check_owner_and_mode(
     if !policy.strict_permissions {
         return Ok(());
     }
+    let shown = path.display();
+    let off = "settings.strict_plugin_permissions: false turns this check off, for development \
+               only";
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let shown = path.display();
-        let off = "settings.strict_plugin_permissions: false turns this check off, for \
-                   development only";
         let writable = match meta.mode() & 0o022 {
             0 => None,
             0o020 => Some("its group"),
@@ -139,9 +139,6 @@ fn check_owner_and_mode(
     #[cfg(windows)]
     {
         let _ = (meta, owner);
-        let shown = path.display();
-        let off = "settings.strict_plugin_permissions: false turns this check off, for \
-                   development only";
         let found = super::acl::untrusted(path)
             .map_err(|e| format!("{what} {shown}: cannot read who may write to it ({e})"))?;
         if !found.writers.is_empty() {

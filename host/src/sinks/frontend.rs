@@ -251,7 +251,8 @@ pub struct FrontendSink {
 impl FrontendSink {
     /// The HTTP client for `settings.frontend`, with the token; redirects are not followed.
     pub fn new(settings: SenderSettings, telemetry: Arc<Telemetry>) -> Result<Self, FrontendError> {
-        let roots = if settings.frontend.trim_start().starts_with("https:") {
+        let https = settings.frontend.trim_start().get(..6);
+        let roots = if https.is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:")) {
             trust(&settings.ca_file)?
         } else {
             RootCerts::WebPki

@@ -190,14 +190,22 @@ impl Metrics {
         m
     }
 
-    /// The OpenMetrics text exposition, with the process's own figures where the platform
-    /// gives them (Linux: resident memory, CPU time, open files, threads, start time).
-    pub fn encode(&self) -> String {
+    /// The OpenMetrics text exposition, with the process's own figures: its start time
+    /// (`started`, Unix seconds) and, where the platform gives them (Linux), resident memory,
+    /// CPU time, open files and threads.
+    pub fn encode(&self, started: u64) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         if let Some(end) = out.rfind("# EOF") {
-            out.insert_str(end, &process_metrics());
+            let mut process = process_metrics();
+            process.push_str(&family(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                "gauge",
+                started as f64,
+            ));
+            out.insert_str(end, &process);
         }
         out
     }
@@ -219,21 +227,14 @@ fn process_metrics() -> String {
         .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
     // Field N of proc_pid_stat(5) is fields[N - 3].
     let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
-    let boot = std::fs::read_to_string("/proc/stat")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok());
     let fds = std::fs::read_dir("/proc/self/fd").map(Iterator::count).ok();
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: Option<f64>| {
+    let mut add = |name: &str, help: &str, kind: &str, value: Option<f64>| {
         if let Some(value) = value {
-            let family = name.strip_suffix("_total").unwrap_or(name);
-            out.push_str(&format!(
-                "# HELP {family} {help}.\n# TYPE {family} {kind}\n{name} {value}\n"
-            ));
+            out.push_str(&family(name, help, kind, value));
         }
     };
-    gauge(
+    add(
         "process_cpu_seconds_total",
         "Total user and system CPU time spent in seconds",
         "counter",
@@ -241,32 +242,31 @@ fn process_metrics() -> String {
             .zip(field(15))
             .map(|(user, system)| (user + system) / ticks),
     );
-    gauge(
+    add(
         "process_resident_memory_bytes",
         "Resident memory size in bytes",
         "gauge",
         field(24).map(|pages| pages * page),
     );
-    gauge(
+    add(
         "process_open_fds",
         "Number of open file descriptors",
         "gauge",
         fds.map(|n| n as f64 - 1.0),
     );
-    gauge(
+    add(
         "process_threads",
         "Number of OS threads in the process",
         "gauge",
         field(20),
     );
-    gauge(
-        "process_start_time_seconds",
-        "Start time of the process since unix epoch in seconds",
-        "gauge",
-        boot.zip(field(22))
-            .map(|(boot, start)| boot + start / ticks),
-    );
     out
+}
+
+/// One metric family of one sample, in the exposition's text.
+fn family(name: &str, help: &str, kind: &str, value: f64) -> String {
+    let family = name.strip_suffix("_total").unwrap_or(name);
+    format!("# HELP {family} {help}.\n# TYPE {family} {kind}\n{name} {value}\n")
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -2,8 +2,8 @@
 //! through `prometheus-client`), `/health` and the status page.
 //!
 //! [`metrics`] holds the counters, [`health`] the rules for what makes the host unhealthy,
-//! [`probes`] those for alive and ready, [`recent_log`] the tracing layer keeping the latest warnings and errors; [`Telemetry`] is
-//! the handle the host's parts report through. Counting is always on (a few atomic adds per
+//! [`probes`] those for alive and ready, [`recent_log`] the tracing layer keeping the latest
+//! warnings and errors; [`Telemetry`] is the handle the host's parts report through. Counting is always on (a few atomic adds per
 //! record); the HTTP listener that shows it is optional (`settings.metrics_addr`).
 
 mod health;
@@ -242,7 +242,7 @@ impl Telemetry {
             .oldest_pending
             .map_or(0, |pushed| (unix_now() as i64 - pushed).max(0));
         self.metrics.spool_oldest_age.set(age);
-        self.metrics.encode()
+        self.metrics.encode(self.started)
     }
 
     /// Everything `/health` and the status page show; `stuck_after` is how long failing
@@ -271,9 +271,7 @@ impl Telemetry {
             recent: self.recent.newest_first(),
         }
     }
-}
 
-impl Telemetry {
     /// Every instance's status at `now`, with its records of the last hour.
     fn instances_at(&self, now: u64) -> Vec<InstanceStatus> {
         let hours = self.hours.lock();

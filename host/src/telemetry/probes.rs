@@ -6,13 +6,14 @@
 //! a reload, a change in the plugins folder) for less than [`BUSY_LIMIT`]; it costs no
 //! wake-up. Ready: start-up is done, every instance runs and the spool takes records.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
 /// How long the main loop may be busy with one event before the host counts as hung.
-pub const BUSY_LIMIT: Duration = Duration::from_secs(120);
+const BUSY_LIMIT: Duration = Duration::from_secs(120);
 
 /// A probe's answer.
 #[derive(Debug, Serialize)]
@@ -36,7 +37,7 @@ pub struct MainLoop {
     /// Busy since when, with what; `None` while it waits for an event.
     busy: Mutex<Option<(Instant, &'static str)>>,
     /// Whether it has waited once: start-up is done.
-    started: Mutex<bool>,
+    started: AtomicBool,
 }
 
 impl MainLoop {
@@ -44,7 +45,7 @@ impl MainLoop {
     pub fn new() -> Self {
         Self {
             busy: Mutex::new(Some((Instant::now(), "starting up"))),
-            started: Mutex::new(false),
+            started: AtomicBool::new(false),
         }
     }
 
@@ -56,7 +57,7 @@ impl MainLoop {
     /// It waits for the next event.
     pub fn waiting(&self) {
         *self.busy.lock() = None;
-        *self.started.lock() = true;
+        self.started.store(true, Ordering::Relaxed);
     }
 
     /// Why the host is not alive at `now`, if it is not.
@@ -74,7 +75,7 @@ impl MainLoop {
 
     /// Whether start-up is done.
     pub fn started(&self) -> bool {
-        *self.started.lock()
+        self.started.load(Ordering::Relaxed)
     }
 }
 

@@ -784,19 +784,20 @@ fn an_https_frontend_behind_a_private_ca_is_trusted_through_ca_file_or_ssl_cert_
         "a TLS failure, retried: {log}"
     );
     assert_eq!(answered.load(Ordering::SeqCst), 0);
+    let delivered = |posts: usize, host: &Host| {
+        let done = || (answered.load(Ordering::SeqCst) >= posts).then_some(());
+        let waited = poll(Duration::from_secs(20), done);
+        assert!(
+            waited.is_some(),
+            "{posts} POSTs never answered:\n{}",
+            host.log()
+        );
+    };
 
     // settings.ca_file: delivered, the waiting record with it.
     install.write_config(&config(&format!(", ca_file: '{}'", ca_file.display())));
     let mut host = run(None);
-    assert!(
-        poll(Duration::from_secs(20), || (answered
-            .load(Ordering::SeqCst)
-            >= 2)
-            .then_some(()))
-        .is_some(),
-        "{}",
-        host.log()
-    );
+    delivered(2, &host);
     let log = host.terminate();
     assert!(
         log.contains("trusting the 1 certificate authorities in")
@@ -807,15 +808,7 @@ fn an_https_frontend_behind_a_private_ca_is_trusted_through_ca_file_or_ssl_cert_
     // $SSL_CERT_FILE, as curl and OpenSSL read it.
     install.write_config(&config(""));
     let mut host = run(Some(&ca_file));
-    assert!(
-        poll(Duration::from_secs(20), || (answered
-            .load(Ordering::SeqCst)
-            >= 3)
-            .then_some(()))
-        .is_some(),
-        "{}",
-        host.log()
-    );
+    delivered(3, &host);
     assert!(host.terminate().contains("(SSL_CERT_FILE)"));
 
     // A file with no certificate in it is named by `check`.

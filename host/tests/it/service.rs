@@ -119,6 +119,11 @@ fn health_and_metrics_follow_the_records_the_instances_and_the_sender() {
         (now - delivered).abs() < 60.0,
         "last delivery {delivered}, now {now}"
     );
+    let started = metric(&text, "process_start_time_seconds");
+    assert!(
+        (0.0..600.0).contains(&(now - started)),
+        "started {started}, now {now}"
+    );
     // The example alerts and dashboard name only metrics the host exposes.
     for file in [
         "dist/monitoring/calllogger.rules.yml",
