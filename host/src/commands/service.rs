@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use calllogger_plugin_sdk::Backoff;
 use windows_service::service::{
     Service, ServiceAccess, ServiceAction as RecoveryAction, ServiceActionType,
     ServiceErrorControl, ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod,
@@ -45,7 +46,7 @@ pub fn service(
 
 /// Registers the service with the flags `cli` was given, after checking its config loads.
 fn install(cli: &Cli, name: &str, manual: bool) -> anyhow::Result<ExitCode> {
-    load_config(cli).context("not installed: the service would not start")?;
+    let settings = load_config(cli).context("not installed: the service would not start")?;
     let unseen = crate::config::environment_variables();
     if !unseen.is_empty() {
         tracing::warn!(
@@ -97,18 +98,22 @@ fn install(cli: &Cli, name: &str, manual: bool) -> anyhow::Result<ExitCode> {
     service.set_description(
         "Collects call data records from PBX plugins and forwards them (calllogger).",
     )?;
-    // Restarted after a failure as the supervisor restarts a plugin: 10 s, then 15 s, then
-    // every 22.5 s; the count starts again after a day without one.
-    let restart = |seconds: f64| RecoveryAction {
-        action_type: ServiceActionType::Restart,
-        delay: Duration::from_secs_f64(seconds),
-    };
+    // Restarted after a failure as the supervisor restarts a plugin, with the decayed
+    // timeout's first three waits (10, 15, then every 22.5 s by default); the count starts
+    // again after a day without one.
+    let mut waits = Backoff::new(settings.supervisor.retry);
+    let actions = (0..3)
+        .map(|_| RecoveryAction {
+            action_type: ServiceActionType::Restart,
+            delay: waits.advance(),
+        })
+        .collect();
     let recovery = service
         .update_failure_actions(ServiceFailureActions {
             reset_period: ServiceFailureResetPeriod::After(Duration::from_secs(24 * 3600)),
             reboot_msg: None,
             command: None,
-            actions: Some(vec![restart(10.0), restart(15.0), restart(22.5)]),
+            actions: Some(actions),
         })
         .and_then(|()| service.set_failure_actions_on_non_crash_failures(true));
     if let Err(e) = recovery {
