@@ -55,11 +55,11 @@ pub fn wine(program: &Path) -> Command {
 /// The Wine loader, once the kit's prefix is made (by the first Wine program in it) and its
 /// session started (on the first call in a process).
 fn ready_loader() -> &'static Path {
-    static READY: OnceLock<(PathBuf, Mutex<Session>)> = OnceLock::new();
+    static READY: OnceLock<(PathBuf, Session)> = OnceLock::new();
     let (loader, _session) = READY.get_or_init(|| {
         let loader = loader();
         let session = start_session(&loader);
-        (loader, Mutex::new(session))
+        (loader, session)
     });
     loader
 }

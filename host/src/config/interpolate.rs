@@ -56,7 +56,8 @@ fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Str
         out.push_str(&rest[..at]);
         let inner = &rest[at + 2..];
         let end = inner.find('}').ok_or_else(|| {
-            format!("`${{` without its `}}` in {text:?} (write `$${{` for a literal `${{`)")
+            // The value is not shown: it may be a secret.
+            "`${` without its `}` (write `$${` for a literal `${`)".to_owned()
         })?;
         let reference = &inner[..end];
         let (name, default) = match reference.split_once(":-") {
