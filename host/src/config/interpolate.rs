@@ -144,5 +144,9 @@ mod tests {
             problems[2].starts_with("settings.d: `${` without its `}`"),
             "{problems:?}"
         );
+        assert!(
+            !problems[2].contains("x${TOKEN"),
+            "the value, maybe a secret, is not shown: {problems:?}"
+        );
     }
 }
