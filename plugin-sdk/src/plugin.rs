@@ -81,7 +81,7 @@ impl<P: Plugin> Class for P {
 /// An empty or `null` section reads as an empty mapping. Errors name the class and the key
 /// (`MockCalls: settings key `sleep`: invalid type: …`); unknown keys are errors too.
 pub fn parse_settings<S: DeserializeOwned>(class: &str, yaml: &str) -> Result<S, String> {
-    let value: serde_yaml::Value = serde_yaml::from_str(yaml)
+    let value: yaml_serde::Value = yaml_serde::from_str(yaml)
         .map_err(|e| format!("{class}: settings are not valid YAML: {e}"))?;
     parse_settings_value(class, value)
 }
@@ -89,10 +89,10 @@ pub fn parse_settings<S: DeserializeOwned>(class: &str, yaml: &str) -> Result<S,
 /// [`parse_settings`] on an already parsed YAML value.
 pub(crate) fn parse_settings_value<S: DeserializeOwned>(
     class: &str,
-    value: serde_yaml::Value,
+    value: yaml_serde::Value,
 ) -> Result<S, String> {
     let value = match value {
-        serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
+        yaml_serde::Value::Null => yaml_serde::Value::Mapping(Default::default()),
         other => other,
     };
     let mut track = serde_path_to_error::Track::new();
@@ -138,24 +138,24 @@ pub(crate) fn split_settings(
     class: &str,
     yaml: &str,
     keys: &[&str],
-) -> Result<(serde_yaml::Value, serde_yaml::Value), PluginError> {
+) -> Result<(yaml_serde::Value, yaml_serde::Value), PluginError> {
     let config = |e: String| PluginError::new(ErrorKind::Config, e);
-    let value: serde_yaml::Value = serde_yaml::from_str(yaml)
+    let value: yaml_serde::Value = yaml_serde::from_str(yaml)
         .map_err(|e| config(format!("{class}: settings are not valid YAML: {e}")))?;
     let mut own = match value {
-        serde_yaml::Value::Mapping(mapping) => mapping,
-        serde_yaml::Value::Null => Default::default(),
+        yaml_serde::Value::Mapping(mapping) => mapping,
+        yaml_serde::Value::Null => Default::default(),
         _ => return Err(config(format!("{class}: settings must be a mapping"))),
     };
-    let mut base = serde_yaml::Mapping::new();
+    let mut base = yaml_serde::Mapping::new();
     for key in keys {
         if let Some(value) = own.remove(key) {
             base.insert((*key).into(), value);
         }
     }
     Ok((
-        serde_yaml::Value::Mapping(base),
-        serde_yaml::Value::Mapping(own),
+        yaml_serde::Value::Mapping(base),
+        yaml_serde::Value::Mapping(own),
     ))
 }
 

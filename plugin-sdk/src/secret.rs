@@ -43,10 +43,10 @@ impl std::fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match serde_yaml::Value::deserialize(deserializer)? {
-            serde_yaml::Value::String(s) => Ok(Self(s)),
-            serde_yaml::Value::Number(n) => Ok(Self(n.to_string())),
-            serde_yaml::Value::Null => Ok(Self::default()),
+        match yaml_serde::Value::deserialize(deserializer)? {
+            yaml_serde::Value::String(s) => Ok(Self(s)),
+            yaml_serde::Value::Number(n) => Ok(Self(n.to_string())),
+            yaml_serde::Value::Null => Ok(Self::default()),
             _ => Err(serde::de::Error::custom(
                 "a secret (token, password) must be a string; its value is not shown",
             )),

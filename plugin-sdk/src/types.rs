@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn seconds_accept_integers_and_fractions_only_above_zero() {
-        let s = |y: &str| serde_yaml::from_str::<Seconds>(y).map_err(|e| e.to_string());
+        let s = |y: &str| yaml_serde::from_str::<Seconds>(y).map_err(|e| e.to_string());
         assert_eq!(s("60").unwrap().as_secs(), 60);
         assert_eq!(s("0.25").unwrap().as_millis(), 250);
         for bad in ["0", "-1", ".nan", ".inf"] {
@@ -255,9 +255,9 @@ mod tests {
 
     #[test]
     fn time_zones_by_name_with_a_clear_error() {
-        let z: TimeZone = serde_yaml::from_str("UTC").unwrap();
+        let z: TimeZone = yaml_serde::from_str("UTC").unwrap();
         assert_eq!(z.name(), Some("UTC"));
-        let e = serde_yaml::from_str::<TimeZone>("Mars/Olympus")
+        let e = yaml_serde::from_str::<TimeZone>("Mars/Olympus")
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown time zone `Mars/Olympus`"), "{e}");

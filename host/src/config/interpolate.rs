@@ -4,7 +4,7 @@
 //! the file's structure, and a replaced value stays a string (`token: ${TOKEN}` is never taken
 //! for a number).
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// Replaces the references in every string inside `value` (at `path`, e.g. `settings.token`,
 /// for messages); each reference to an unset variable without a default is a problem.
@@ -102,7 +102,7 @@ mod tests {
     }
 
     fn run(yaml: &str) -> (Value, Vec<String>) {
-        let mut value: Value = serde_yaml::from_str(yaml).unwrap();
+        let mut value: Value = yaml_serde::from_str(yaml).unwrap();
         let mut problems = Vec::new();
         interpolate(&mut value, "settings", &env, &mut problems);
         (value, problems)

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 pub use fields::fields;
 pub use state_dir::inspect_state_dir;
@@ -56,7 +56,7 @@ pub enum ConfigError {
     #[error("config file {origin}: {error}")]
     Syntax {
         origin: String,
-        error: serde_yaml::Error,
+        error: yaml_serde::Error,
     },
     /// Every problem found in the settings.
     #[error("{}", problem_list(.0))]
@@ -157,7 +157,7 @@ impl Overrides {
                     .map(Value::from)
                     .collect(),
                 "token" => Value::from(value),
-                _ => match serde_yaml::from_str::<Value>(&value) {
+                _ => match yaml_serde::from_str::<Value>(&value) {
                     Ok(parsed) if !parsed.is_null() => parsed,
                     _ => Value::from(value),
                 },
@@ -356,7 +356,7 @@ pub fn load(
     if let Some((path, required)) = file {
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                if serde_yaml::from_str::<Value>(&text).is_ok_and(|v| v.is_null()) {
+                if yaml_serde::from_str::<Value>(&text).is_ok_and(|v| v.is_null()) {
                     return Err(ConfigError::Empty { path });
                 }
                 let origin = Source::File {
@@ -436,7 +436,7 @@ fn parse_layer(
         origin: shown.clone(),
         error,
     };
-    let File { settings, sections } = serde_yaml::from_str(text).map_err(syntax)?;
+    let File { settings, sections } = yaml_serde::from_str(text).map_err(syntax)?;
     let settings = settings.unwrap_or_default();
     let at = |key: &str| match origin {
         Source::File { path, .. } => Source::File {
@@ -543,7 +543,7 @@ impl Config {
                 },
             }
         }
-        let settings = serde_yaml::from_value(Value::Mapping(self.defaults.0.clone()))
+        let settings = yaml_serde::from_value(Value::Mapping(self.defaults.0.clone()))
             .expect("the built-in defaults deserialize into every settings struct (tested)");
         (settings, problems)
     }
@@ -615,7 +615,7 @@ impl Config {
             }
             let settings_yaml = match section {
                 Value::Null => String::new(),
-                Value::Mapping(_) => match serde_yaml::to_string(&section) {
+                Value::Mapping(_) => match yaml_serde::to_string(&section) {
                     Ok(yaml) => yaml,
                     Err(e) => {
                         problems.push(format!("{file_origin}: section `{name}`: {e}"));

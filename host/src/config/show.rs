@@ -1,7 +1,7 @@
 //! `calllogger config`: the merged config as YAML an operator can read (and reuse), each
 //! setting with where its value came from, secrets masked.
 
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 use super::Config;
 
@@ -42,7 +42,7 @@ impl Config {
         for (name, section) in &self.sections {
             let mut one = Mapping::new();
             one.insert(Value::from(name.as_str()), masked("", section));
-            out.push_str(&serde_yaml::to_string(&one).unwrap_or_default());
+            out.push_str(&yaml_serde::to_string(&one).unwrap_or_default());
         }
         out
     }
@@ -68,7 +68,7 @@ fn masked(key: &str, value: &Value) -> Value {
 
 /// A mapping as YAML, indented by two spaces.
 fn indented(map: &Mapping) -> String {
-    serde_yaml::to_string(map)
+    yaml_serde::to_string(map)
         .unwrap_or_default()
         .lines()
         .map(|line| format!("  {line}\n"))
@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn secret_named_keys_are_masked_at_any_depth_and_empty_ones_stay_empty() {
-        let value: Value = serde_yaml::from_str(
+        let value: Value = yaml_serde::from_str(
             "token: abc\nlogin: {user: u, password: 1234, PBX_Secret: [a, b]}\nport: 80\nblank: ''\n",
         )
         .unwrap();

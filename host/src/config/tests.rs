@@ -170,15 +170,15 @@ fn line_of_finds_keys_under_settings_only() {
 
 #[test]
 fn merge_is_recursive() {
-    let mut base: Value = serde_yaml::from_str("{a: {b: 1, c: 2}, d: 3}").unwrap();
+    let mut base: Value = yaml_serde::from_str("{a: {b: 1, c: 2}, d: 3}").unwrap();
     merge_value(
         &mut base,
-        serde_yaml::from_str("{a: {c: 4}, e: 5}").unwrap(),
+        yaml_serde::from_str("{a: {c: 4}, e: 5}").unwrap(),
     );
-    let want: Value = serde_yaml::from_str("{a: {b: 1, c: 4}, d: 3, e: 5}").unwrap();
+    let want: Value = yaml_serde::from_str("{a: {b: 1, c: 4}, d: 3, e: 5}").unwrap();
     assert_eq!(base, want);
-    let mut base: Value = serde_yaml::from_str("{MockCalls: {sleep: 1}}").unwrap();
-    merge_value(&mut base, serde_yaml::from_str("{MockCalls: }").unwrap());
+    let mut base: Value = yaml_serde::from_str("{MockCalls: {sleep: 1}}").unwrap();
+    merge_value(&mut base, yaml_serde::from_str("{MockCalls: }").unwrap());
     assert_eq!(
         base["MockCalls"]["sleep"],
         Value::from(1),

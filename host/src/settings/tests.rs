@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use calllogger_plugin_abi::TimeoutSettings;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::*;
 use crate::config::inspect_state_dir;
@@ -138,7 +138,7 @@ fn layers_apply_defaults_then_file_then_env_then_flags() {
         .collect();
     assert_eq!(names, ["MockCalls", "Echo@b"]);
     // The file's `sleep: 0` is merged into the defaults' MockCalls section, key by key.
-    let mock: Value = serde_yaml::from_str(&config.config.instances[0].settings_yaml).unwrap();
+    let mock: Value = yaml_serde::from_str(&config.config.instances[0].settings_yaml).unwrap();
     assert_eq!(mock["sleep"], Value::from(0));
     assert_eq!(mock["lines"], Value::from(4));
     let config = load(Some((path, true)), env, flags).unwrap();
@@ -156,7 +156,7 @@ fn an_instance_section_is_merged_over_its_class_section() {
         &[],
     )
     .unwrap();
-    let second: Value = serde_yaml::from_str(&config.config.instances[1].settings_yaml).unwrap();
+    let second: Value = yaml_serde::from_str(&config.config.instances[1].settings_yaml).unwrap();
     assert_eq!(config.config.instances[1].class, "Echo");
     assert_eq!(second["label"], Value::from("b"));
     assert_eq!(second["count"], Value::from(1));
