@@ -12,7 +12,8 @@ Environment (over the config file, under the flags):
   TOKEN                    settings.token (CALLLOGGER_TOKEN wins over it)
   PLUGIN                   settings.plugins, comma-separated (CALLLOGGER_PLUGINS wins over it)
   CALLLOGGER_CONFIG        the config file, when --config is not given
-  RUST_LOG                 the log filter (default info for the host, warn for the commands)
+  RUST_LOG                 the log filter, over settings.log_level (which sets the host's;
+                           the other commands log warnings and errors)
   SSL_CERT_FILE            the CAs of an https frontend, when settings.ca_file is empty
 A value in the config file may name any variable: ${VAR}, or ${VAR:-default}.";
 

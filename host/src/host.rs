@@ -23,7 +23,7 @@ use crate::sinks::spool_source;
 use crate::sinks::{stdout, SinkEvent};
 use crate::stop::Stop;
 use crate::telemetry::Telemetry;
-use crate::{crash, service, status, watch};
+use crate::{crash, logging, service, status, watch};
 use calllogger_spool::{self as spool, ApplierThread, Mode, Queue, Spool};
 
 /// Everything `run` started, owned in one place so that [`Host::stop`] can end it in order.
@@ -48,6 +48,7 @@ impl Host {
     /// folder (watched) and the instances it can build, the spool, the sinks, the status
     /// listener, then the instances.
     pub fn start(settings: Settings, telemetry: Arc<Telemetry>) -> anyhow::Result<Self> {
+        logging::apply(&settings.log.log_level);
         let config = &settings.config;
         for warning in &config.warnings {
             tracing::warn!("{warning}");
@@ -166,8 +167,8 @@ impl Host {
         }
     }
 
-    /// SIGHUP: the instances follow the new settings (or, if any is wrong, nothing changes);
-    /// a changed setting that only a restart applies is named.
+    /// SIGHUP: the instances and the log level follow the new settings (or, if any is wrong,
+    /// nothing changes); a changed setting that only a restart applies is named.
     fn reload(&mut self, new: Result<Settings, ConfigError>) {
         let taken = new
             .as_ref()
@@ -181,6 +182,7 @@ impl Host {
                     restart_only.join(", ")
                 );
             }
+            logging::apply(&new.log.log_level);
             self.settings = new;
         }
     }

@@ -1,18 +1,21 @@
-//! The host's log: stderr (stdout carries records) or a file, filtered by `RUST_LOG`, as text
-//! or JSON lines. Under systemd (stderr is `$JOURNAL_STREAM`) each line starts with its
+//! The host's log: stderr (stdout carries records) or a file, filtered by `RUST_LOG` or else
+//! `settings.log_level` (applied once the config is read, and again on a reload), as text or
+//! JSON lines. Under systemd (stderr is `$JOURNAL_STREAM`) each line starts with its
 //! syslog priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug), which journald
 //! takes as the entry's priority (`journalctl -p err`), and has no time stamp of its own.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use serde::{Deserialize, Deserializer};
 use tracing::{Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::Layered;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::{Layer, Registry};
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::cli::LogFormat;
 use crate::telemetry::{self, Telemetry};
@@ -21,9 +24,82 @@ use crate::telemetry::{self, Telemetry};
 /// most twice this.
 pub const LOG_FILE_LIMIT: u64 = 10 << 20;
 
-/// Logs at `default` level unless `RUST_LOG` says otherwise, in `format`, to `file` if given
-/// (appended to, rotated at [`LOG_FILE_LIMIT`]; an error names it), else to stderr; the
-/// latest warnings and errors also go to `telemetry`'s status page.
+/// The log's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LogSettings {
+    /// What the running host logs, unless `RUST_LOG` says.
+    pub log_level: LogLevel,
+}
+
+/// `settings.log_level`: a level (`error`, `warn`, `info`, `debug`, `trace`, or `off`), or a
+/// filter as `RUST_LOG` takes it (`info,calllogger::sinks=debug`) whose every part without a
+/// `=` is a level, so that a misspelt level is refused rather than read as a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLevel(String);
+
+/// The words a filter takes as a level.
+const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+impl LogLevel {
+    /// Checks `text` as a level or a filter; the error says what is expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let expected = || {
+            format!(
+                "must be error, warn, info, debug or trace, or a filter as RUST_LOG takes it \
+                 (e.g. `info,calllogger::sinks=debug`), not `{text}`"
+            )
+        };
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let bare_word = |part: &&str| {
+            !part.contains(['=', '['])
+                && !LEVELS.iter().any(|level| part.eq_ignore_ascii_case(level))
+        };
+        if text.is_empty() || parts.iter().any(bare_word) {
+            return Err(expected());
+        }
+        match EnvFilter::builder().parse(text) {
+            Ok(_) => Ok(Self(text.to_owned())),
+            Err(e) => Err(format!("{}: {e}", expected())),
+        }
+    }
+
+    /// The filter it is.
+    fn filter(&self) -> EnvFilter {
+        EnvFilter::builder()
+            .parse(&self.0)
+            .expect("a log level is checked when it is read")
+    }
+}
+
+impl std::fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The filter [`apply`] replaces: set only when `RUST_LOG` does not filter the log.
+static FILTER: OnceLock<reload::Handle<EnvFilter, Layered<Output, Registry>>> = OnceLock::new();
+
+/// Filters the log by `level` from here on, unless `RUST_LOG` filters it.
+pub fn apply(level: &LogLevel) {
+    if let Some(filter) = FILTER.get() {
+        if let Err(e) = filter.reload(level.filter()) {
+            tracing::warn!("cannot set the log level to {level}: {e}");
+        }
+    }
+}
+
+/// Logs at `default` level until [`apply`] sets the configured one, unless `RUST_LOG` (when it
+/// is a valid filter) says otherwise; in `format`, to `file` if given (appended to, rotated at
+/// [`LOG_FILE_LIMIT`]; an error names it), else to stderr; the latest warnings and errors also
+/// go to `telemetry`'s status page.
 pub fn init(
     default: &str,
     format: LogFormat,
@@ -32,8 +108,9 @@ pub fn init(
 ) -> io::Result<()> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let configurable = from_env.is_none();
+    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(default)));
     let output = match file {
         Some(path) => {
             let file = LogFile::open(path.to_owned(), LOG_FILE_LIMIT)
@@ -51,6 +128,9 @@ pub fn init(
         .with(filter)
         .with(telemetry::RecentLog(telemetry.clone()))
         .init();
+    if configurable {
+        let _ = FILTER.set(handle);
+    }
     Ok(())
 }
 
@@ -198,6 +278,32 @@ impl Write for LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_level_is_a_level_or_a_filter_whose_bare_words_are_levels() {
+        for good in [
+            "info",
+            "DEBUG",
+            " warn ",
+            "off",
+            "info,calllogger::sinks=debug",
+            "plugin=trace",
+        ] {
+            assert!(LogLevel::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "verbose", "debgu", "info,debgu", "calllogger=loud"] {
+            let error = LogLevel::parse(bad).expect_err(bad);
+            assert!(error.starts_with("must be error, warn, info"), "{error}");
+            assert!(error.contains(&format!("not `{}`", bad.trim())), "{error}");
+        }
+        let filter = LogLevel::parse("warn,calllogger::sinks=debug")
+            .unwrap()
+            .filter();
+        assert_eq!(
+            filter.max_level_hint(),
+            Some(tracing::level_filters::LevelFilter::DEBUG)
+        );
+    }
 
     #[test]
     fn a_log_file_is_appended_to_and_started_anew_at_its_limit_keeping_one_before() {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::config::{self, fields, Config, ConfigError, Overrides};
 use crate::loader::trust::LoaderPolicy;
+use crate::logging::LogSettings;
 use crate::runtime::supervisor::SupervisorSettings;
 use crate::sinks::frontend::SenderSettings;
 use crate::spool_settings::SpoolSettings;
@@ -17,6 +18,7 @@ pub struct Settings {
     pub supervisor: SupervisorSettings,
     pub spool: SpoolSettings,
     pub sender: SenderSettings,
+    pub log: LogSettings,
 }
 
 /// Every setting's key: the host's own and the components'.
@@ -33,6 +35,7 @@ fn known() -> Vec<&'static str> {
         fields::<SupervisorSettings>(),
         fields::<SpoolSettings>(),
         fields::<SenderSettings>(),
+        fields::<LogSettings>(),
     ]
     .concat()
 }
@@ -68,6 +71,8 @@ pub fn load_all(
     let (sender, found) = config.settings::<SenderSettings>();
     problems.extend(found);
     problems.extend(sender.check(&config));
+    let (log, found) = config.settings::<LogSettings>();
+    problems.extend(found);
     if !problems.is_empty() {
         config.warnings.retain(|w| w != config::NO_PLUGINS);
     }
@@ -77,17 +82,19 @@ pub fn load_all(
         supervisor,
         spool,
         sender,
+        log,
     };
     Ok((settings, problems))
 }
 
 impl Settings {
     /// The settings that differ in `new` but apply only at start-up: every key but the ones
-    /// the runtime takes on a reload (the instances, the supervisor's and the loader's).
+    /// a reload takes (the instances, the supervisor's, the loader's and the log level).
     pub fn restart_only_changes(&self, new: &Settings) -> Vec<String> {
         let reloaded = [
             fields::<SupervisorSettings>(),
             fields::<LoaderPolicy>(),
+            fields::<LogSettings>(),
             &["plugins"],
         ]
         .concat();

@@ -39,6 +39,7 @@ fn known() -> Vec<&'static str> {
         "spool_max_records",
         "spool_fsync",
         "strict_plugin_permissions",
+        "log_level",
     ]);
     known
 }

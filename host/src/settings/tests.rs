@@ -483,13 +483,44 @@ fn only_the_settings_a_reload_cannot_take_are_named_as_restart_only() {
     let old = load_text("settings: {plugins: [Echo]}\n", &[]).unwrap();
     let new = load_text(
         "settings: {plugins: [Echo, Echo@b], timeout: 2, batch_size: 5, spool_fsync: always, \
-         strict_plugin_permissions: false}\n",
+         strict_plugin_permissions: false, log_level: debug}\n",
         &[],
     )
     .unwrap();
     assert_eq!(
         old.restart_only_changes(&new),
         ["settings.batch_size", "settings.spool_fsync"]
+    );
+}
+
+#[test]
+fn the_log_level_comes_from_any_layer_and_a_bad_one_is_named_with_its_origin() {
+    let level = |settings: Settings| settings.log.log_level.to_string();
+    assert_eq!(
+        level(load_text("settings: {}", &[]).unwrap()),
+        "info",
+        "the default"
+    );
+    let file = "settings:\n  log_level: info,calllogger::sinks=debug\n";
+    assert_eq!(
+        level(load_text(file, &[]).unwrap()),
+        "info,calllogger::sinks=debug"
+    );
+    let env = [("CALLLOGGER_LOG_LEVEL", "warn")];
+    assert_eq!(level(load_text(file, &env).unwrap()), "warn");
+    let err = load_text("settings:\n  timeout: 1\n  log_level: verbose\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.yml, line 3: settings.log_level must be error, warn, info"),
+        "{err}"
+    );
+    let err = load_text("settings: {}", &[("CALLLOGGER_LOG_LEVEL", "loud")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("environment variable CALLLOGGER_LOG_LEVEL: settings.log_level must"),
+        "{err}"
     );
 }
 
@@ -502,6 +533,7 @@ fn every_component_takes_its_keys_from_its_struct() {
         "spool_fsync",
         "trusted_plugins",
         "batch_size",
+        "log_level",
     ] {
         assert!(keys.contains(&key), "{key}: {keys:?}");
     }

@@ -162,6 +162,36 @@ fn the_built_in_defaults_run_no_plugin_say_so_and_wait_for_a_sighup() {
 
 const WAIT: Duration = Duration::from_secs(20);
 
+#[test]
+fn log_level_filters_the_host_log_from_start_up_and_on_sighup_unless_rust_log_is_set() {
+    let config = |level: &str| {
+        format!(
+            "settings: {{plugins: [MockCalls], log_level: {level}}}\nMockCalls: {{sleep: 0.05}}\n"
+        )
+    };
+    let install = Install::new(HOST, &[MOCK_CALLS], &config("warn"));
+    let mut command = install.command(&["run"]);
+    command.env_remove("RUST_LOG");
+    let mut host = Host::spawn(command);
+    more_records(&host, 3);
+    assert!(
+        !host.log().contains("started instance"),
+        "info is below warn:\n{}",
+        host.log()
+    );
+    // A debug line: the echo's deliveries.
+    install.write_config(&config("debug"));
+    host.signal(Signal::SIGHUP);
+    host.wait_for_log("stdout: delivered", 1, WAIT);
+    host.terminate();
+
+    // RUST_LOG (the kit sets info) wins over the setting.
+    let mut host = install.start();
+    host.wait_for_log("started instance", 1, WAIT);
+    let log = host.terminate();
+    assert!(!log.contains("delivered"), "debug is below info:\n{log}");
+}
+
 /// Waits for `n` more records from the host.
 fn more_records(host: &Host, n: usize) {
     let mut seen = 0;
