@@ -10,6 +10,7 @@ Environment (over the config file, under the flags):
   CALLLOGGER_<SETTING>     any setting, its value read as YAML: CALLLOGGER_FRONTEND,
                            CALLLOGGER_METRICS_ADDR, CALLLOGGER_TIMEOUT=5, …
   TOKEN                    settings.token (CALLLOGGER_TOKEN wins over it)
+  CALLLOGGER_TOKEN_FILE    a file holding settings.token (as settings.token_file)
   PLUGIN                   settings.plugins, comma-separated (CALLLOGGER_PLUGINS wins over it)
   CALLLOGGER_CONFIG        the config file, when --config is not given
   RUST_LOG                 the log filter, over settings.log_level (which sets the host's;

@@ -8,6 +8,7 @@
 
 mod fields;
 mod interpolate;
+mod secrets;
 mod show;
 pub mod state_dir;
 
@@ -113,6 +114,11 @@ pub enum Source {
     Env(String),
     /// The command-line flag of a key.
     Flag(&'static str),
+    /// A secret read from `file`, which `<key>_file` at `origin` names.
+    SecretFile {
+        origin: Box<Source>,
+        file: PathBuf,
+    },
 }
 
 impl Display for Source {
@@ -126,37 +132,48 @@ impl Display for Source {
             Self::File { path, line: None } => write!(f, "config file {}", path.display()),
             Self::Env(var) => write!(f, "environment variable {var}"),
             Self::Flag(key) => write!(f, "flag --{}", key.replace('_', "-")),
+            Self::SecretFile { origin, file } => {
+                write!(f, "{origin}, read from {}", file.display())
+            }
         }
     }
 }
 
 /// Settings set by the environment or by flags: each key with its value and origin.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides(Vec<(&'static str, Value, Source)>);
+pub struct Overrides(Vec<(String, Value, Source)>);
 
 impl Overrides {
     /// The overrides the environment sets: `CALLLOGGER_<KEY>` for each of `keys` (over the
-    /// short `TOKEN` and `PLUGIN`). A value is read as YAML (`CALLLOGGER_TIMEOUT=5` is a
-    /// number), except the token, which stays the text it is, and `plugins`, a comma-separated
-    /// list.
+    /// short `TOKEN` and `PLUGIN`), and `CALLLOGGER_<KEY>_FILE` for each secret-named one. A
+    /// value is read as YAML (`CALLLOGGER_TIMEOUT=5` is a number), except a secret (or its
+    /// file), which stays the text it is, and `plugins`, a comma-separated list.
     pub fn from_env(env: impl Fn(&str) -> Option<String>, keys: &[&'static str]) -> Self {
         let mut overrides = Self::default();
+        let files = keys
+            .iter()
+            .filter(|key| secrets::is_secret(key))
+            .map(|key| format!("{key}_file"));
         let named = SHORT_NAMES
             .iter()
-            .map(|(key, var)| (*key, (*var).to_owned()))
-            .chain(keys.iter().map(|key| (*key, env_var(key))));
+            .map(|(key, var)| ((*key).to_owned(), (*var).to_owned()))
+            .chain(keys.iter().map(|key| ((*key).to_owned(), env_var(key))))
+            .chain(files.map(|key| {
+                let var = env_var(&key);
+                (key, var)
+            }));
         for (key, var) in named {
             let Some(value) = env(&var).filter(|v| !v.trim().is_empty()) else {
                 continue;
             };
-            let value = match key {
+            let value = match key.as_str() {
                 "plugins" => value
                     .split(',')
                     .map(str::trim)
                     .filter(|p| !p.is_empty())
                     .map(Value::from)
                     .collect(),
-                "token" => Value::from(value),
+                _ if secrets::is_secret(&key) => Value::from(value),
                 _ => match yaml_serde::from_str::<Value>(&value) {
                     Ok(parsed) if !parsed.is_null() => parsed,
                     _ => Value::from(value),
@@ -170,7 +187,8 @@ impl Overrides {
     /// Sets `key` as its command-line flag does.
     pub fn flag(mut self, key: &'static str, value: Option<impl Into<Value>>) -> Self {
         if let Some(value) = value {
-            self.0.push((key, value.into(), Source::Flag(key)));
+            self.0
+                .push((key.to_owned(), value.into(), Source::Flag(key)));
         }
         self
     }
@@ -380,6 +398,20 @@ pub fn load(
                         .map(|p| format!("config file {shown}: {p}"));
                     return Err(ConfigError::Invalid(unset.collect()));
                 }
+                let at = |keys: &[&str]| Source::File {
+                    path: path.clone(),
+                    line: secrets::written(&text, keys).map(|(_, line)| line),
+                };
+                let mut problems = Vec::new();
+                let read = secrets::read_files(&mut user, &["settings"], &at, &mut problems);
+                for (name, section) in &mut user_sections {
+                    if let Value::Mapping(section) = section {
+                        secrets::read_files(section, &[name], &at, &mut problems);
+                    }
+                }
+                if !problems.is_empty() {
+                    return Err(ConfigError::Invalid(problems));
+                }
                 for (key, value) in user {
                     let key = key.as_str().unwrap_or_default().to_owned();
                     if value.is_null() {
@@ -391,6 +423,14 @@ pub fn load(
                     origins.insert(key.clone(), Source::File { path, line });
                     merge_value(settings.entry(key.into()).or_insert(Value::Null), value);
                 }
+                for (key, file) in read {
+                    let line = line_of(&text, &format!("{key}_file"));
+                    let origin = Box::new(Source::File {
+                        path: path.clone(),
+                        line,
+                    });
+                    origins.insert(key, Source::SecretFile { origin, file });
+                }
                 for (name, value) in user_sections {
                     merge_value(sections.entry(name).or_insert(Value::Null), value);
                 }
@@ -400,9 +440,30 @@ pub fn load(
             Err(error) => return Err(ConfigError::Read { path, error }),
         }
     }
-    for (key, value, source) in env.0.into_iter().chain(flags.0) {
-        origins.insert(key.to_owned(), source);
-        settings.insert(key.into(), value);
+    let mut env_layer = Mapping::new();
+    let mut env_origins = BTreeMap::new();
+    for (key, value, source) in env.0 {
+        env_layer.insert(key.as_str().into(), value);
+        env_origins.insert(key, source);
+    }
+    let at = |keys: &[&str]| env_origins[keys[1]].clone();
+    let mut problems = Vec::new();
+    let read = secrets::read_files(&mut env_layer, &["settings"], &at, &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    for (key, file) in read {
+        let origin = Box::new(env_origins[&format!("{key}_file")].clone());
+        env_origins.insert(key, Source::SecretFile { origin, file });
+    }
+    let env = env_layer.into_iter().map(|(key, value)| {
+        let key = key.as_str().unwrap_or_default().to_owned();
+        let source = env_origins[&key].clone();
+        (key, value, source)
+    });
+    for (key, value, source) in env.chain(flags.0) {
+        settings.insert(key.as_str().into(), value);
+        origins.insert(key, source);
     }
     let mut config = Config {
         file: used_file,
@@ -450,11 +511,17 @@ fn parse_layer(
         let name = key
             .as_str()
             .map_or_else(|| format!("{key:?}"), str::to_owned);
-        if !known.contains(&name.as_str()) {
+        let reads_secret = secrets::file_key_of(&name).is_some_and(|key| known.contains(&key));
+        if !known.contains(&name.as_str()) && !reads_secret {
+            let secret_files = known
+                .iter()
+                .filter(|k| secrets::is_secret(k))
+                .map(|k| format!("`{k}_file`"));
             let expected: Vec<String> = known
                 .iter()
                 .filter(|k| **k != "plugin")
                 .map(|k| format!("`{k}`"))
+                .chain(secret_files)
                 .collect();
             problems.push(format!(
                 "{}: settings: unknown field `{name}`, expected one of {}",

@@ -3,21 +3,11 @@
 
 use yaml_serde::{Mapping, Value};
 
+use super::secrets::is_secret;
 use super::Config;
 
 /// What a masked secret shows.
 const REDACTED: &str = "<redacted>";
-
-/// Key names that hold secrets, in any plugin's section too (matched case-insensitively,
-/// anywhere in the key).
-const SECRET_WORDS: [&str; 6] = [
-    "token",
-    "password",
-    "passwd",
-    "secret",
-    "api_key",
-    "credential",
-];
 
 impl Config {
     /// The effective config: every setting (commented with its origin), then the plugin
@@ -50,8 +40,7 @@ impl Config {
 
 /// `value` with every secret-named key's value (or itself, if `key` is one) masked.
 fn masked(key: &str, value: &Value) -> Value {
-    let lower = key.to_ascii_lowercase();
-    let secret = SECRET_WORDS.iter().any(|word| lower.contains(word));
+    let secret = is_secret(key);
     match value {
         Value::Mapping(map) => Value::Mapping(
             map.iter()

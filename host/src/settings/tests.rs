@@ -52,6 +52,102 @@ fn the_token_is_never_shown() {
 }
 
 #[test]
+fn a_secret_file_gives_the_token_or_a_plugin_secret_and_shows_its_path_not_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-file\n").unwrap();
+    let text = format!(
+        "settings:\n  frontend: https://f.example\n  token_file: {0}\n\
+         Pbx:\n  login: {{password_file: {0}}}\n",
+        file.display()
+    );
+    let config = load_text(&text, &[]).unwrap();
+    assert_eq!(config.sender.token.expose(), "from-file");
+    let origin = config.config.origin("token").to_string();
+    assert!(
+        origin.ends_with(&format!("config.yml, line 3, read from {}", file.display())),
+        "{origin}"
+    );
+    let shown = config.config.to_effective_yaml();
+    assert!(!shown.contains("from-file"), "{shown}");
+    assert!(
+        shown.contains(&format!("read from {}", file.display())),
+        "{shown}"
+    );
+    assert!(shown.contains("password: <redacted>"), "{shown}");
+    assert_eq!(
+        config.config.sections["Pbx"]["login"]["password"],
+        "from-file"
+    );
+
+    // The environment's file is a later layer: over the file's token; its own token is not.
+    let env = [("CALLLOGGER_TOKEN_FILE", file.to_str().unwrap())];
+    let text = "settings:\n  frontend: https://f.example\n  token: in-the-file\n";
+    let config = load_text(text, &env).unwrap();
+    assert_eq!(config.sender.token.expose(), "from-file");
+    assert_eq!(
+        config.config.origin("token").to_string(),
+        format!(
+            "environment variable CALLLOGGER_TOKEN_FILE, read from {}",
+            file.display()
+        )
+    );
+    let both = [env[0], ("CALLLOGGER_TOKEN", "x")];
+    let err = load_text(text, &both).unwrap_err().to_string();
+    assert!(
+        err.contains("give either settings.token or settings.token_file"),
+        "{err}"
+    );
+    let config = load_text(
+        &format!(
+            "settings: {{frontend: 'https://f.example', token_file: {}}}\n",
+            file.display()
+        ),
+        &[("CALLLOGGER_TOKEN", "from-env")],
+    )
+    .unwrap();
+    assert_eq!(config.sender.token.expose(), "from-env");
+}
+
+#[test]
+fn an_unreadable_secret_file_or_a_secret_given_twice_names_the_key_file_and_line() {
+    let err = load_text(
+        "settings:\n  timeout: 1\n  token_file: /nonexistent/token\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("config.yml, line 3: settings.token_file: cannot read /nonexistent/token: "),
+        "{err}"
+    );
+    let err = load_text("settings:\n  token: a\n  token_file: /x\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.yml, line 3: give either settings.token or settings.token_file"),
+        "{err}"
+    );
+    let err = load_text("Pbx:\n  x: 1\n  password_file: /nonexistent/pw\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.yml, line 3: Pbx.password_file: cannot read /nonexistent/pw"),
+        "{err}"
+    );
+    let err = load_text(
+        "settings: {}",
+        &[("CALLLOGGER_TOKEN_FILE", "/nonexistent/t")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("environment variable CALLLOGGER_TOKEN_FILE: settings.token_file: cannot read /nonexistent/t"),
+        "{err}"
+    );
+}
+
+#[test]
 fn pins_must_be_sha256_hex() {
     let hash = "AB".repeat(32);
     let config = load_text(

@@ -90,6 +90,46 @@ fn records_arrive_with_the_contracts_headers_shape_and_unique_ids() {
     assert_eq!(pending(&install), 0, "delivered records leave the spool");
 }
 
+/// As systemd's `LoadCredential=token:…` provides it: `$CREDENTIALS_DIRECTORY/token`.
+#[test]
+fn the_token_is_read_from_a_credential_file_named_by_token_file() {
+    let frontend = Frontend::start(|_, _| created());
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(credentials.path().join("token"), "from-credential\n").unwrap();
+    let install = Install::new(
+        HOST,
+        &[MOCK_CALLS],
+        &format!(
+            "settings: {{frontend: '{}', token_file: '${{CREDENTIALS_DIRECTORY}}/token', {FAST}, \
+             plugins: [MockCalls]}}\nMockCalls: {{sleep: 0.02, limit: 3, seed: 1}}\n",
+            frontend.url
+        ),
+    );
+    let with_credentials = |args: &[&str]| {
+        let mut command = install.command(args);
+        command.env("CREDENTIALS_DIRECTORY", credentials.path());
+        command
+    };
+    let shown = with_credentials(&["config"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("token: <redacted>"), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "read from {}",
+            credentials.path().join("token").display()
+        )),
+        "the file is named: {shown}"
+    );
+    assert!(!shown.contains("from-credential"), "{shown}");
+    let mut host = Host::spawn(with_credentials(&["run"]));
+    frontend.wait_until(Duration::from_secs(20), "3 records", |r| r.len() >= 3);
+    let log = host.terminate();
+    assert!(!log.contains("from-credential"), "{log}");
+    for request in frontend.received() {
+        assert_eq!(request.authorization, "Token from-credential");
+    }
+}
+
 #[test]
 fn an_outage_delivers_every_record_once_in_order_dropping_ringing_only_from_the_backlog() {
     let frontend = Frontend::start(|_, _| created());

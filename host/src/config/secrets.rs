@@ -1,0 +1,245 @@
+//! Secrets in the config: which keys hold one (the names `calllogger config` masks), and
+//! `<key>_file: PATH` to read one from a file (as systemd's `LoadCredential=` provides).
+
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use yaml_serde::{Mapping, Value};
+
+use super::Source;
+
+/// Key names that hold secrets, in any plugin's section too (matched case-insensitively,
+/// anywhere in the key).
+const SECRET_WORDS: [&str; 6] = [
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "api_key",
+    "credential",
+];
+
+/// Whether `key` names a secret (`token`, `PBX_Password`, …).
+pub(super) fn is_secret(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|word| lower.contains(word))
+}
+
+/// The secret-named key whose value the file named by `key` holds (`token` for
+/// `token_file`), if `key` is one.
+pub(super) fn file_key_of(key: &str) -> Option<&str> {
+    key.strip_suffix("_file").filter(|secret| is_secret(secret))
+}
+
+/// Where the key at a path (from the layer's top, e.g. `["settings", "token_file"]`) was set.
+pub(super) type At<'a> = &'a dyn Fn(&[&str]) -> Source;
+
+/// Replaces, in `map` (at `path`, e.g. `["settings"]`) and the mappings inside it, each
+/// `<key>_file: PATH` of a secret-named key by `<key>:` the file's content with one trailing
+/// newline removed; an empty path changes nothing. A problem (the file unreadable, or `<key>`
+/// set in the same layer) names the key, where it was set ([`At`]) and the path, never the
+/// content. Returns the keys of `map` itself so read, each with its file.
+pub(super) fn read_files(
+    map: &mut Mapping,
+    path: &[&str],
+    at: At,
+    problems: &mut Vec<String>,
+) -> Vec<(String, PathBuf)> {
+    let mut read = Vec::new();
+    let keys: Vec<String> = map
+        .keys()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    for key in &keys {
+        let here = [path, &[key.as_str()]].concat();
+        let name = here.join(".");
+        let Some(secret) = file_key_of(key) else {
+            if let Some(Value::Mapping(inner)) = map.get_mut(key.as_str()) {
+                read_files(inner, &here, at, problems);
+            }
+            continue;
+        };
+        let file = match map.remove(key.as_str()) {
+            Some(Value::String(file)) if !file.is_empty() => PathBuf::from(file),
+            Some(Value::Null | Value::String(_)) | None => continue,
+            Some(_) => {
+                problems.push(format!("{}: {name} must be a file path", at(&here)));
+                continue;
+            }
+        };
+        if map.get(secret).is_some_and(|value| !value.is_null()) {
+            let both = [path, &[secret]].concat().join(".");
+            problems.push(format!(
+                "{}: give either {both} or {name}, not both",
+                at(&here)
+            ));
+            continue;
+        }
+        match read_secret(&file) {
+            Ok(content) => {
+                map.insert(secret.into(), Value::String(content));
+                read.push((secret.to_owned(), file));
+            }
+            Err(e) => problems.push(format!(
+                "{}: {name}: cannot read {}: {e}",
+                at(&here),
+                file.display()
+            )),
+        }
+    }
+    read
+}
+
+/// A secret file's content, one trailing newline (`\n` or `\r\n`) removed.
+fn read_secret(file: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
+    let mut text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+/// The scalar at `path` (mapping keys from the top) in the YAML `text`, as it is written (a
+/// plain `0x1F` is `0x1F`, not 31), and the line (from 1) it is written on; `None` if there is
+/// no scalar there.
+pub(super) fn written(text: &str, path: &[&str]) -> Option<(String, usize)> {
+    let mut found = None;
+    let error = Seek {
+        path,
+        found: &mut found,
+    }
+    .deserialize(yaml_serde::Deserializer::from_str(text))
+    .err()?;
+    // The leaf stops the walk with an error, which carries the scalar's position.
+    Some((found?, error.location()?.line()))
+}
+
+/// Walks the mappings down `path`, skipping every other entry, to the scalar at its end.
+struct Seek<'a> {
+    path: &'a [&'a str],
+    found: &'a mut Option<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Seek<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.path.is_empty() {
+            d.deserialize_str(self)
+        } else {
+            d.deserialize_map(self)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Seek<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a mapping down to a scalar")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.path[0] {
+                return map.next_value_seed(Seek {
+                    path: &self.path[1..],
+                    found: self.found,
+                });
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+
+    /// The scalar's text as written: kept, and the walk stopped here (so the error carries
+    /// this position).
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        *self.found = Some(text.to_owned());
+        Err(E::custom("found"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scalar_is_found_as_written_with_its_line_in_block_and_flow_style() {
+        let text = "a: 1\nsettings:\n  x: {token: 0x1F}\n  token: 12.50 # two places\n\
+                    flow: {s: {password: '007'}}\n";
+        assert_eq!(
+            written(text, &["settings", "token"]),
+            Some(("12.50".into(), 4))
+        );
+        assert_eq!(
+            written(text, &["settings", "x", "token"]),
+            Some(("0x1F".into(), 3))
+        );
+        assert_eq!(
+            written(text, &["flow", "s", "password"]),
+            Some(("007".into(), 5))
+        );
+        assert_eq!(written(text, &["settings", "missing"]), None);
+        assert_eq!(written(text, &["settings", "x"]), None, "not a scalar");
+    }
+
+    #[test]
+    fn a_secret_file_replaces_its_key_at_any_depth_with_one_newline_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n\n").unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "pa ss\r\n").unwrap();
+        let yaml = format!(
+            "token_file: {}\nlogin: {{password_file: '{}', user: u}}\nca_file: /ca.pem\n\
+             blank_token_file: ''\n",
+            token.display(),
+            password.display()
+        );
+        let mut map: Mapping = yaml_serde::from_str(&yaml).unwrap();
+        let mut problems = Vec::new();
+        let at = |_: &[&str]| Source::Defaults;
+        let read = read_files(&mut map, &["settings"], &at, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(read, [("token".to_owned(), token)]);
+        assert_eq!(map["token"], "s3cret\n", "only one newline is removed");
+        assert_eq!(map["login"]["password"], "pa ss");
+        assert!(map["login"].get("password_file").is_none());
+        assert_eq!(map["ca_file"], "/ca.pem", "not a secret's file");
+        assert!(!map.contains_key("blank_token_file") && !map.contains_key("blank_token"));
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_or_both_keys_are_named_without_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret").unwrap();
+        let yaml = format!(
+            "token: x\ntoken_file: {}\napi_key_file: /nonexistent/key\npassword_file: [1]\n",
+            token.display()
+        );
+        let mut map: Mapping = yaml_serde::from_str(&yaml).unwrap();
+        let mut problems = Vec::new();
+        let at = |path: &[&str]| Source::Env(path.join("/"));
+        read_files(&mut map, &["settings"], &at, &mut problems);
+        assert_eq!(
+            problems,
+            [
+                "environment variable settings/token_file: give either settings.token or \
+                 settings.token_file, not both",
+                "environment variable settings/api_key_file: settings.api_key_file: cannot read \
+                 /nonexistent/key: No such file or directory (os error 2)",
+                "environment variable settings/password_file: settings.password_file must be a \
+                 file path",
+            ]
+        );
+        assert!(!problems.concat().contains("s3cret"));
+        assert_eq!(map["token"], "x");
+    }
+}
