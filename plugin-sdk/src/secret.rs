@@ -4,7 +4,8 @@ use serde::{Deserialize, Deserializer};
 
 /// A setting that must never be shown: its `Debug` prints `"<redacted>"`, and a value of the
 /// wrong type is reported without echoing it. A number is taken as its digits (an all-digit
-/// password in YAML is a number). Use it for passwords and tokens in your settings struct, and
+/// password in YAML is a number); the host refuses a secret number that YAML would have
+/// changed (`0x1F` read as 31), before a plugin sees it. Use it for passwords and tokens in your settings struct, and
 /// [`expose`](Secret::expose) it only where it is sent.
 ///
 /// ```

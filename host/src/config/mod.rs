@@ -382,6 +382,16 @@ pub fn load(
                     line: None,
                 };
                 let (mut user, mut user_sections) = parse_layer(&origin, &text, &known)?;
+                let mut problems = Vec::new();
+                secrets::check_numbers(&user, &["settings"], &text, &path, &mut problems);
+                for (name, section) in &user_sections {
+                    if let Value::Mapping(section) = section {
+                        secrets::check_numbers(section, &[name], &text, &path, &mut problems);
+                    }
+                }
+                if !problems.is_empty() {
+                    return Err(ConfigError::Invalid(problems));
+                }
                 let env = |name: &str| std::env::var(name).ok();
                 let mut unset = Vec::new();
                 for (key, value) in user.iter_mut() {
@@ -402,7 +412,6 @@ pub fn load(
                     path: path.clone(),
                     line: secrets::written(&text, keys).map(|(_, line)| line),
                 };
-                let mut problems = Vec::new();
                 let read = secrets::read_files(&mut user, &["settings"], &at, &mut problems);
                 for (name, section) in &mut user_sections {
                     if let Value::Mapping(section) = section {

@@ -1,5 +1,6 @@
-//! Secrets in the config: which keys hold one (the names `calllogger config` masks), and
-//! `<key>_file: PATH` to read one from a file (as systemd's `LoadCredential=` provides).
+//! Secrets in the config: which keys hold one (the names `calllogger config` masks),
+//! `<key>_file: PATH` to read one from a file (as systemd's `LoadCredential=` provides), and
+//! the numbers YAML would change a secret into (`token: 0x1F` is 31).
 
 use std::path::{Path, PathBuf};
 
@@ -104,6 +105,40 @@ fn read_secret(file: &Path) -> Result<String, String> {
     Ok(text)
 }
 
+/// Problems for each secret-named key in `map` (at `path` in the YAML `text` of config file
+/// `file`, at any depth of mapping) holding a number written otherwise than YAML renders it
+/// (`0x1F` is 31, `12.50` is 12.5): the secret would not be what was written. A number that
+/// keeps its text (`123456`) is taken as its digits.
+pub(super) fn check_numbers(
+    map: &Mapping,
+    path: &[&str],
+    text: &str,
+    file: &Path,
+    problems: &mut Vec<String>,
+) {
+    for (key, value) in map {
+        let Some(key) = key.as_str() else { continue };
+        let here = [path, &[key]].concat();
+        match value {
+            Value::Mapping(inner) => check_numbers(inner, &here, text, file, problems),
+            Value::Number(number) if is_secret(key) => {
+                let Some((raw, line)) = written(text, &here) else {
+                    continue;
+                };
+                if raw != number.to_string() {
+                    problems.push(format!(
+                        "config file {}, line {line}: {} is written {raw}, which YAML reads as \
+                         the number {number}: quote it (\"{raw}\") — a secret is text",
+                        file.display(),
+                        here.join(".")
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The scalar at `path` (mapping keys from the top) in the YAML `text`, as it is written (a
 /// plain `0x1F` is `0x1F`, not 31), and the line (from 1) it is written on; `None` if there is
 /// no scalar there.
@@ -187,6 +222,48 @@ mod tests {
         );
         assert_eq!(written(text, &["settings", "missing"]), None);
         assert_eq!(written(text, &["settings", "x"]), None, "not a scalar");
+    }
+
+    /// The problems [`check_numbers`] finds in `settings:` of `text`.
+    fn number_problems(text: &str) -> Vec<String> {
+        let value: Value = yaml_serde::from_str(text).unwrap();
+        let mut problems = Vec::new();
+        let map = value["settings"].as_mapping().unwrap();
+        check_numbers(map, &["settings"], text, Path::new("c.yml"), &mut problems);
+        problems
+    }
+
+    #[test]
+    fn a_secret_number_yaml_would_change_is_refused_and_one_that_keeps_its_text_is_not() {
+        for (raw, number) in [
+            ("0x1F", "31"),
+            ("0o17", "15"),
+            ("12.50", "12.5"),
+            ("1e3", "1000.0"),
+            ("+5", "5"),
+        ] {
+            assert_eq!(
+                number_problems(&format!("settings:\n  a: 1\n  token: {raw}\n")),
+                [format!(
+                    "config file c.yml, line 3: settings.token is written {raw}, which YAML reads \
+                     as the number {number}: quote it (\"{raw}\") — a secret is text"
+                )]
+            );
+        }
+        for kept in ["123456", "1_000", "'0x1F'", "\"12.50\"", "12.5", "-7"] {
+            let text = format!("settings:\n  token: {kept}\n");
+            assert!(number_problems(&text).is_empty(), "{kept}");
+        }
+        // At any depth, in flow style too; other keys' numbers are theirs.
+        let text = "settings:\n  login: {user: 0x10, PBX_Password: 0x10}\n  port: 0x50\n";
+        let problems = number_problems(text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "config file c.yml, line 2: settings.login.PBX_Password is written 0x10"
+            ),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -148,6 +148,29 @@ fn an_unreadable_secret_file_or_a_secret_given_twice_names_the_key_file_and_line
 }
 
 #[test]
+fn a_secret_number_yaml_changes_is_refused_naming_file_line_and_key_and_digits_still_work() {
+    let err = load_text("settings:\n  timeout: 1\n  token: 0x1F\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with(
+            "config.yml, line 3: settings.token is written 0x1F, which YAML reads as the number \
+             31: quote it (\"0x1F\") — a secret is text"
+        ),
+        "{err}"
+    );
+    let err = load_text("Pbx@b:\n  password: 12.50\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 2: Pbx@b.password is written 12.50"),
+        "{err}"
+    );
+    let quoted = load_text("settings: {frontend: 'https://f', token: '0x1F'}\n", &[]).unwrap();
+    assert_eq!(quoted.sender.token.expose(), "0x1F");
+}
+
+#[test]
 fn pins_must_be_sha256_hex() {
     let hash = "AB".repeat(32);
     let config = load_text(
