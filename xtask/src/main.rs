@@ -7,8 +7,10 @@
 //!   operator should (copy to a temporary name, then rename over the old file).
 //! - `bench [NAME…]`: build in release mode and print the benchmark table (of the benchmarks
 //!   named, or all).
+//! - `deb [--arch amd64|arm64] [--out DIR]`: build the Debian package (`deb.rs`).
 
 mod bench;
+mod deb;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,12 +42,16 @@ fn main() -> Result<()> {
             Ok(())
         }
         "bench" => bench::run(&rest),
+        "deb" => deb::run(&rest),
         // The benchmark's read-only floor (`bench rates`), not for people.
         "floor" => match rest.as_slice() {
             [path] => bench::floor(path),
             _ => bail!("usage: xtask floor PATH (then the line count on stdin)"),
         },
-        _ => bail!("usage: cargo xtask demo [HOST ARGS…] | stage DIR [--release] | bench [NAME…]"),
+        _ => bail!(
+            "usage: cargo xtask demo [HOST ARGS…] | stage DIR [--release] | bench [NAME…] | \
+             deb [--arch amd64|arm64] [--out DIR]"
+        ),
     }
 }
 
