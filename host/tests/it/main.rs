@@ -9,6 +9,7 @@ mod echo;
 mod hipath;
 mod lifecycle;
 mod loading;
+mod package;
 mod reload;
 mod security;
 mod service;
