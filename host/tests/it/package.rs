@@ -1,12 +1,13 @@
-//! The Debian package (`cargo xtask deb`, `xtask/src/deb.rs`): built for this machine's
-//! architecture, installed by dpkg into a scratch root (its maintainer scripts run too, on that
-//! root: `--force-script-chrootless`), run from there, and purged.
+//! The Debian packages (`cargo xtask deb`, `xtask/src/deb.rs`), for this machine's
+//! architecture and for arm64: installed by dpkg into a scratch root (their maintainer scripts
+//! run too, on that root: `--force-script-chrootless`), run from there, and purged.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use calllogger_test_kit::workspace;
+use calllogger_test_kit::{workspace, Host};
 
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -225,27 +226,67 @@ fn install_run_and_purge(arch: &str) {
 
     // The installed host, on the installed config and plugins.
     let state = tempfile::tempdir().unwrap();
-    let host = |args: &[&str]| {
+    let host = |config: &Path, plugin_dir: &Path, args: &[&str]| {
         let mut command = Command::new(root.join("usr/bin/calllogger"));
         command
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .arg("--plugin-dir")
-            .arg(root.join("usr/lib/calllogger/plugins"))
+            .arg(plugin_dir)
             .arg("--state-dir")
             .arg(state.path())
             .args(args)
             .env_remove("CALLLOGGER_CONFIG")
+            .env_remove("RUST_LOG")
             // Where qemu-user finds the arm64 glibc (Debian's libc6-arm64-cross), if it runs this.
-            .env("QEMU_LD_PREFIX", "/usr/aarch64-linux-gnu")
-            .env("PLUGIN", "MockCalls");
+            .env("QEMU_LD_PREFIX", "/usr/aarch64-linux-gnu");
         command
     };
-    let plugins = run(&mut host(&["plugins"]));
+    let installed = root.join("usr/lib/calllogger/plugins");
+    let plugins = run(&mut host(&config, &installed, &["plugins"]));
     for class in ["BeroNet", "MockCalls", "SiemensHipathSerial"] {
         assert!(plugins.lines().any(|l| l.starts_with(class)), "{plugins}");
     }
-    run(&mut host(&["check"]));
+    run(host(&config, &installed, &["check"]).env("PLUGIN", "MockCalls"));
+
+    // A plugin linked as the package's are (zig's linker and unwinder, glibc 2.31): its panic
+    // is caught at the plugin boundary and the instance restarted; the host runs on.
+    let triple = match arch {
+        "arm64" => "aarch64-unknown-linux-gnu",
+        _ => "x86_64-unknown-linux-gnu",
+    };
+    run(cargo()
+        .args([
+            "zigbuild",
+            "--release",
+            "--locked",
+            "-p",
+            "calllogger-test-plugins",
+        ])
+        .arg(format!("--target={triple}.2.31")));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace().join("target"), PathBuf::from);
+    let fixtures = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(fixtures.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let library = fixtures.path().join("libcalllogger_test_plugins.so");
+    std::fs::copy(
+        target
+            .join(triple)
+            .join("release/libcalllogger_test_plugins.so"),
+        &library,
+    )
+    .unwrap();
+    std::fs::set_permissions(&library, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let flaky = state.path().join("flaky.yml");
+    std::fs::write(
+        &flaky,
+        "settings:\n  plugins: [Flaky]\n  timeout: 0.1\n  decay: 1\n  max_timeout: 0.1\n\
+         Flaky:\n  mode: panic\n",
+    )
+    .unwrap();
+    let mut flaky = Host::spawn(host(&flaky, fixtures.path(), &["run"]));
+    flaky.wait_for_log("panics on purpose; restarting", 3, Duration::from_secs(60));
+    flaky.terminate();
 
     // Removed and purged: the files and the conffile go, the unit is disabled.
     run(dpkg(root).args(["--purge", "calllogger"]));
