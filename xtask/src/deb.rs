@@ -269,17 +269,19 @@ fn elf_files(stage: &Path) -> Result<Vec<PathBuf>> {
 
 /// The staged tree's size in KiB, as `Installed-Size` counts it.
 fn installed_size(dir: &Path) -> Result<u64> {
-    let mut bytes = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            bytes += installed_size(&entry.path())? * 1024;
-        } else {
-            bytes += entry.metadata()?.len();
+    fn bytes(dir: &Path) -> Result<u64> {
+        let mut total = 0;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            total += if entry.file_type()?.is_dir() {
+                bytes(&entry.path())?
+            } else {
+                entry.metadata()?.len()
+            };
         }
+        Ok(total)
     }
-    Ok(bytes.div_ceil(1024))
+    Ok(bytes(dir)?.div_ceil(1024))
 }
 
 /// What this machine's own build of the host prints (the man page, completions: the same for
