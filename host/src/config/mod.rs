@@ -11,6 +11,7 @@ mod interpolate;
 mod secrets;
 mod show;
 pub mod state_dir;
+mod written;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -194,36 +195,6 @@ impl Overrides {
     }
 }
 
-/// The line (from 1) on which `key` is written under the top-level `settings:` of a YAML
-/// text, in block or flow style.
-fn line_of(text: &str, key: &str) -> Option<usize> {
-    let mut in_settings = false;
-    for (index, line) in text.lines().enumerate() {
-        let code = line.split(" #").next().unwrap_or_default();
-        if !code.trim().is_empty() && !code.starts_with([' ', '\t', '#', '}', ']', ',']) {
-            let name = code.trim_start_matches(['"', '\'']);
-            in_settings = name.starts_with("settings")
-                && name["settings".len()..]
-                    .trim_start_matches(['"', '\''])
-                    .trim_start()
-                    .starts_with(':');
-        }
-        if !in_settings {
-            continue;
-        }
-        let found = code.match_indices(key).any(|(at, _)| {
-            let before = code[..at].chars().next_back();
-            let after = code[at + key.len()..].trim_start_matches(['"', '\'']);
-            before.is_none_or(|c| matches!(c, ' ' | '\t' | '{' | ',' | '"' | '\''))
-                && after.trim_start().starts_with(':')
-        });
-        if found {
-            return Some(index + 1);
-        }
-    }
-    None
-}
-
 /// One plugin instance to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceConfig {
@@ -382,11 +353,15 @@ pub fn load(
                     line: None,
                 };
                 let (mut user, mut user_sections) = parse_layer(&origin, &text, &known)?;
+                let at = |keys: &[&str]| Source::File {
+                    path: path.clone(),
+                    line: written::line_of(&text, keys),
+                };
                 let mut problems = Vec::new();
-                secrets::check_numbers(&user, &["settings"], &text, &path, &mut problems);
+                secrets::check_numbers(&user, &["settings"], &text, &at, &mut problems);
                 for (name, section) in &user_sections {
                     if let Value::Mapping(section) = section {
-                        secrets::check_numbers(section, &[name], &text, &path, &mut problems);
+                        secrets::check_numbers(section, &[name], &text, &at, &mut problems);
                     }
                 }
                 if !problems.is_empty() {
@@ -408,10 +383,6 @@ pub fn load(
                         .map(|p| format!("config file {shown}: {p}"));
                     return Err(ConfigError::Invalid(unset.collect()));
                 }
-                let at = |keys: &[&str]| Source::File {
-                    path: path.clone(),
-                    line: secrets::written(&text, keys).map(|(_, line)| line),
-                };
                 let read = secrets::read_files(&mut user, &["settings"], &at, &mut problems);
                 for (name, section) in &mut user_sections {
                     if let Value::Mapping(section) = section {
@@ -426,18 +397,17 @@ pub fn load(
                     if value.is_null() {
                         continue;
                     }
-                    let line = line_of(&text, &key)
-                        .or_else(|| (key == "plugins").then(|| line_of(&text, "plugin"))?);
-                    let path = path.clone();
-                    origins.insert(key.clone(), Source::File { path, line });
+                    let origin = match at(&["settings", &key]) {
+                        Source::File { line: None, .. } if key == "plugins" => {
+                            at(&["settings", "plugin"])
+                        }
+                        origin => origin,
+                    };
+                    origins.insert(key.clone(), origin);
                     merge_value(settings.entry(key.into()).or_insert(Value::Null), value);
                 }
                 for (key, file) in read {
-                    let line = line_of(&text, &format!("{key}_file"));
-                    let origin = Box::new(Source::File {
-                        path: path.clone(),
-                        line,
-                    });
+                    let origin = Box::new(at(&["settings", &format!("{key}_file")]));
                     origins.insert(key, Source::SecretFile { origin, file });
                 }
                 for (name, value) in user_sections {
@@ -511,7 +481,7 @@ fn parse_layer(
     let at = |key: &str| match origin {
         Source::File { path, .. } => Source::File {
             path: path.clone(),
-            line: line_of(text, key),
+            line: written::line_of(text, &["settings", key]),
         },
         other => other.clone(),
     };

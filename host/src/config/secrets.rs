@@ -4,10 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use yaml_serde::{Mapping, Value};
 
-use super::Source;
+use super::{written, Source};
 
 /// Key names that hold secrets, in any plugin's section too (matched case-insensitively,
 /// anywhere in the key).
@@ -105,98 +104,42 @@ fn read_secret(file: &Path) -> Result<String, String> {
     Ok(text)
 }
 
-/// Problems for each secret-named key in `map` (at `path` in the YAML `text` of config file
-/// `file`, at any depth of mapping) holding a number written otherwise than YAML renders it
+/// Problems for each secret-named key in `map` (at `path` in the YAML `text`, at any depth of
+/// mapping; where it was set is [`At`]) holding a number written otherwise than YAML renders it
 /// (`0x1F` is 31, `12.50` is 12.5): the secret would not be what was written. A number that
-/// keeps its text (`123456`) is taken as its digits.
+/// keeps its text (`123456`) is taken as its digits. The value is never shown, as written or
+/// as read.
 pub(super) fn check_numbers(
     map: &Mapping,
     path: &[&str],
     text: &str,
-    file: &Path,
+    at: At,
     problems: &mut Vec<String>,
 ) {
     for (key, value) in map {
         let Some(key) = key.as_str() else { continue };
         let here = [path, &[key]].concat();
         match value {
-            Value::Mapping(inner) => check_numbers(inner, &here, text, file, problems),
+            Value::Mapping(inner) => check_numbers(inner, &here, text, at, problems),
             Value::Number(number) if is_secret(key) => {
-                let Some((raw, line)) = written(text, &here) else {
-                    continue;
+                let problem = match written::scalar_of(text, &here) {
+                    Some(raw) if raw == number.to_string() => continue,
+                    Some(_) => {
+                        "is a number that YAML reads differently from how it is written (hex, \
+                         octal, an exponent, a leading + or trailing zeros)"
+                    }
+                    // Not seen (the walk finds every key the mapping holds), but then what was
+                    // written cannot be checked, so it is not taken.
+                    None => "is a number, and how it is written could not be found to check it",
                 };
-                if raw != number.to_string() {
-                    problems.push(format!(
-                        "config file {}, line {line}: {} is written {raw}, which YAML reads as \
-                         the number {number}: quote it (\"{raw}\") — a secret is text",
-                        file.display(),
-                        here.join(".")
-                    ));
-                }
+                problems.push(format!(
+                    "{}: {} {problem}: quote it — a secret is text; its value is not shown",
+                    at(&here),
+                    here.join(".")
+                ));
             }
             _ => {}
         }
-    }
-}
-
-/// The scalar at `path` (mapping keys from the top) in the YAML `text`, as it is written (a
-/// plain `0x1F` is `0x1F`, not 31), and the line (from 1) it is written on; `None` if there is
-/// no scalar there.
-pub(super) fn written(text: &str, path: &[&str]) -> Option<(String, usize)> {
-    let mut found = None;
-    let error = Seek {
-        path,
-        found: &mut found,
-    }
-    .deserialize(yaml_serde::Deserializer::from_str(text))
-    .err()?;
-    // The leaf stops the walk with an error, which carries the scalar's position.
-    Some((found?, error.location()?.line()))
-}
-
-/// Walks the mappings down `path`, skipping every other entry, to the scalar at its end.
-struct Seek<'a> {
-    path: &'a [&'a str],
-    found: &'a mut Option<String>,
-}
-
-impl<'de> DeserializeSeed<'de> for Seek<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        if self.path.is_empty() {
-            d.deserialize_str(self)
-        } else {
-            d.deserialize_map(self)
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for Seek<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a mapping down to a scalar")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
-            if key == self.path[0] {
-                return map.next_value_seed(Seek {
-                    path: &self.path[1..],
-                    found: self.found,
-                });
-            }
-            map.next_value::<IgnoredAny>()?;
-        }
-        Ok(())
-    }
-
-    /// The scalar's text as written: kept, and the walk stopped here (so the error carries
-    /// this position).
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
-        *self.found = Some(text.to_owned());
-        Err(E::custom("found"))
     }
 }
 
@@ -204,37 +147,21 @@ impl<'de> Visitor<'de> for Seek<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_scalar_is_found_as_written_with_its_line_in_block_and_flow_style() {
-        let text = "a: 1\nsettings:\n  x: {token: 0x1F}\n  token: 12.50 # two places\n\
-                    flow: {s: {password: '007'}}\n";
-        assert_eq!(
-            written(text, &["settings", "token"]),
-            Some(("12.50".into(), 4))
-        );
-        assert_eq!(
-            written(text, &["settings", "x", "token"]),
-            Some(("0x1F".into(), 3))
-        );
-        assert_eq!(
-            written(text, &["flow", "s", "password"]),
-            Some(("007".into(), 5))
-        );
-        assert_eq!(written(text, &["settings", "missing"]), None);
-        assert_eq!(written(text, &["settings", "x"]), None, "not a scalar");
-    }
-
     /// The problems [`check_numbers`] finds in `settings:` of `text`.
     fn number_problems(text: &str) -> Vec<String> {
         let value: Value = yaml_serde::from_str(text).unwrap();
         let mut problems = Vec::new();
         let map = value["settings"].as_mapping().unwrap();
-        check_numbers(map, &["settings"], text, Path::new("c.yml"), &mut problems);
+        let at = |keys: &[&str]| Source::File {
+            path: "c.yml".into(),
+            line: written::line_of(text, keys),
+        };
+        check_numbers(map, &["settings"], text, &at, &mut problems);
         problems
     }
 
     #[test]
-    fn a_secret_number_yaml_would_change_is_refused_and_one_that_keeps_its_text_is_not() {
+    fn a_secret_number_yaml_would_change_is_refused_without_its_value() {
         for (raw, number) in [
             ("0x1F", "31"),
             ("0o17", "15"),
@@ -242,13 +169,16 @@ mod tests {
             ("1e3", "1000.0"),
             ("+5", "5"),
         ] {
+            let problems = number_problems(&format!("settings:\n  a: 1\n  token: {raw}\n"));
             assert_eq!(
-                number_problems(&format!("settings:\n  a: 1\n  token: {raw}\n")),
-                [format!(
-                    "config file c.yml, line 3: settings.token is written {raw}, which YAML reads \
-                     as the number {number}: quote it (\"{raw}\") — a secret is text"
-                )]
+                problems,
+                [
+                    "config file c.yml, line 3: settings.token is a number that YAML reads \
+                  differently from how it is written (hex, octal, an exponent, a leading + or \
+                  trailing zeros): quote it — a secret is text; its value is not shown"
+                ]
             );
+            assert!(!problems[0].contains(raw) && !problems[0].contains(number));
         }
         for kept in ["123456", "1_000", "'0x1F'", "\"12.50\"", "12.5", "-7"] {
             let text = format!("settings:\n  token: {kept}\n");
@@ -260,10 +190,11 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with(
-                "config file c.yml, line 2: settings.login.PBX_Password is written 0x10"
+                "config file c.yml, line 2: settings.login.PBX_Password is a number that YAML"
             ),
             "{problems:?}"
         );
+        assert!(!problems[0].contains("0x10") && !problems[0].contains("16"));
     }
 
     #[test]

@@ -161,15 +161,6 @@ fn changed_keys_compare_the_merged_values() {
 }
 
 #[test]
-fn line_of_finds_keys_under_settings_only() {
-    let text = "MockCalls:\n  timeout: 1\nsettings:\n  max_timeout: 2\n  # timeout: 3\n  timeout: 4 # timeout: 5\nEcho: {timeout: 6}\n";
-    assert_eq!(line_of(text, "timeout"), Some(6));
-    assert_eq!(line_of(text, "max_timeout"), Some(4));
-    assert_eq!(line_of("'settings': {\"decay\": 2}", "decay"), Some(1));
-    assert_eq!(line_of("settings:\n  plugins: []\n", "decay"), None);
-}
-
-#[test]
 fn merge_is_recursive() {
     let mut base: Value = yaml_serde::from_str("{a: {b: 1, c: 2}, d: 3}").unwrap();
     merge_value(

@@ -148,24 +148,27 @@ fn an_unreadable_secret_file_or_a_secret_given_twice_names_the_key_file_and_line
 }
 
 #[test]
-fn a_secret_number_yaml_changes_is_refused_naming_file_line_and_key_and_digits_still_work() {
+fn a_secret_number_yaml_changes_is_refused_naming_file_line_and_key_not_the_value() {
     let err = load_text("settings:\n  timeout: 1\n  token: 0x1F\n", &[])
         .unwrap_err()
         .to_string();
     assert!(
         err.ends_with(
-            "config.yml, line 3: settings.token is written 0x1F, which YAML reads as the number \
-             31: quote it (\"0x1F\") — a secret is text"
+            "config.yml, line 3: settings.token is a number that YAML reads differently from how \
+             it is written (hex, octal, an exponent, a leading + or trailing zeros): quote it — a \
+             secret is text; its value is not shown"
         ),
         "{err}"
     );
+    assert!(!err.contains("0x1F") && !err.contains("31"), "{err}");
     let err = load_text("Pbx@b:\n  password: 12.50\n", &[])
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("line 2: Pbx@b.password is written 12.50"),
+        err.contains("line 2: Pbx@b.password is a number that YAML reads differently"),
         "{err}"
     );
+    assert!(!err.contains("12.5"), "{err}");
     let quoted = load_text("settings: {frontend: 'https://f', token: '0x1F'}\n", &[]).unwrap();
     assert_eq!(quoted.sender.token.expose(), "0x1F");
 }
