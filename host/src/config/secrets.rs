@@ -37,7 +37,7 @@ pub(super) type At<'a> = &'a dyn Fn(&[&str]) -> Source;
 /// Replaces, in `map` (at `path`, e.g. `["settings"]`) and the mappings inside it, each
 /// `<key>_file: PATH` of a secret-named key by `<key>:` the file's content with one trailing
 /// newline removed; an empty path changes nothing. A problem (the file unreadable, or `<key>`
-/// set in the same layer) names the key, where it was set ([`At`]) and the path, never the
+/// set to something not blank in the same layer) names the key, where it was set ([`At`]) and the path, never the
 /// content. Returns the keys of `map` itself so read, each with its file.
 pub(super) fn read_files(
     map: &mut Mapping,
@@ -61,18 +61,20 @@ pub(super) fn read_files(
             continue;
         };
         let file = match map.remove(key.as_str()) {
-            Some(Value::String(file)) if !file.is_empty() => PathBuf::from(file),
+            Some(Value::String(file)) if !file.trim().is_empty() => PathBuf::from(file),
             Some(Value::Null | Value::String(_)) | None => continue,
             Some(_) => {
                 problems.push(format!("{}: {name} must be a file path", at(&here)));
                 continue;
             }
         };
-        if map.get(secret).is_some_and(|value| !value.is_null()) {
-            let both = [path, &[secret]].concat().join(".");
+        if map.get(secret).is_some_and(is_set) {
+            let other = [path, &[secret]].concat();
             problems.push(format!(
-                "{}: give either {both} or {name}, not both",
-                at(&here)
+                "{}: {name} is given, but {} is set too by {}: give only one",
+                at(&here),
+                other.join("."),
+                at(&other)
             ));
             continue;
         }
@@ -89,6 +91,16 @@ pub(super) fn read_files(
         }
     }
     read
+}
+
+/// Whether `value` sets its key: an empty value (nothing, or a blank string such as the
+/// `token: ""` of defaults.yml) does not, as an empty environment variable does not.
+fn is_set(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::String(text) => !text.trim().is_empty(),
+        _ => true,
+    }
 }
 
 /// A secret file's content, one trailing newline (`\n` or `\r\n`) removed.
@@ -239,8 +251,8 @@ mod tests {
         assert_eq!(
             problems,
             [
-                "environment variable settings/token_file: give either settings.token or \
-                 settings.token_file, not both",
+                "environment variable settings/token_file: settings.token_file is given, but \
+                 settings.token is set too by environment variable settings/token: give only one",
                 "environment variable settings/api_key_file: settings.api_key_file: cannot read \
                  /nonexistent/key: No such file or directory (os error 2)",
                 "environment variable settings/password_file: settings.password_file must be a \
@@ -249,5 +261,25 @@ mod tests {
         );
         assert!(!problems.concat().contains("s3cret"));
         assert_eq!(map["token"], "x");
+    }
+
+    #[test]
+    fn a_blank_secret_beside_its_file_is_unset_and_the_file_gives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret").unwrap();
+        for blank in ["''", "' '", "", "~"] {
+            let yaml = format!("token: {blank}\ntoken_file: {}\n", token.display());
+            let mut map: Mapping = yaml_serde::from_str(&yaml).unwrap();
+            let mut problems = Vec::new();
+            read_files(
+                &mut map,
+                &["settings"],
+                &|_| Source::Defaults,
+                &mut problems,
+            );
+            assert!(problems.is_empty(), "{blank}: {problems:?}");
+            assert_eq!(map["token"], "s3cret", "{blank}");
+        }
     }
 }

@@ -92,11 +92,26 @@ fn a_secret_file_gives_the_token_or_a_plugin_secret_and_shows_its_path_not_its_c
             file.display()
         )
     );
-    let both = [env[0], ("CALLLOGGER_TOKEN", "x")];
-    let err = load_text(text, &both).unwrap_err().to_string();
-    assert!(
-        err.contains("give either settings.token or settings.token_file"),
-        "{err}"
+    for other in ["CALLLOGGER_TOKEN", "TOKEN"] {
+        let both = [env[0], (other, "x-SECRET")];
+        let err = load_text(text, &both).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "environment variable CALLLOGGER_TOKEN_FILE: settings.token_file is given, but \
+                 settings.token is set too by environment variable {other}: give only one"
+            )
+        );
+        assert!(!err.contains("SECRET"), "{err}");
+    }
+    // A blank token beside a token_file in one file (as defaults.yml has it) is unset.
+    let text = format!(
+        "settings:\n  frontend: https://f.example\n  token: \"\"\n  token_file: {}\n",
+        file.display()
+    );
+    assert_eq!(
+        load_text(&text, &[]).unwrap().sender.token.expose(),
+        "from-file"
     );
     let config = load_text(
         &format!(
@@ -125,9 +140,10 @@ fn an_unreadable_secret_file_or_a_secret_given_twice_names_the_key_file_and_line
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("config.yml, line 3: give either settings.token or settings.token_file"),
+        err.contains("config.yml, line 3: settings.token_file is given, but settings.token is set too by config file "),
         "{err}"
     );
+    assert!(err.contains("config.yml, line 2: give only one"), "{err}");
     let err = load_text("Pbx:\n  x: 1\n  password_file: /nonexistent/pw\n", &[])
         .unwrap_err()
         .to_string();
