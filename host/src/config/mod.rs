@@ -174,7 +174,9 @@ impl Overrides {
                     .filter(|p| !p.is_empty())
                     .map(Value::from)
                     .collect(),
-                _ if secrets::is_secret(&key) => Value::from(value),
+                _ if secrets::is_secret(&key) || secrets::file_key_of(&key).is_some() => {
+                    Value::from(value)
+                }
                 _ => match yaml_serde::from_str::<Value>(&value) {
                     Ok(parsed) if !parsed.is_null() => parsed,
                     _ => Value::from(value),

@@ -1,6 +1,11 @@
-//! Secrets in the config: which keys hold one (the names `calllogger config` masks),
-//! `<key>_file: PATH` to read one from a file (as systemd's `LoadCredential=` provides), and
-//! the numbers YAML would change a secret into (`token: 0x1F` is 31).
+//! Secrets in the config: which keys hold one, `<key>_file: PATH` to read one from a file (as
+//! systemd's `LoadCredential=` provides), and the numbers YAML would change a secret into
+//! (`token: 0x1F` is 31).
+//!
+//! Two rules name secrets, in `settings:` and in every plugin's section alike. [`is_masked`],
+//! broad, only hides values (`calllogger config`), where a false alarm costs nothing. What
+//! changes a value's meaning (its `<key>_file` read, a number refused, an environment value
+//! kept as text) follows [`is_secret`], which is strict.
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +13,7 @@ use yaml_serde::{Mapping, Value};
 
 use super::{written, Source};
 
-/// Key names that hold secrets, in any plugin's section too (matched case-insensitively,
-/// anywhere in the key).
+/// The words that name a secret.
 const SECRET_WORDS: [&str; 6] = [
     "token",
     "password",
@@ -19,16 +23,33 @@ const SECRET_WORDS: [&str; 6] = [
     "credential",
 ];
 
-/// Whether `key` names a secret (`token`, `PBX_Password`, …).
-pub(super) fn is_secret(key: &str) -> bool {
+/// Whether `calllogger config` masks the value of `key`: it contains a secret word anywhere,
+/// compared case-insensitively (`tokens`, `credentials_path`, `PBX_Password`).
+pub(super) fn is_masked(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
     SECRET_WORDS.iter().any(|word| lower.contains(word))
 }
 
-/// The secret-named key whose value the file named by `key` holds (`token` for
-/// `token_file`), if `key` is one.
+/// Whether `key` holds a secret: it is a secret word, or ends with `_` and one, compared
+/// case-insensitively. `token`, `api_key`, `pbx_password`, `PBX_Password`, `client_secret` and
+/// `ldap_credential` are secrets; `max_tokens`, `token_refresh_hours`, `secret_key` and
+/// `credentials` (the plural, often a file a plugin reads itself) are not.
+pub(super) fn is_secret(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|word| {
+        lower
+            .strip_suffix(word)
+            .is_some_and(|head| head.is_empty() || head.ends_with('_'))
+    })
+}
+
+/// The secret-named key whose value the file named by `key` holds (`token` for `token_file`,
+/// `PBX_Password` for `PBX_Password_FILE`), if `key` is one: `_file` (in any case) after a
+/// secret's name.
 pub(super) fn file_key_of(key: &str) -> Option<&str> {
-    key.strip_suffix("_file").filter(|secret| is_secret(secret))
+    let split = key.len().checked_sub("_file".len())?;
+    let (secret, suffix) = (key.get(..split)?, key.get(split..)?);
+    (suffix.eq_ignore_ascii_case("_file") && is_secret(secret)).then_some(secret)
 }
 
 /// Where the key at a path (from the layer's top, e.g. `["settings", "token_file"]`) was set.
@@ -173,6 +194,46 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_is_named_by_its_last_words_and_masking_by_any_part() {
+        for secret in [
+            "token",
+            "TOKEN",
+            "api_key",
+            "pbx_api_key",
+            "pbx_password",
+            "PBX_Password",
+            "passwd",
+            "client_secret",
+            "ldap_credential",
+        ] {
+            assert!(is_secret(secret) && is_masked(secret), "{secret}");
+            let file = format!("{secret}_file");
+            assert_eq!(file_key_of(&file), Some(secret), "{file}");
+            let file = format!("{secret}_FILE");
+            assert_eq!(file_key_of(&file), Some(secret), "{file}");
+        }
+        for other in [
+            "max_tokens",
+            "token_refresh_hours",
+            "tokenizer",
+            "apikey_header",
+            "secret_key",
+            "credentials",
+            "passwords_allowed",
+            "mytoken",
+            "file",
+        ] {
+            assert!(!is_secret(other), "{other}");
+            assert_eq!(file_key_of(&format!("{other}_file")), None, "{other}_file");
+        }
+        for masked in ["max_tokens", "credentials", "secret_key", "mytoken"] {
+            assert!(is_masked(masked), "{masked}");
+        }
+        assert!(!is_masked("ca_file") && !is_secret("token_file"));
+        assert_eq!(file_key_of("_file"), None);
+    }
+
+    #[test]
     fn a_secret_number_yaml_would_change_is_refused_without_its_value() {
         for (raw, number) in [
             ("0x1F", "31"),
@@ -196,6 +257,8 @@ mod tests {
             let text = format!("settings:\n  token: {kept}\n");
             assert!(number_problems(&text).is_empty(), "{kept}");
         }
+        let text = "settings:\n  max_tokens: 1e3\n  token_refresh_hours: 0x10\n";
+        assert!(number_problems(text).is_empty(), "not secrets");
         // At any depth, in flow style too; other keys' numbers are theirs.
         let text = "settings:\n  login: {user: 0x10, PBX_Password: 0x10}\n  port: 0x50\n";
         let problems = number_problems(text);
@@ -218,7 +281,7 @@ mod tests {
         std::fs::write(&password, "pa ss\r\n").unwrap();
         let yaml = format!(
             "token_file: {}\nlogin: {{password_file: '{}', user: u}}\nca_file: /ca.pem\n\
-             blank_token_file: ''\n",
+             blank_token_file: ''\ncredentials_file: /sa.json\n",
             token.display(),
             password.display()
         );
@@ -232,6 +295,7 @@ mod tests {
         assert_eq!(map["login"]["password"], "pa ss");
         assert!(map["login"].get("password_file").is_none());
         assert_eq!(map["ca_file"], "/ca.pem", "not a secret's file");
+        assert_eq!(map["credentials_file"], "/sa.json", "a plugin's own file");
         assert!(!map.contains_key("blank_token_file") && !map.contains_key("blank_token"));
     }
 

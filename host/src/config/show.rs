@@ -3,7 +3,7 @@
 
 use yaml_serde::{Mapping, Value};
 
-use super::secrets::is_secret;
+use super::secrets::is_masked;
 use super::Config;
 
 /// What a masked secret shows.
@@ -40,7 +40,7 @@ impl Config {
 
 /// `value` with every secret-named key's value (or itself, if `key` is one) masked.
 fn masked(key: &str, value: &Value) -> Value {
-    let secret = is_secret(key);
+    let secret = is_masked(key);
     match value {
         Value::Mapping(map) => Value::Mapping(
             map.iter()
