@@ -7,6 +7,7 @@
 //! changes a value's meaning (its `<key>_file` read, a number refused, an environment value
 //! kept as text) follows [`is_secret`], which is strict.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use yaml_serde::{Mapping, Value};
@@ -124,9 +125,30 @@ fn is_set(value: &Value) -> bool {
     }
 }
 
-/// A secret file's content, one trailing newline (`\n` or `\r\n`) removed.
+/// The most a secret file may hold: a secret is short, and a larger file is a mistake.
+pub const SECRET_FILE_LIMIT: u64 = 64 << 10;
+
+/// A secret file's content, one trailing newline (`\n` or `\r\n`) removed: a regular file of at
+/// most [`SECRET_FILE_LIMIT`] bytes of UTF-8 text. Anything else (a FIFO, which opening waits
+/// on, or a device such as `/dev/zero`, which never ends) is refused before it is opened; the
+/// error never holds the content.
 fn read_secret(file: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
+    let metadata = std::fs::metadata(file).map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err("it is not a regular file".to_owned());
+    }
+    let too_large = || format!("it is larger than {} KiB", SECRET_FILE_LIMIT >> 10);
+    if metadata.len() > SECRET_FILE_LIMIT {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(SECRET_FILE_LIMIT + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > SECRET_FILE_LIMIT {
+        // It grew since its size was read.
+        return Err(too_large());
+    }
     let mut text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
     if text.ends_with('\n') {
         text.pop();
@@ -325,6 +347,50 @@ mod tests {
         );
         assert!(!problems.concat().contains("s3cret"));
         assert_eq!(map["token"], "x");
+    }
+
+    #[test]
+    fn a_secret_file_must_be_a_regular_file_of_at_most_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, "S".repeat(SECRET_FILE_LIMIT as usize + 1)).unwrap();
+        let most = dir.path().join("most");
+        std::fs::write(&most, "S".repeat(SECRET_FILE_LIMIT as usize)).unwrap();
+        assert_eq!(
+            read_secret(&most).unwrap().len(),
+            SECRET_FILE_LIMIT as usize
+        );
+        assert_eq!(read_secret(&big).unwrap_err(), "it is larger than 64 KiB");
+        assert_eq!(
+            read_secret(dir.path()).unwrap_err(),
+            "it is not a regular file"
+        );
+        #[cfg(unix)]
+        {
+            assert_eq!(
+                read_secret(Path::new("/dev/zero")).unwrap_err(),
+                "it is not a regular file"
+            );
+            let fifo = dir.path().join("fifo");
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+            assert_eq!(read_secret(&fifo).unwrap_err(), "it is not a regular file");
+        }
+        let yaml = format!("api_key_file: {}\n", big.display());
+        let mut map: Mapping = yaml_serde::from_str(&yaml).unwrap();
+        let mut problems = Vec::new();
+        read_files(
+            &mut map,
+            &["P"],
+            &|_| Source::Env("K".into()),
+            &mut problems,
+        );
+        assert_eq!(
+            problems,
+            [format!(
+                "environment variable K: P.api_key_file: cannot read {}: it is larger than 64 KiB",
+                big.display()
+            )]
+        );
     }
 
     #[test]
