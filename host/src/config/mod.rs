@@ -337,8 +337,11 @@ pub fn load(
     let mut known = known.to_vec();
     known.extend(fields::<HostSettings>());
     known.push("plugin");
+    // Every problem of the layers, reported together.
+    let mut problems = Vec::new();
     #[cfg_attr(not(windows), allow(unused_mut))]
-    let (mut defaults, mut sections) = parse_layer(&Source::Defaults, DEFAULTS, &known)?;
+    let (mut defaults, mut sections) =
+        parse_layer(&Source::Defaults, DEFAULTS, &known, &mut problems)?;
     #[cfg(windows)]
     windows_folders(&mut defaults);
     let mut settings = defaults.clone();
@@ -350,49 +353,33 @@ pub fn load(
                 if yaml_serde::from_str::<Value>(&text).is_ok_and(|v| v.is_null()) {
                     return Err(ConfigError::Empty { path });
                 }
-                let origin = Source::File {
-                    path: path.clone(),
-                    line: None,
-                };
-                let (mut user, mut user_sections) = parse_layer(&origin, &text, &known)?;
                 let at = |keys: &[&str]| Source::File {
                     path: path.clone(),
                     line: written::line_of(&text, keys),
                 };
-                let mut problems = Vec::new();
-                secrets::check_numbers(&user, &["settings"], &text, &at, &mut problems);
-                for (name, section) in &user_sections {
-                    if let Value::Mapping(section) = section {
-                        secrets::check_numbers(section, &[name], &text, &at, &mut problems);
-                    }
-                }
-                if !problems.is_empty() {
-                    return Err(ConfigError::Invalid(problems));
-                }
+                let (mut user, mut user_sections) =
+                    parse_layer(&at(&[]), &text, &known, &mut problems)?;
                 let env = |name: &str| std::env::var(name).ok();
                 let mut unset = Vec::new();
-                for (key, value) in user.iter_mut() {
-                    let key = key.as_str().unwrap_or_default();
-                    interpolate::interpolate(value, &format!("settings.{key}"), &env, &mut unset);
-                }
-                for (name, value) in &mut user_sections {
-                    interpolate::interpolate(value, name, &env, &mut unset);
-                }
-                if !unset.is_empty() {
-                    let shown = path.display();
-                    let unset = unset
-                        .into_iter()
-                        .map(|p| format!("config file {shown}: {p}"));
-                    return Err(ConfigError::Invalid(unset.collect()));
-                }
-                let read = secrets::read_files(&mut user, &["settings"], &at, &mut problems);
-                for (name, section) in &mut user_sections {
-                    if let Value::Mapping(section) = section {
-                        secrets::read_files(section, &[name], &at, &mut problems);
+                each_mapping(&mut user, &mut user_sections, |map, keys| {
+                    secrets::check_numbers(map, keys, &text, &at, &mut problems);
+                    for (key, value) in map.iter_mut() {
+                        let name = format!("{}.{}", keys.join("."), key.as_str().unwrap_or("?"));
+                        interpolate::interpolate(value, &name, &env, &mut unset);
                     }
-                }
-                if !problems.is_empty() {
-                    return Err(ConfigError::Invalid(problems));
+                });
+                let mut read = Vec::new();
+                if unset.is_empty() {
+                    each_mapping(&mut user, &mut user_sections, |map, keys| {
+                        let found = secrets::read_files(map, keys, &at, &mut problems);
+                        if keys == ["settings"] {
+                            read = found;
+                        }
+                    });
+                } else {
+                    // A file named with an unset variable is not looked for: that is the problem.
+                    let file = at(&[]);
+                    problems.extend(unset.into_iter().map(|p| format!("{file}: {p}")));
                 }
                 for (key, value) in user {
                     let key = key.as_str().unwrap_or_default().to_owned();
@@ -408,10 +395,7 @@ pub fn load(
                     origins.insert(key.clone(), origin);
                     merge_value(settings.entry(key.into()).or_insert(Value::Null), value);
                 }
-                for (key, file) in read {
-                    let origin = Box::new(at(&["settings", &format!("{key}_file")]));
-                    origins.insert(key, Source::SecretFile { origin, file });
-                }
+                origins.extend(read);
                 for (name, value) in user_sections {
                     merge_value(sections.entry(name).or_insert(Value::Null), value);
                 }
@@ -428,15 +412,11 @@ pub fn load(
         env_origins.insert(key, source);
     }
     let at = |keys: &[&str]| env_origins[keys[1]].clone();
-    let mut problems = Vec::new();
     let read = secrets::read_files(&mut env_layer, &["settings"], &at, &mut problems);
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
     }
-    for (key, file) in read {
-        let origin = Box::new(env_origins[&format!("{key}_file")].clone());
-        env_origins.insert(key, Source::SecretFile { origin, file });
-    }
+    env_origins.extend(read);
     let env = env_layer.into_iter().map(|(key, value)| {
         let key = key.as_str().unwrap_or_default().to_owned();
         let source = env_origins[&key].clone();
@@ -462,13 +442,14 @@ pub fn load(
     Ok((config, problems))
 }
 
-/// Parses one layer's text: refuses a `settings:` key no one knows (naming its line) and the
-/// two spellings of `plugins` at once; turns `plugin: X` into `plugins: [X]`.
-/// Returns its `settings:` mapping and its plugin sections.
+/// Parses one layer's text (a syntax error is the error): a `settings:` key no one knows
+/// (naming its line) and the two spellings of `plugins` at once are `problems`; turns
+/// `plugin: X` into `plugins: [X]`. Returns its `settings:` mapping and its plugin sections.
 fn parse_layer(
     origin: &Source,
     text: &str,
     known: &[&str],
+    problems: &mut Vec<String>,
 ) -> Result<(Mapping, BTreeMap<String, Value>), ConfigError> {
     let shown = match origin {
         Source::File { path, .. } => path.display().to_string(),
@@ -487,7 +468,6 @@ fn parse_layer(
         },
         other => other.clone(),
     };
-    let mut problems = Vec::new();
     for key in settings.keys() {
         let name = key
             .as_str()
@@ -521,10 +501,22 @@ fn parse_layer(
         }
         settings.insert("plugins".into(), Value::Sequence(vec![one]));
     }
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems));
-    }
     Ok((settings, sections))
+}
+
+/// Calls `f` with each mapping of a layer and its path: the `settings:` mapping, then each
+/// plugin section that is a mapping (one that is not is refused when the instances are built).
+fn each_mapping(
+    settings: &mut Mapping,
+    sections: &mut BTreeMap<String, Value>,
+    mut f: impl FnMut(&mut Mapping, &[&str]),
+) {
+    f(settings, &["settings"]);
+    for (name, section) in sections {
+        if let Value::Mapping(section) = section {
+            f(section, &[name]);
+        }
+    }
 }
 
 /// Merges `over` into `base`: mappings key by key, recursively; an empty (null) value changes

@@ -60,13 +60,14 @@ pub(super) type At<'a> = &'a dyn Fn(&[&str]) -> Source;
 /// `<key>_file: PATH` of a secret-named key by `<key>:` the file's content with one trailing
 /// newline removed; an empty path changes nothing. A problem (the file unreadable, or `<key>`
 /// set to something not blank in the same layer) names the key, where it was set ([`At`]) and the path, never the
-/// content. Returns the keys of `map` itself so read, each with its file.
+/// content. Returns the keys of `map` itself so read, each with its origin: the file, and
+/// where `<key>_file` was set.
 pub(super) fn read_files(
     map: &mut Mapping,
     path: &[&str],
     at: At,
     problems: &mut Vec<String>,
-) -> Vec<(String, PathBuf)> {
+) -> Vec<(String, Source)> {
     let mut read = Vec::new();
     let keys: Vec<String> = map
         .keys()
@@ -103,7 +104,8 @@ pub(super) fn read_files(
         match read_secret(&file) {
             Ok(content) => {
                 map.insert(secret.into(), Value::String(content));
-                read.push((secret.to_owned(), file));
+                let origin = Box::new(at(&here));
+                read.push((secret.to_owned(), Source::SecretFile { origin, file }));
             }
             Err(e) => problems.push(format!(
                 "{}: {name}: cannot read {}: {e}",
@@ -312,7 +314,12 @@ mod tests {
         let at = |_: &[&str]| Source::Defaults;
         let read = read_files(&mut map, &["settings"], &at, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(read, [("token".to_owned(), token)]);
+        let origin = Box::new(Source::Defaults);
+        let file = Source::SecretFile {
+            origin,
+            file: token,
+        };
+        assert_eq!(read, [("token".to_owned(), file)]);
         assert_eq!(map["token"], "s3cret\n", "only one newline is removed");
         assert_eq!(map["login"]["password"], "pa ss");
         assert!(map["login"].get("password_file").is_none());

@@ -190,6 +190,35 @@ fn a_secret_number_yaml_changes_is_refused_naming_file_line_and_key_not_the_valu
 }
 
 #[test]
+fn every_kind_of_layer_problem_is_reported_in_one_run() {
+    let text = "settings:\n  timout: 1\n  token: 0x1F\nPbx:\n  password_file: /nonexistent/pw\n";
+    let err = load_text(text, &[("CALLLOGGER_TOKEN_FILE", "/nonexistent/t")])
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "4 problems in the configuration:",
+        "line 2: settings: unknown field `timout`",
+        "line 3: settings.token is a number",
+        "line 5: Pbx.password_file: cannot read /nonexistent/pw",
+        "environment variable CALLLOGGER_TOKEN_FILE: settings.token_file: cannot read",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    // A file named with an unset variable is that problem alone, not also an unreadable file.
+    let err = load_text(
+        "Pbx:\n  password_file: ${CALLLOGGER_TEST_UNSET_DIR}/pw\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("CALLLOGGER_TEST_UNSET_DIR"), "{err}");
+    assert!(
+        !err.contains("problems") && !err.contains("cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
 fn pins_must_be_sha256_hex() {
     let hash = "AB".repeat(32);
     let config = load_text(
