@@ -46,20 +46,26 @@ impl LogLevel {
         let text = text.trim();
         let expected = || {
             format!(
-                "must be error, warn, info, debug or trace, or a filter as RUST_LOG takes it \
-                 (e.g. `info,calllogger::sinks=debug`), not `{text}`"
+                "must be error, warn, info, debug, trace or off, or a filter as RUST_LOG takes \
+                 it (e.g. `info,calllogger::sinks=debug`), not `{text}`"
             )
         };
-        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        // Blank parts (`info,`) are skipped, as RUST_LOG skips empty ones.
+        let parts: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .collect();
         let bare_word = |part: &&str| {
             !part.contains(['=', '['])
                 && !LEVELS.iter().any(|level| part.eq_ignore_ascii_case(level))
         };
-        if text.is_empty() || parts.iter().any(bare_word) {
+        if parts.is_empty() || parts.iter().any(bare_word) {
             return Err(expected());
         }
-        match EnvFilter::builder().parse(text) {
-            Ok(_) => Ok(Self(text.to_owned())),
+        let filter = parts.join(",");
+        match EnvFilter::builder().parse(&filter) {
+            Ok(_) => Ok(Self(filter)),
             Err(e) => Err(format!("{}: {e}", expected())),
         }
     }
@@ -87,12 +93,43 @@ impl<'de> Deserialize<'de> for LogLevel {
 /// The filter [`apply`] replaces: set only when `RUST_LOG` does not filter the log.
 static FILTER: OnceLock<reload::Handle<EnvFilter, Layered<Output, Registry>>> = OnceLock::new();
 
-/// Filters the log by `level` from here on, unless `RUST_LOG` filters it.
+/// Set when `RUST_LOG` filters the log: the levels [`apply`] was given instead.
+static IGNORED: Mutex<Option<Ignored>> = Mutex::new(None);
+
+/// Filters the log by `level` from here on, unless `RUST_LOG` filters it; then the first time
+/// `level` differs from the one before, a warning says it is ignored.
 pub fn apply(level: &LogLevel) {
     if let Some(filter) = FILTER.get() {
         if let Err(e) = filter.reload(level.filter()) {
             tracing::warn!("cannot set the log level to {level}: {e}");
         }
+        return;
+    }
+    let mut ignored = IGNORED.lock().unwrap_or_else(|e| e.into_inner());
+    if ignored.as_mut().is_some_and(|ignored| ignored.warns(level)) {
+        tracing::warn!("settings.log_level is ignored: RUST_LOG is set");
+    }
+}
+
+/// The log levels given while `RUST_LOG` filters the log.
+#[derive(Debug, Default)]
+struct Ignored {
+    /// The level before.
+    last: Option<LogLevel>,
+    /// Whether a change was warned about (once is enough).
+    warned: bool,
+}
+
+impl Ignored {
+    /// Whether to warn about `level`: the first change from the level before.
+    fn warns(&mut self, level: &LogLevel) -> bool {
+        let changed = self
+            .last
+            .replace(level.clone())
+            .is_some_and(|last| last != *level);
+        let warns = changed && !self.warned;
+        self.warned |= warns;
+        warns
     }
 }
 
@@ -130,6 +167,8 @@ pub fn init(
         .init();
     if configurable {
         let _ = FILTER.set(handle);
+    } else {
+        *IGNORED.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ignored::default());
     }
     Ok(())
 }
@@ -288,12 +327,23 @@ mod tests {
             "off",
             "info,calllogger::sinks=debug",
             "plugin=trace",
+            "info,",
+            "warn, ,plugin=debug",
         ] {
             assert!(LogLevel::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "verbose", "debgu", "info,debgu", "calllogger=loud"] {
+        assert_eq!(
+            LogLevel::parse(" warn, ,plugin=debug,")
+                .unwrap()
+                .to_string(),
+            "warn,plugin=debug"
+        );
+        for bad in ["", ",", "verbose", "debgu", "info,debgu", "calllogger=loud"] {
             let error = LogLevel::parse(bad).expect_err(bad);
-            assert!(error.starts_with("must be error, warn, info"), "{error}");
+            assert!(
+                error.starts_with("must be error, warn, info, debug, trace or off, or a filter"),
+                "{error}"
+            );
             assert!(error.contains(&format!("not `{}`", bad.trim())), "{error}");
         }
         let filter = LogLevel::parse("warn,calllogger::sinks=debug")
@@ -303,6 +353,16 @@ mod tests {
             filter.max_level_hint(),
             Some(tracing::level_filters::LevelFilter::DEBUG)
         );
+    }
+
+    #[test]
+    fn an_ignored_log_level_is_warned_about_at_its_first_change_only() {
+        let level = |text| LogLevel::parse(text).unwrap();
+        let mut ignored = Ignored::default();
+        assert!(!ignored.warns(&level("info")), "the level at start-up");
+        assert!(!ignored.warns(&level("info")), "unchanged");
+        assert!(ignored.warns(&level("debug")));
+        assert!(!ignored.warns(&level("warn")), "once");
     }
 
     #[test]
