@@ -3,10 +3,18 @@
 use serde::{Deserialize, Deserializer};
 
 /// A setting that must never be shown: its `Debug` prints `"<redacted>"`, and a value of the
-/// wrong type is reported without echoing it. A number is taken as its digits (an all-digit
-/// password in YAML is a number); the host refuses a secret number that YAML would have
-/// changed (`0x1F` read as 31), before a plugin sees it. Use it for passwords and tokens in your settings struct, and
-/// [`expose`](Secret::expose) it only where it is sent.
+/// wrong type is reported without echoing it. Use it for passwords and tokens in your settings
+/// struct, and [`expose`](Secret::expose) it only where it is sent.
+///
+/// A number is taken as its digits (an all-digit password in YAML is a number). For a key
+/// named like a secret (`token`, `password`, `passwd`, `secret`, `api_key` or `credential`,
+/// or a name ending in `_` and one of them, such as `pbx_password`), the host refuses a number
+/// that YAML would have changed (`0x1F` read as 31) before the plugin sees it: name a `Secret`
+/// field that way, or such a number reaches it changed.
+///
+/// For such a key the host also reads `<key>_file: PATH` (e.g. `password_file`) itself and
+/// hands the plugin `<key>` with the file's content, so do not use a field named
+/// `<secret>_file` for a purpose of your own.
 ///
 /// ```
 /// use calllogger_plugin_sdk::{parse_settings, Secret};
