@@ -8,9 +8,12 @@
 //! - `bench [NAME…]`: build in release mode and print the benchmark table (of the benchmarks
 //!   named, or all).
 //! - `deb [--arch amd64|arm64] [--out DIR]`: build the Debian package (`deb.rs`).
+//! - `image [--rebuild-bases]`: build the Dockerfile with buildah on locally made base images and
+//!   run `plugins`, `check` and `run` in the image (`image.rs`; slow, not run by CI).
 
 mod bench;
 mod deb;
+mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
         }
         "bench" => bench::run(&rest),
         "deb" => deb::run(&rest),
+        "image" => image::run(&rest),
         // The benchmark's read-only floor (`bench rates`), not for people.
         "floor" => match rest.as_slice() {
             [path] => bench::floor(path),
@@ -50,7 +54,7 @@ fn main() -> Result<()> {
         },
         _ => bail!(
             "usage: cargo xtask demo [HOST ARGS…] | stage DIR [--release] | bench [NAME…] | \
-             deb [--arch amd64|arm64] [--out DIR]"
+             deb [--arch amd64|arm64] [--out DIR] | image [--rebuild-bases]"
         ),
     }
 }
