@@ -1,8 +1,31 @@
 //! The crates vendors build on stay publishable: the README's `cargo package` command (which
 //! verifies each package against the others' through a local overlay) passes offline.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A cargo home of the test's own that shares the real one's registry index and downloaded
+/// crates but unpacks sources afresh. Cargo unpacks the overlay's packages into
+/// `registry/src` and never unpacks the same name and version twice, so with the real cargo
+/// home a crate changed since the last run would be verified from its stale, earlier sources.
+fn fresh_cargo_home(target: &Path) -> PathBuf {
+    let real = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let home = target.join("publish-cargo-home");
+    if home.exists() {
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+    std::fs::create_dir_all(home.join("registry")).unwrap();
+    for shared in ["index", "cache"] {
+        std::os::unix::fs::symlink(
+            real.join("registry").join(shared),
+            home.join("registry").join(shared),
+        )
+        .unwrap();
+    }
+    home
+}
 
 #[test]
 fn the_readmes_cargo_package_command_packages_and_verifies_the_sdk_crates() {
@@ -31,6 +54,7 @@ fn the_readmes_cargo_package_command_packages_and_verifies_the_sdk_crates() {
         // folder: the verification builds reuse what the test run built (91 s cold in a
         // folder of its own, 63 s here, on this project's machine).
         .arg("--allow-dirty")
+        .env("CARGO_HOME", fresh_cargo_home(&root.join("target")))
         .current_dir(root)
         .output()
         .unwrap();
