@@ -4,25 +4,35 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A cargo home of the test's own that shares the real one's registry index and downloaded
-/// crates but unpacks sources afresh. Cargo unpacks the overlay's packages into
-/// `registry/src` and never unpacks the same name and version twice, so with the real cargo
-/// home a crate changed since the last run would be verified from its stale, earlier sources.
-fn fresh_cargo_home(target: &Path) -> PathBuf {
+/// A cargo home of the test's own, in `dir`, sharing the real one's registry index and
+/// downloaded crates. Cargo unpacks the overlay's packages into `registry/src` and never unpacks
+/// a name and version twice, so the unpacked copies of this workspace's crates are removed
+/// before each run: a crate changed since the last run without a new version would otherwise be
+/// verified from its stale sources. The real cargo home is left alone.
+fn cargo_home(dir: &Path) -> PathBuf {
     let real = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
-    let home = target.join("publish-cargo-home");
-    if home.exists() {
-        std::fs::remove_dir_all(&home).unwrap();
-    }
-    std::fs::create_dir_all(home.join("registry")).unwrap();
+    let home = dir.join("cargo-home");
+    let registry = home.join("registry");
+    std::fs::create_dir_all(registry.join("src")).unwrap();
     for shared in ["index", "cache"] {
-        std::os::unix::fs::symlink(
-            real.join("registry").join(shared),
-            home.join("registry").join(shared),
-        )
-        .unwrap();
+        if !registry.join(shared).exists() {
+            std::os::unix::fs::symlink(real.join("registry").join(shared), registry.join(shared))
+                .unwrap();
+        }
+    }
+    for source in std::fs::read_dir(registry.join("src")).unwrap() {
+        for unpacked in std::fs::read_dir(source.unwrap().path()).unwrap() {
+            let unpacked = unpacked.unwrap();
+            if unpacked
+                .file_name()
+                .to_string_lossy()
+                .starts_with("calllogger-")
+            {
+                std::fs::remove_dir_all(unpacked.path()).unwrap();
+            }
+        }
     }
     home
 }
@@ -48,13 +58,16 @@ fn the_readmes_cargo_package_command_packages_and_verifies_the_sdk_crates() {
             "{command} packages {crate_name}"
         );
     }
+    let publish = root.join("target/publish");
     let output = Command::new(env!("CARGO"))
         .args(&args)
-        // A working tree with changes, as during development. In the workspace's target
-        // folder: the verification builds reuse what the test run built (91 s cold in a
-        // folder of its own, 63 s here, on this project's machine).
+        // A working tree with changes, as during development. A cargo home and a target
+        // folder of its own: dependencies unpacked elsewhere and built into the workspace's
+        // target folder would replace the libraries the other tests' builds (and the
+        // doctests) link against with ones that do not match them.
         .arg("--allow-dirty")
-        .env("CARGO_HOME", fresh_cargo_home(&root.join("target")))
+        .env("CARGO_HOME", cargo_home(&publish))
+        .env("CARGO_TARGET_DIR", publish.join("target"))
         .current_dir(root)
         .output()
         .unwrap();
