@@ -8,6 +8,10 @@
 # Usage: dist/install-root.sh ROOT   (from the repository's top folder)
 set -eu
 root=${1:?usage: dist/install-root.sh ROOT}
+# Run from a cargo process (a test, `cargo run -p xtask`), the build would see that process's
+# CARGO_MANIFEST_DIR, and ring's build script reruns whenever it changes: without it, every caller
+# shares one build.
+unset CARGO_MANIFEST_DIR
 set -- -p calllogger -p calllogger-mock-calls -p calllogger-siemens-hipath-serial -p calllogger-beronet
 if [ -n "${CALLLOGGER_BUILD_TARGET:-}" ]; then
     cargo zigbuild --release --locked --target "$CALLLOGGER_BUILD_TARGET" "$@"

@@ -91,8 +91,14 @@ impl Profile {
     }
 }
 
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+/// The cargo running this build (`$CARGO`), for a build of its own. Without the
+/// `CARGO_MANIFEST_DIR` cargo gives the process that runs it (a test, `cargo run`): ring's build
+/// script reruns whenever that variable changes, so builds started from different places would
+/// each rebuild ring and everything above it, and undo one another's.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.env_remove("CARGO_MANIFEST_DIR");
+    command
 }
 
 /// The built library file for a crate's lib stem (`calllogger_mock_calls`), in `profile`, for

@@ -21,7 +21,9 @@ mod spool;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use fixtures::{build_out_of_tree, build_out_of_tree_for, windows_host, Platform, Profile};
+pub use fixtures::{
+    build_out_of_tree, build_out_of_tree_for, cargo, windows_host, Platform, Profile,
+};
 pub use host::{started_libraries, Host};
 pub use install::Install;
 pub use spool::Spool;

@@ -68,7 +68,7 @@ pub fn root() -> PathBuf {
 }
 
 pub fn cargo() -> Command {
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut command = calllogger_test_kit::cargo();
     command.current_dir(root());
     command
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use calllogger_test_kit::{workspace, Host};
 
 fn cargo() -> Command {
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut command = calllogger_test_kit::cargo();
     command.current_dir(workspace());
     command
 }
