@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use calllogger_test_kit::{workspace, Host};
 
+/// The glibc the packages are linked against (`xtask/src/deb.rs`'s baseline), as a
+/// `cargo zigbuild` target suffix: `x86_64-unknown-linux-gnu.2.31`.
+pub(crate) const GLIBC_BASELINE: &str = "2.31";
+
 fn cargo() -> Command {
     let mut command = calllogger_test_kit::cargo();
     command.current_dir(workspace());
@@ -263,7 +267,7 @@ fn install_run_and_purge(arch: &str) {
             "-p",
             "calllogger-test-plugins",
         ])
-        .arg(format!("--target={triple}.2.31")));
+        .arg(format!("--target={triple}.{GLIBC_BASELINE}")));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace().join("target"), PathBuf::from);
     let fixtures = tempfile::tempdir().unwrap();
