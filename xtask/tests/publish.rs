@@ -2,7 +2,6 @@
 //! verifies each package against the others' through a local overlay) passes offline.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A cargo home of the test's own, in `dir`, sharing the real one's registry index and
 /// downloaded crates. Cargo unpacks the overlay's packages into `registry/src` and never unpacks
@@ -59,12 +58,12 @@ fn the_readmes_cargo_package_command_packages_and_verifies_the_sdk_crates() {
         );
     }
     let publish = root.join("target/publish");
-    let output = Command::new(env!("CARGO"))
+    let output = calllogger_test_kit::cargo()
         .args(&args)
         // A working tree with changes, as during development. A cargo home and a target
-        // folder of its own: dependencies unpacked elsewhere and built into the workspace's
-        // target folder would replace the libraries the other tests' builds (and the
-        // doctests) link against with ones that do not match them.
+        // folder of its own: dependencies unpacked elsewhere but built into the workspace's
+        // target folder replace its libraries under the same names, and the next workspace
+        // build rebuilds them all again.
         .arg("--allow-dirty")
         .env("CARGO_HOME", cargo_home(&publish))
         .env("CARGO_TARGET_DIR", publish.join("target"))
