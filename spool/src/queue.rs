@@ -16,6 +16,10 @@ use crate::{Counts, Pending};
 /// sink reads at once, or needs to see to call it a backlog.
 pub const COUNTED: u64 = 10_000;
 
+/// A cursor's read: the oldest `?2` records after `?1`.
+pub(crate) const READ: &str =
+    "SELECT seq, id, kind, body FROM pending WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+
 /// How a sink's cursor holds records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -152,9 +156,7 @@ impl Cursor {
         let db = self.shared.db();
         let mut select = db
             .conn
-            .prepare_cached(
-                "SELECT seq, id, kind, body FROM pending WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )
+            .prepare_cached(READ)
             .map_err(|e| self.shared.err(e))?;
         let rows = select
             .query_map(params![self.position, limit as i64], pending_row)

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use crate::error::{OpenError, SqliteError};
@@ -24,10 +25,15 @@ pub fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> SqliteError + '_ {
     }
 }
 
-/// Opens the database at `path` with a busy timeout.
+/// Opens the database at `path` with a busy timeout and a stable query plan.
+///
+/// Without the stable plan, SQLite looks at the value bound to a `LIMIT ?` when it plans the
+/// statement, so every new binding planned the statement again: a sink's read of the queue
+/// was parsed anew for each record (a tenth of the sink's CPU at live rates).
 pub fn open_db(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(conn)
 }
 

@@ -419,3 +419,21 @@ fn a_layout_1_spool_is_taken_over_with_its_records_pending_for_every_consumer() 
     let conn = Connection::open(dir.path().join(FILE)).unwrap();
     assert_eq!(schema::layout(&conn).unwrap(), schema::LAYOUT);
 }
+
+#[test]
+fn a_cursor_reads_and_acks_without_planning_its_statements_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = owner(dir.path(), 100);
+    let mut cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    for n in 1..=5 {
+        push(&spool, 1, 2);
+        spool.apply();
+        let read = cursor.read(n).unwrap();
+        cursor.ack(read.last().unwrap().seq).unwrap();
+        assert_eq!(cursor.backlog(), 0);
+    }
+    let db = spool.shared().db();
+    let read = db.conn.prepare_cached(queue::READ).unwrap();
+    // A new binding of `LIMIT ?2` made SQLite plan the statement again, every time.
+    assert_eq!(read.get_status(rusqlite::StatementStatus::RePrepare), 0);
+}
