@@ -120,6 +120,7 @@ impl Host {
         );
         let running = running_line(&runtime);
         tracing::info!("{running}");
+        release_startup_code();
         service::ready(&running);
         Ok(Self {
             events,
@@ -157,11 +158,13 @@ impl Host {
                     tracing::info!("{from} received: reloading the config and the plugins folder");
                     service::reloading();
                     self.reload(reread());
+                    release_startup_code();
                     service::ready(&running_line(&self.runtime));
                 }
                 Some(Event::PluginsChanged) => {
                     main_loop.busy("applying a change in the plugins folder");
                     self.runtime.folder_changed();
+                    release_startup_code();
                 }
             }
         }
@@ -297,6 +300,19 @@ fn log_free_space(dir: &std::path::Path, free: u64) {
 }
 
 /// What runs, for the log and systemd's status line.
+/// Once start-up or a reload is done, the code only it ran leaves memory (see
+/// `loader::resident`).
+fn release_startup_code() {
+    #[cfg(target_os = "linux")]
+    if let Some((before, after)) = loader::resident::release_startup_code() {
+        tracing::debug!(
+            "start-up code released: resident {:.1} → {:.1} MiB",
+            mib(before),
+            mib(after)
+        );
+    }
+}
+
 fn running_line(runtime: &Runtime) -> String {
     match runtime.names() {
         names if names.is_empty() => "running no plugin instances".to_owned(),

@@ -32,6 +32,8 @@ mod elf;
 pub(crate) mod inspect;
 #[cfg(any(windows, test))]
 mod pe;
+#[cfg(target_os = "linux")]
+pub mod resident;
 pub mod state_dir;
 pub mod trust;
 

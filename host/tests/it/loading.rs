@@ -497,3 +497,39 @@ fn only_the_libraries_of_configured_classes_are_mapped_until_a_reload_names_anot
         "only the refused library is inspected again:\n{log}"
     );
 }
+
+/// After start-up and after a reload the host hands the pages of its own code back to the
+/// kernel: what it reports resident drops by most of the binary's code read at start-up.
+#[cfg(target_os = "linux")]
+#[test]
+fn start_up_code_leaves_memory_after_start_and_after_a_reload() {
+    use nix::sys::signal::Signal;
+    const RELEASED: &str = "start-up code released: resident ";
+    let install = Install::new(
+        HOST,
+        &[MOCK_CALLS],
+        "settings: {plugins: [MockCalls]}\nMockCalls: {sleep: 3600}\n",
+    );
+    let mut command = install.command(&["run"]);
+    command.env("RUST_LOG", "info,calllogger::host=debug");
+    let mut host = Host::spawn(command);
+    host.wait_for_log(RELEASED, 1, Duration::from_secs(20));
+    host.signal(Signal::SIGHUP);
+    host.wait_for_log(RELEASED, 2, Duration::from_secs(20));
+    let log = host.terminate();
+    let released: Vec<(f64, f64)> = log
+        .lines()
+        .filter_map(|l| l.split(RELEASED).nth(1))
+        .map(|figures| {
+            let mib: Vec<f64> = figures
+                .split(['→', ' '])
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            (mib[0], mib[1])
+        })
+        .collect();
+    assert_eq!(released.len(), 2, "{log}");
+    for (before, after) in released {
+        assert!(after < before * 0.75, "{before} → {after} MiB:\n{log}");
+    }
+}
