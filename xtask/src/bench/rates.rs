@@ -14,7 +14,9 @@ use calllogger_test_kit::frontend::Frontend;
 use calllogger_test_kit::Host;
 use serialport::SerialPort;
 
-use super::{delivering_to, dublin, hipath_parses, hipath_samples, serial_install, Bench, Row};
+use super::{
+    delivering_to, dublin, hipath_parses, hipath_samples, serial_install, status_mib, Bench, Row,
+};
 
 /// Each rate (lines/s; `None`: as fast as the pty takes them) and how long it is fed.
 const RATES: &[(Option<f64>, u64)] = &[
@@ -40,6 +42,8 @@ struct Measured {
     lines_per_second: f64,
     /// CPU µs per line by thread name, the busiest first (the host only).
     by_thread: Vec<(String, f64)>,
+    /// VmRSS in MiB once every line arrived.
+    rss: f64,
 }
 
 /// CPU µs per line, host and floor, at each rate of [`RATES`] (floor, then host, per rate).
@@ -74,7 +78,12 @@ pub(super) fn rates(bench: &Bench) -> Result<Vec<Row>> {
             .iter()
             .map(|(name, us)| format!("{name} {us:.1}"))
             .collect();
-        value += &format!(" (host threads: {})", threads.join(", "));
+        value += &format!(
+            " (host threads: {}; RSS then: host {:.1} MiB, floor {:.1} MiB)",
+            threads.join(", "),
+            host.rss,
+            floor.rss
+        );
         rows.push(Row::new(
             format!("CPU/line, HiPath pty → host → HTTP 201, {what} for {secs} s"),
             value,
@@ -159,6 +168,7 @@ fn through_floor(lines: &[Vec<u8>], rate: Option<f64>, run: Duration) -> Result<
     let done = expect("done")?;
     let finished = started.elapsed();
     let cpu = cpu_ns(pid)? - cpu_before;
+    let rss = status_mib(pid, "VmRSS:")?;
     drop(stdin);
     child.wait()?;
     let read: u64 = done.trim_start_matches("done ").parse()?;
@@ -169,6 +179,7 @@ fn through_floor(lines: &[Vec<u8>], rate: Option<f64>, run: Duration) -> Result<
         cpu_per_line: cpu as f64 / 1e3 / sent as f64,
         lines_per_second: sent as f64 / finished.as_secs_f64(),
         by_thread: Vec::new(),
+        rss,
     })
 }
 
@@ -200,6 +211,7 @@ fn through_host(
     }
     let finished = started.elapsed();
     let after = threads(pid)?;
+    let rss = status_mib(pid, "VmRSS:")?;
     std::thread::sleep(Duration::from_millis(200)); // a late duplicate would show
     host.terminate();
     let delivered = frontend.delivered();
@@ -227,6 +239,7 @@ fn through_host(
         cpu_per_line: per_line(cpu),
         lines_per_second: sent as f64 / finished.as_secs_f64(),
         by_thread,
+        rss,
     })
 }
 
