@@ -299,7 +299,6 @@ fn log_free_space(dir: &std::path::Path, free: u64) {
     }
 }
 
-/// What runs, for the log and systemd's status line.
 /// Once start-up or a reload is done, the code only it ran leaves memory (see
 /// `loader::resident`).
 fn release_startup_code() {
@@ -313,6 +312,7 @@ fn release_startup_code() {
     }
 }
 
+/// What runs, for the log and systemd's status line.
 fn running_line(runtime: &Runtime) -> String {
     match runtime.names() {
         names if names.is_empty() => "running no plugin instances".to_owned(),
