@@ -12,6 +12,7 @@ use rusqlite::params;
 use crate::error::ApplyError;
 use crate::journal::Found;
 use crate::open::{Db, Rotation, Shared, BATCH_BYTES};
+use crate::queue;
 use crate::schema::{self, aside_path};
 use crate::trouble::Part;
 use crate::JOURNAL;
@@ -148,15 +149,21 @@ impl Shared {
         match self.apply_locked(db) {
             Ok(0) => false,
             Ok(_) => {
-                if !self.checkpoint_wanted.swap(true, Ordering::SeqCst) {
-                    self.journal.wake(); // the applier schedules the checkpoint
-                }
+                self.want_checkpoint();
                 true
             }
             Err(_) => {
                 self.journal.wake();
                 false
             }
+        }
+    }
+
+    /// Asks the applier for a checkpoint (which saves the acks not yet written first), waking
+    /// it unless it has been asked already.
+    pub(crate) fn want_checkpoint(&self) {
+        if !self.checkpoint_wanted.swap(true, Ordering::SeqCst) {
+            self.journal.wake(); // the applier schedules the checkpoint
         }
     }
 
@@ -205,7 +212,8 @@ impl Shared {
     }
 
     /// Inserts the journal lines `bytes`, which start at `start` in the journal file, in one
-    /// transaction that also records how far the journal is applied.
+    /// transaction that also records how far the journal is applied and saves the acks not
+    /// yet written.
     fn insert(&self, db: &mut Db, bytes: &[u8], start: u64) -> Result<usize, ApplyError> {
         let end = start + bytes.len() as u64;
         let skip = db.recovering.as_ref().map(|r| &r.skip);
@@ -239,8 +247,10 @@ impl Shared {
             }
             schema::set_meta(&tx, "journal_offset", end).map_err(|e| self.err(e))?;
             schema::add_pending(&tx, applied as i64).map_err(|e| self.err(e))?;
+            queue::save_acks(&tx, db).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
+        queue::acks_saved(db);
         db.journal_offset = end;
         self.pending.fetch_add(applied as u64, Ordering::Relaxed);
         if let Some(newest) = newest {
@@ -350,8 +360,11 @@ impl Shared {
                 }
             }
             if checkpoint_at.is_some_and(|at| at <= Instant::now()) || !running {
-                // Cleared first: a record applied meanwhile asks for the next checkpoint.
+                // Cleared first: a record applied or acked meanwhile asks for the next one.
                 self.checkpoint_wanted.store(false, Ordering::SeqCst);
+                if let Err(e) = self.save_acks_now() {
+                    tracing::warn!("{e}; acks are saved with the next record");
+                }
                 if let Err(e) = self.checkpoint() {
                     tracing::warn!("{e}");
                 }

@@ -9,7 +9,10 @@
 //! Each sink reads the queue from its own [`Cursor`], a durable position by sink name. A
 //! record leaves the queue once every sink named in [`Options::consumers`] has acked it
 //! (with none, records stay until the cap evicts them); a [`Mode::Following`] cursor (a tap,
-//! such as an echo to stdout) holds nothing back.
+//! such as an echo to stdout) holds nothing back. An ack is written with the next
+//! transaction (the next record's, or the applier's within a second, or when the cursor
+//! ends), so that a record in a trickle costs one commit: a host killed in between sends the
+//! records of that last second again, under the same ids (at least once, never lost).
 //!
 //! What goes wrong is handled, never hidden: a journal write that fails is an error for the
 //! append (the caller holds the record and retries) and shows in [`Queue::trouble`]; a journal

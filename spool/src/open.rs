@@ -65,8 +65,14 @@ pub struct Db {
     pub evictions: Evictions,
     /// Where each of this run's consumers has acked to (also in the `cursors` table).
     pub consumers: HashMap<String, i64>,
-    /// Every record up to here has been acked by every consumer and removed.
+    /// Every record up to here has been acked by every consumer: it has left the queue.
     pub removed_through: i64,
+    /// Every record up to here is deleted from the table too. Those after it, through
+    /// `removed_through`, are deleted with the next save of the acks.
+    pub deleted_through: i64,
+    /// Acks not written yet: each sink's position, saved with the next transaction (see
+    /// [`save_acks`](crate::queue::save_acks)).
+    pub unsaved_acks: HashMap<String, UnsavedAck>,
     /// Cursors blocked in [`Cursor::wait`](crate::Cursor::wait): an append wakes them to
     /// apply it themselves instead of waking the applier.
     pub waiting: usize,
@@ -74,6 +80,13 @@ pub struct Db {
     pub apply_failed: bool,
     /// When records last reached the queue (this run).
     pub applied_at: Option<Instant>,
+}
+
+/// A sink's position, acked but not yet written.
+#[derive(Debug, Clone, Copy)]
+pub struct UnsavedAck {
+    pub consuming: bool,
+    pub acked: i64,
 }
 
 /// Lines of the journal file that the last run left unapplied.
@@ -126,6 +139,8 @@ impl Shared {
             evictions: Evictions::default(),
             consumers: HashMap::new(),
             removed_through: 0,
+            deleted_through: 0,
+            unsaved_acks: HashMap::new(),
             waiting: 0,
             apply_failed: false,
             applied_at: None,
@@ -239,6 +254,7 @@ fn attach_consumers(db: &mut Db, consumers: &[String], pending: u64) -> rusqlite
         schema::add_pending(&tx, -(removed as i64))?;
         pending -= removed.min(pending);
         db.removed_through = low;
+        db.deleted_through = low;
     }
     tx.commit()?;
     Ok(pending)

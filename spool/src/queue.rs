@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::error::{AckError, CursorError, ReadError};
-use crate::open::{store_cursor, Shared};
+use crate::error::{AckError, CursorError, ReadError, SqliteError};
+use crate::open::{store_cursor, Db, Shared, UnsavedAck};
 use crate::schema;
 use crate::{Counts, Pending};
 
@@ -93,8 +93,8 @@ impl Queue {
     /// any queue length.
     pub fn counts(&self) -> Result<Counts, ReadError> {
         let db = self.shared.db();
-        let (dead, oldest_pending) =
-            schema::dead_and_oldest(&db.conn).map_err(|e| self.shared.err(e))?;
+        let (dead, oldest_pending) = schema::dead_and_oldest(&db.conn, db.removed_through)
+            .map_err(|e| self.shared.err(e))?;
         let unapplied =
             self.shared.journal.waiting() + db.recovering.as_ref().map_or(0, |r| r.records);
         Ok(Counts {
@@ -194,8 +194,9 @@ impl Cursor {
             .store(self.shared.wakes.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
-    /// Notes (durably) that this sink is done with every record through `through_seq`; a
-    /// record every consumer is done with leaves the queue.
+    /// Notes that this sink is done with every record through `through_seq`; a record every
+    /// consumer is done with leaves the queue at once. Written to disk with the next
+    /// transaction: the next record's, the applier's within a second, or the cursor's drop.
     pub fn ack(&mut self, through_seq: i64) -> Result<(), AckError> {
         self.advance(through_seq, None)
     }
@@ -206,6 +207,12 @@ impl Cursor {
         self.advance(seq, Some((status, response)))
     }
 
+    /// Moves the cursor to `through` at once, in memory: the records every consumer has now
+    /// acked leave the queue (they are no longer counted, read by a consumer or evicted). The
+    /// change reaches the database with the next transaction (the next record's apply, or
+    /// the applier's checkpoint within a second), so that a record in a trickle costs one
+    /// transaction, not two; a host killed before that sends those records again, under
+    /// their ids. A dead letter is written at once.
     fn advance(&mut self, through: i64, dead: Option<(u16, &str)>) -> Result<(), AckError> {
         let mut db = self.shared.db();
         let err = |e| self.shared.err(e);
@@ -219,37 +226,94 @@ impl Cursor {
                 .unwrap_or(position),
             Mode::Following => db.removed_through,
         };
-        let removed_through = db.removed_through;
-        let tx = schema::Tx::begin(&db.conn).map_err(err)?;
+        let mut removed = 0;
+        if low > db.removed_through {
+            removed = db
+                .conn
+                .prepare_cached("SELECT count(*) FROM pending WHERE seq > ?1 AND seq <= ?2")
+                .and_then(|mut s| s.query_row([db.removed_through, low], |r| r.get::<_, i64>(0)))
+                .map_err(err)? as u64;
+        }
         if let Some((status, response)) = dead {
             let response: String = response.chars().take(1024).collect();
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO dead
-                     (sink, seq, id, kind, pushed_at, body, status, response, failed_at)
-                 SELECT ?1, seq, id, kind, pushed_at, body, ?3, ?4, unixepoch()
-                 FROM pending WHERE seq = ?2",
-            )
-            .and_then(|mut s| s.execute(params![self.sink, through, status, response]))
-            .map_err(err)?;
+            db.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO dead
+                         (sink, seq, id, kind, pushed_at, body, status, response, failed_at)
+                     SELECT ?1, seq, id, kind, pushed_at, body, ?3, ?4, unixepoch()
+                     FROM pending WHERE seq = ?2",
+                )
+                .and_then(|mut s| s.execute(params![self.sink, through, status, response]))
+                .map_err(err)?;
         }
-        store_cursor(&tx, &self.sink, self.mode == Mode::Consuming, position).map_err(err)?;
-        let mut removed = 0;
-        if low > removed_through {
-            removed = tx
-                .prepare_cached("DELETE FROM pending WHERE seq > ?1 AND seq <= ?2")
-                .and_then(|mut s| s.execute([removed_through, low]))
-                .map_err(err)? as u64;
-            schema::add_pending(&tx, -(removed as i64)).map_err(err)?;
+        let ack = UnsavedAck {
+            consuming: self.mode == Mode::Consuming,
+            acked: position,
+        };
+        match db.unsaved_acks.get_mut(&self.sink) {
+            Some(unsaved) => *unsaved = ack,
+            None => {
+                db.unsaved_acks.insert(self.sink.clone(), ack);
+            }
         }
-        tx.commit().map_err(err)?;
         if self.mode == Mode::Consuming {
-            db.consumers.insert(self.sink.clone(), position);
+            if let Some(acked) = db.consumers.get_mut(&self.sink) {
+                *acked = position;
+            }
         }
-        if low > removed_through {
+        if low > db.removed_through {
             db.removed_through = low;
             self.shared.pending.fetch_sub(removed, Ordering::Relaxed);
         }
         self.position = position;
+        drop(db);
+        self.shared.want_checkpoint();
+        Ok(())
+    }
+}
+
+impl Drop for Cursor {
+    /// Saves the acks not yet written: a sink that ends has them in the database.
+    fn drop(&mut self) {
+        if let Err(e) = self.shared.save_acks_now() {
+            tracing::warn!("{e}; the records after the last saved ack will be delivered again");
+        }
+    }
+}
+
+/// Writes, inside the transaction `tx`, the acks noted since the last save: the cursors,
+/// and the deletion of what every consumer has acked. Call [`acks_saved`] once `tx`
+/// commits.
+pub(crate) fn save_acks(tx: &Connection, db: &Db) -> rusqlite::Result<()> {
+    for (sink, ack) in &db.unsaved_acks {
+        store_cursor(tx, sink, ack.consuming, ack.acked)?;
+    }
+    if db.removed_through > db.deleted_through {
+        let deleted = tx
+            .prepare_cached("DELETE FROM pending WHERE seq > ?1 AND seq <= ?2")?
+            .execute([db.deleted_through, db.removed_through])?;
+        schema::add_pending(tx, -(deleted as i64))?;
+    }
+    Ok(())
+}
+
+/// After the transaction that [`save_acks`] wrote into has committed.
+pub(crate) fn acks_saved(db: &mut Db) {
+    db.unsaved_acks.clear();
+    db.deleted_through = db.removed_through;
+}
+
+impl Shared {
+    /// Writes the acks not yet written, in a transaction of their own.
+    pub(crate) fn save_acks_now(&self) -> Result<(), SqliteError> {
+        let mut db = self.db();
+        if db.unsaved_acks.is_empty() && db.removed_through == db.deleted_through {
+            return Ok(());
+        }
+        let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
+        save_acks(&tx, &db).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        acks_saved(&mut db);
         Ok(())
     }
 }

@@ -74,7 +74,7 @@ impl SpoolReader {
     pub fn counts(&self) -> Result<Counts, ReadError> {
         let meta = schema::read_meta(&self.conn).map_err(|e| self.err(e))?;
         let (dead, oldest_pending) =
-            schema::dead_and_oldest(&self.conn).map_err(|e| self.err(e))?;
+            schema::dead_and_oldest(&self.conn, 0).map_err(|e| self.err(e))?;
         Ok(Counts {
             pending: meta.pending,
             dead,

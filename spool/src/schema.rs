@@ -386,14 +386,12 @@ pub fn add_pending(conn: &Connection, delta: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The dead letters and the push time of the oldest record in the queue.
-pub fn dead_and_oldest(conn: &Connection) -> rusqlite::Result<(u64, Option<i64>)> {
+/// The dead letters and the push time of the oldest record in the queue after `removed`
+/// (the records up to it have left the queue, but may not be deleted yet).
+pub fn dead_and_oldest(conn: &Connection, removed: i64) -> rusqlite::Result<(u64, Option<i64>)> {
     let oldest = conn
-        .query_row(
-            "SELECT pushed_at FROM pending ORDER BY seq LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT pushed_at FROM pending WHERE seq > ?1 ORDER BY seq LIMIT 1")?
+        .query_row([removed], |r| r.get(0))
         .optional()?;
     let dead = conn.query_row("SELECT count(*) FROM dead", [], |r| r.get(0))?;
     Ok((dead, oldest))

@@ -4,10 +4,11 @@
 //! A [`Sink`] says how to deliver a batch (the HTTP [`frontend`], the [`stdout`] echo); a
 //! [`Source`] is that sink's own cursor into the spool. [`start`] runs one sink on its own
 //! thread over its source with the one delivery loop every sink shares: it waits for records
-//! without spinning, reads them in order, delivers, acks durably, buries what the destination
+//! without spinning, reads them in order, delivers, acks, buries what the destination
 //! refuses, retries with the decayed timeout, and waits out a source that fails (a full
 //! disk). Delivery is at least once: a record is acked only after its sink took it, and a
-//! record taken but not yet acked is never offered again. Several sinks may run at once, each
+//! record taken but not yet acked is never offered again (after a crash, what was acked in
+//! the last second before it is: the spool saves acks with its next transaction). Several sinks may run at once, each
 //! with its own cursor, retry state and metrics; a sink's fatal failure is a [`SinkEvent`].
 
 mod cork;
@@ -44,7 +45,8 @@ pub trait Source: Send {
     /// Waits, with no timeout, until a record arrives after the cursor or the spool is woken
     /// (e.g. for a stop): an idle sink never wakes on its own.
     fn wait(&self);
-    /// Durably moves the cursor past `through_seq`: every record up to it is done.
+    /// Moves the cursor past `through_seq`: every record up to it is done (on disk within
+    /// about a second, or when the source is dropped).
     fn ack(&mut self, through_seq: i64) -> Result<(), Self::Error>;
     /// Puts the record `seq` in this sink's dead letters (with the destination's status and
     /// response), then acks through it.

@@ -33,12 +33,75 @@ fn a_record_leaves_only_once_every_consumer_has_acked_it() {
     assert_eq!(seqs(&b.read(10).unwrap()), seqs(&read[3..]));
     b.ack(read[4].seq).unwrap();
     assert_eq!(spool.pending(), 0);
-    assert_eq!(reader(dir.path()).counts().unwrap().pending, 0);
     b.ack(read[1].seq).unwrap();
     assert!(
         b.read(10).unwrap().is_empty(),
         "an older ack does not move a cursor back"
     );
+    drop((a, b));
+    assert_eq!(reader(dir.path()).counts().unwrap().pending, 0);
+}
+
+#[test]
+fn an_ack_is_saved_with_the_next_record_by_the_applier_or_when_the_cursor_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = owner(dir.path(), 1000);
+    let saved = || reader(dir.path()).counts().unwrap().pending;
+    push(&spool, 3, 2);
+    spool.apply();
+    let mut cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    let read = cursor.read(10).unwrap();
+    cursor.ack(read[2].seq).unwrap();
+    let counts = spool.queue.counts().unwrap();
+    assert_eq!(
+        (counts.pending, counts.oldest_pending),
+        (0, None),
+        "gone at once"
+    );
+    assert!(cursor.read(10).unwrap().is_empty());
+    assert_eq!(saved(), 3, "not written yet");
+    assert_eq!(spool.all().len(), 3);
+
+    let next = push(&spool, 1, 2);
+    spool.apply();
+    assert_eq!(saved(), 1, "written with the next record's transaction");
+    assert_eq!(ids(&spool), next, "the acked records are deleted with it");
+    let read = cursor.read(10).unwrap();
+    cursor.ack(read[0].seq).unwrap();
+    assert_eq!(saved(), 1);
+    drop(cursor);
+    assert_eq!(saved(), 0, "written when the cursor ends");
+    assert!(spool.all().is_empty());
+
+    let Owned {
+        writer,
+        queue,
+        applier,
+    } = spool;
+    let applier = applier.start().unwrap();
+    let mut cursor = queue.cursor("frontend", Mode::Consuming).unwrap();
+    writer.append(&new_id(), 2, "{}").unwrap();
+    cursor.wait(Some(Duration::from_secs(10)));
+    let read = cursor.read(10).unwrap();
+    assert_eq!(saved(), 1);
+    cursor.ack(read[0].seq).unwrap();
+    poll(|| (saved() == 0).then_some(()));
+    assert_eq!(
+        queue
+            .shared
+            .db()
+            .conn
+            .query_row(
+                "SELECT acked FROM cursors WHERE sink = 'frontend'",
+                [],
+                |r| r.get::<_, i64>(0)
+            )
+            .unwrap(),
+        read[0].seq,
+        "written by the applier, with its checkpoint, while the cursor lives on"
+    );
+    drop(cursor);
+    applier.stop().unwrap();
 }
 
 #[test]
