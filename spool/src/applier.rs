@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::MutexGuard;
 use rusqlite::params;
 
-use crate::error::ApplyError;
+use crate::error::{ApplyError, SqliteError};
 use crate::journal::Found;
 use crate::open::{Db, Rotation, Shared, BATCH_BYTES};
 use crate::queue;
@@ -179,7 +179,8 @@ impl Shared {
                 return self.apply_batch(db);
             }
             let start = db.journal_offset;
-            let applied = self.insert(db, &bytes, start)?;
+            let next = self.newest.load(Ordering::Relaxed) + 1;
+            let applied = self.insert(db, &bytes, start, next)?;
             if let Some(recovery) = &mut db.recovering {
                 recovery.applied += applied as u64;
                 recovery.records = recovery.records.saturating_sub(applied as u64);
@@ -190,11 +191,18 @@ impl Shared {
         if taken.bytes.is_empty() {
             return Ok(None);
         }
-        match self.insert(db, &taken.bytes, taken.start) {
+        // Lines a cursor took directly come before these: they go first, under their seqs.
+        let (taken, next) = match db.direct.take() {
+            None => (taken, self.newest.load(Ordering::Relaxed) + 1),
+            Some(direct) => direct.followed_by(taken),
+        };
+        match self.insert(db, &taken.bytes, taken.start, next) {
             Ok(applied) => Ok(Some(applied)),
             Err(e) => {
                 self.journal.give_back(taken);
-                Err(e)
+                // Lines taken directly get their seqs again when they are applied.
+                self.newest.fetch_min(next - 1, Ordering::Relaxed);
+                Err(e.into())
             }
         }
     }
@@ -211,20 +219,28 @@ impl Shared {
         }
     }
 
-    /// Inserts the journal lines `bytes`, which start at `start` in the journal file, in one
-    /// transaction that also records how far the journal is applied and saves the acks not
-    /// yet written.
-    fn insert(&self, db: &mut Db, bytes: &[u8], start: u64) -> Result<usize, ApplyError> {
+    /// Inserts the journal lines `bytes`, which start at `start` in the journal file, under
+    /// the seqs from `next` on, in one transaction that also records how far the journal is
+    /// applied and saves the acks not yet written.
+    pub(crate) fn insert(
+        &self,
+        db: &mut Db,
+        bytes: &[u8],
+        start: u64,
+        next: i64,
+    ) -> Result<usize, SqliteError> {
         let end = start + bytes.len() as u64;
         let skip = db.recovering.as_ref().map(|r| &r.skip);
         let mut applied = 0;
-        let mut newest = None;
+        let mut seq = next;
         let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
         {
+            queue::save_acks(&tx, db, self.newest.load(Ordering::Relaxed))
+                .map_err(|e| self.err(e))?;
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO pending (id, kind, pushed_at, body, evict_first)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO pending (seq, id, kind, pushed_at, body, evict_first)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(|e| self.err(e))?;
             for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
@@ -233,9 +249,9 @@ impl Shared {
                     Some((kind, pushed_at, id, body)) => {
                         let first = (self.evict_first.applies)(kind);
                         insert
-                            .execute(params![id, kind, pushed_at, body, first])
+                            .execute(params![seq, id, kind, pushed_at, body, first])
                             .map_err(|e| self.err(e))?;
-                        newest = Some(tx.last_insert_rowid());
+                        seq += 1;
                         applied += 1;
                     }
                     None => tracing::error!(
@@ -247,15 +263,12 @@ impl Shared {
             }
             schema::set_meta(&tx, "journal_offset", end).map_err(|e| self.err(e))?;
             schema::add_pending(&tx, applied as i64).map_err(|e| self.err(e))?;
-            queue::save_acks(&tx, db).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         queue::acks_saved(db);
         db.journal_offset = end;
         self.pending.fetch_add(applied as u64, Ordering::Relaxed);
-        if let Some(newest) = newest {
-            self.newest.fetch_max(newest, Ordering::Relaxed);
-        }
+        self.newest.fetch_max(seq - 1, Ordering::Relaxed);
         self.evict(db)?;
         Ok(applied)
     }
@@ -298,12 +311,17 @@ impl Shared {
             db.rotate = Some(Rotation::Due);
         }
         if db.rotate.is_some() {
+            // The new file carries only the tail: lines taken directly go to the table first.
+            self.insert_direct(db)?;
             let generation = db.generation + 1;
             let start = self.journal.rotate(generation, aside.as_deref())?;
             let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
+            queue::save_acks(&tx, db, self.newest.load(Ordering::Relaxed))
+                .map_err(|e| self.err(e))?;
             schema::set_meta(&tx, "generation", generation).map_err(|e| self.err(e))?;
             schema::set_meta(&tx, "journal_offset", start).map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))?;
+            queue::acks_saved(db);
             db.generation = generation;
             db.journal_offset = start;
             db.rotate = None;
@@ -328,6 +346,10 @@ impl Shared {
                 std::thread::sleep(COALESCE - since);
             }
             last_apply = Instant::now();
+            if !running {
+                // Everything pushed reaches the table before a stop; a failure is the apply's.
+                let _ = self.insert_direct(&mut self.db());
+            }
             match self.apply() {
                 Ok(applied) => {
                     if failing {
@@ -396,7 +418,7 @@ impl Shared {
 }
 
 /// One journal line: `kind \t pushed_at \t id \t body`.
-fn parse_line(line: &[u8]) -> Option<(i32, i64, &str, &str)> {
+pub(crate) fn parse_line(line: &[u8]) -> Option<(i32, i64, &str, &str)> {
     let line = std::str::from_utf8(line).ok()?;
     let mut fields = line.splitn(4, '\t');
     let kind = fields.next()?.parse().ok()?;

@@ -287,6 +287,22 @@ impl Journal {
         }
     }
 
+    /// Takes the lines waiting in memory if there are some, and at most `max` records: for a
+    /// sink's cursor that delivers them before they reach the queue.
+    pub fn take_few(&self, max: u64) -> Option<Taken> {
+        let mut state = self.lock();
+        if state.tail_records == 0 || state.tail_records > max {
+            return None;
+        }
+        let bytes = std::mem::take(&mut state.tail);
+        let records = std::mem::take(&mut state.tail_records);
+        Some(Taken {
+            start: state.end - bytes.len() as u64,
+            bytes,
+            records,
+        })
+    }
+
     /// Puts lines the applier could not apply back in front of the tail.
     pub fn give_back(&self, mut taken: Taken) {
         let mut state = self.lock();

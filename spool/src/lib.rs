@@ -11,8 +11,10 @@
 //! (with none, records stay until the cap evicts them); a [`Mode::Following`] cursor (a tap,
 //! such as an echo to stdout) holds nothing back. An ack is written with the next
 //! transaction (the next record's, or the applier's within a second, or when the cursor
-//! ends), so that a record in a trickle costs one commit: a host killed in between sends the
-//! records of that last second again, under the same ids (at least once, never lost).
+//! ends): a host killed in between sends the records of that last second again, under the
+//! same ids (at least once, never lost). In a trickle to a sole consumer, a record goes from
+//! the journal straight to its sink and, once acked, never enters the table (`direct.rs`):
+//! no transaction per record at all.
 //!
 //! What goes wrong is handled, never hidden: a journal write that fails is an error for the
 //! append (the caller holds the record and retries) and shows in [`Queue::trouble`]; a journal
@@ -22,6 +24,7 @@
 //! and from the journal.
 
 mod applier;
+mod direct;
 mod error;
 mod eviction;
 pub mod fs;

@@ -12,6 +12,7 @@ use parking_lot::{Condvar as FairCondvar, Mutex as FairMutex, MutexGuard};
 use rusqlite::{params, Connection};
 
 use crate::applier::COALESCE;
+use crate::direct::Direct;
 use crate::error::{AppendError, JournalError, OpenError, SqliteError};
 use crate::fs::Filesystem;
 use crate::journal::{self, Header, Journal};
@@ -73,6 +74,14 @@ pub struct Db {
     /// Acks not written yet: each sink's position, saved with the next transaction (see
     /// [`save_acks`](crate::queue::save_acks)).
     pub unsaved_acks: HashMap<String, UnsavedAck>,
+    /// `journal_offset` moved past records delivered directly: saved with the acks.
+    pub offset_unsaved: bool,
+    /// Records a cursor took from the journal's tail, not in the table (see
+    /// [`direct`](crate::direct)).
+    pub direct: Option<Direct>,
+    /// The cursors open now, and the number the next one gets.
+    pub cursors: usize,
+    pub cursor_ids: u64,
     /// Cursors blocked in [`Cursor::wait`](crate::Cursor::wait): an append wakes them to
     /// apply it themselves instead of waking the applier.
     pub waiting: usize,
@@ -141,6 +150,10 @@ impl Shared {
             removed_through: 0,
             deleted_through: 0,
             unsaved_acks: HashMap::new(),
+            offset_unsaved: false,
+            direct: None,
+            cursors: 0,
+            cursor_ids: 0,
             waiting: 0,
             apply_failed: false,
             applied_at: None,
@@ -224,11 +237,17 @@ impl Shared {
     }
 }
 
-/// The highest seq in the queue, 0 when it is empty.
+/// The highest seq the queue has given (0: none yet), whether or not its record is still
+/// there: a record delivered directly is only in `sqlite_sequence` and the cursors.
 pub fn newest_seq(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT coalesce(max(seq), 0) FROM pending", [], |r| {
-        r.get(0)
-    })
+    conn.query_row(
+        "SELECT max(
+             (SELECT coalesce(max(seq), 0) FROM pending),
+             (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'pending'),
+             (SELECT coalesce(max(acked), 0) FROM cursors))",
+        [],
+        |r| r.get(0),
+    )
 }
 
 /// Reads (or starts, at the beginning) the cursor of each consumer, and removes what every

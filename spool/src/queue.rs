@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::direct::Direct;
 use crate::error::{AckError, CursorError, ReadError, SqliteError};
 use crate::open::{store_cursor, Db, Shared, UnsavedAck};
 use crate::schema;
@@ -44,7 +45,7 @@ impl Queue {
     /// The cursor of `sink`, where it was left (durable across runs). A consumer not seen
     /// before starts at the beginning, a new follower at the newest record.
     pub fn cursor(&self, sink: &str, mode: Mode) -> Result<Cursor, CursorError> {
-        let db = self.shared.db();
+        let mut db = self.shared.db();
         let consumer = db.consumers.get(sink).copied();
         let position = match (mode, consumer) {
             (Mode::Consuming, Some(acked)) => acked,
@@ -72,9 +73,13 @@ impl Queue {
                 }
             }
         };
+        db.cursors += 1;
+        db.cursor_ids += 1;
+        let id = db.cursor_ids;
         drop(db);
         Ok(Cursor {
             shared: self.shared.clone(),
+            id,
             sink: sink.to_owned(),
             mode,
             position,
@@ -95,8 +100,9 @@ impl Queue {
         let db = self.shared.db();
         let (dead, oldest_pending) = schema::dead_and_oldest(&db.conn, db.removed_through)
             .map_err(|e| self.shared.err(e))?;
-        let unapplied =
-            self.shared.journal.waiting() + db.recovering.as_ref().map_or(0, |r| r.records);
+        let unapplied = self.shared.journal.waiting()
+            + db.recovering.as_ref().map_or(0, |r| r.records)
+            + db.direct.as_ref().map_or(0, |d| d.records.len() as u64);
         Ok(Counts {
             pending: self.shared.pending.load(Ordering::Relaxed),
             dead,
@@ -119,6 +125,8 @@ impl Queue {
 /// One sink's position in the queue. Reads never move it; [`ack`](Cursor::ack) does.
 pub struct Cursor {
     shared: Arc<Shared>,
+    /// Tells this cursor's direct records from another's.
+    id: u64,
     sink: String,
     mode: Mode,
     /// Every record up to here is acked by this sink.
@@ -138,7 +146,10 @@ impl Cursor {
     /// counting a backlog costs a scan of it, and a sink that read it in batches counted it
     /// again for every batch. Free of SQL at the front, where a sole consumer always is.
     pub fn backlog(&self) -> u64 {
-        let db = self.shared.db();
+        let mut db = self.shared.db();
+        if let Some(direct) = self.direct(&mut db) {
+            return direct.records.len() as u64;
+        }
         if self.position <= db.removed_through {
             return self.shared.pending.load(Ordering::Relaxed);
         }
@@ -153,7 +164,17 @@ impl Cursor {
 
     /// The oldest `limit` records after the cursor, in order.
     pub fn read(&self, limit: usize) -> Result<Vec<Pending>, ReadError> {
-        let db = self.shared.db();
+        let mut db = self.shared.db();
+        if let Some(direct) = self.direct(&mut db) {
+            if !direct.handed {
+                direct.handed = true;
+                let records = direct.records.iter().take(limit);
+                return Ok(records.map(|r| r.pending.clone()).collect());
+            }
+            // Read again: a retry. They wait in the table like any other record (a failure
+            // leaves them to the applier, and the read finds none for now).
+            let _ = self.shared.insert_direct(&mut db);
+        }
         let mut select = db
             .conn
             .prepare_cached(READ)
@@ -166,9 +187,11 @@ impl Cursor {
     }
 
     /// Blocks until a record after the cursor reaches the queue, [`Queue::wake`] is called,
-    /// or `timeout` (when given) passes. A record appended while the cursor waits is moved
-    /// into the queue by the cursor itself (on the sink's thread, which wakes for it anyway),
-    /// not by the applier.
+    /// or `timeout` (when given) passes. A record appended while the cursor waits is taken
+    /// by the cursor itself (on the sink's thread, which wakes for it anyway), not by the
+    /// applier: straight from the journal when this is the only cursor and nothing else
+    /// waits (the next [`read`](Cursor::read) has it, and it enters the table only if it is
+    /// not acked at once), into the table otherwise.
     pub fn wait(&self, timeout: Option<Duration>) {
         let mut db = self.shared.db();
         let seen = self.seen_wakes.load(Ordering::SeqCst);
@@ -176,7 +199,9 @@ impl Cursor {
         while self.shared.wakes.load(Ordering::SeqCst) == seen
             && self.shared.newest.load(Ordering::Relaxed) <= self.position
         {
-            if self.shared.apply_waiting(&mut db) {
+            if self.shared.take_direct(&mut db, self.id, &self.sink)
+                || self.shared.apply_waiting(&mut db)
+            {
                 continue;
             }
             if waited && timeout.is_some() {
@@ -215,6 +240,15 @@ impl Cursor {
     /// their ids. A dead letter is written at once.
     fn advance(&mut self, through: i64, dead: Option<(u16, &str)>) -> Result<(), AckError> {
         let mut db = self.shared.db();
+        if self.direct(&mut db).is_some() {
+            if dead.is_some() {
+                // A dead letter is a row of the table. On a failure the record waits in the
+                // journal, to be applied and offered again.
+                self.shared.insert_direct(&mut db)?;
+            } else {
+                self.shared.ack_direct(&mut db, through);
+            }
+        }
         let err = |e| self.shared.err(e);
         let position = self.position.max(through);
         let low = match self.mode {
@@ -227,7 +261,7 @@ impl Cursor {
             Mode::Following => db.removed_through,
         };
         let mut removed = 0;
-        if low > db.removed_through {
+        if low > db.removed_through && self.shared.pending.load(Ordering::Relaxed) > 0 {
             removed = db
                 .conn
                 .prepare_cached("SELECT count(*) FROM pending WHERE seq > ?1 AND seq <= ?2")
@@ -272,9 +306,24 @@ impl Cursor {
     }
 }
 
+impl Cursor {
+    /// The records this cursor took directly, if any.
+    fn direct<'d>(&self, db: &'d mut Db) -> Option<&'d mut Direct> {
+        db.direct.as_mut().filter(|d| d.owner == self.id)
+    }
+}
+
 impl Drop for Cursor {
-    /// Saves the acks not yet written: a sink that ends has them in the database.
+    /// Puts the records it took directly and did not ack into the table, and saves the acks
+    /// not yet written: a sink that ends has them in the database.
     fn drop(&mut self) {
+        let mut db = self.shared.db();
+        db.cursors -= 1;
+        if self.direct(&mut db).is_some() {
+            // A failure leaves them in the journal, applied by the applier or the next start.
+            let _ = self.shared.insert_direct(&mut db);
+        }
+        drop(db);
         if let Err(e) = self.shared.save_acks_now() {
             tracing::warn!("{e}; the records after the last saved ack will be delivered again");
         }
@@ -284,9 +333,14 @@ impl Drop for Cursor {
 /// Writes, inside the transaction `tx`, the acks noted since the last save: the cursors,
 /// and the deletion of what every consumer has acked. Call [`acks_saved`] once `tx`
 /// commits.
-pub(crate) fn save_acks(tx: &Connection, db: &Db) -> rusqlite::Result<()> {
+pub(crate) fn save_acks(tx: &Connection, db: &Db, newest: i64) -> rusqlite::Result<()> {
     for (sink, ack) in &db.unsaved_acks {
         store_cursor(tx, sink, ack.consuming, ack.acked)?;
+    }
+    if db.offset_unsaved {
+        // Past records delivered directly: their seqs are never given again.
+        schema::set_meta(tx, "journal_offset", db.journal_offset)?;
+        schema::raise_sequence(tx, newest)?;
     }
     if db.removed_through > db.deleted_through {
         let deleted = tx
@@ -300,6 +354,7 @@ pub(crate) fn save_acks(tx: &Connection, db: &Db) -> rusqlite::Result<()> {
 /// After the transaction that [`save_acks`] wrote into has committed.
 pub(crate) fn acks_saved(db: &mut Db) {
     db.unsaved_acks.clear();
+    db.offset_unsaved = false;
     db.deleted_through = db.removed_through;
 }
 
@@ -307,11 +362,14 @@ impl Shared {
     /// Writes the acks not yet written, in a transaction of their own.
     pub(crate) fn save_acks_now(&self) -> Result<(), SqliteError> {
         let mut db = self.db();
-        if db.unsaved_acks.is_empty() && db.removed_through == db.deleted_through {
+        if db.unsaved_acks.is_empty()
+            && db.removed_through == db.deleted_through
+            && !db.offset_unsaved
+        {
             return Ok(());
         }
         let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
-        save_acks(&tx, &db).map_err(|e| self.err(e))?;
+        save_acks(&tx, &db, self.newest.load(Ordering::Relaxed)).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         acks_saved(&mut db);
         Ok(())

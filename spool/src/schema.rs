@@ -386,6 +386,21 @@ pub fn add_pending(conn: &Connection, delta: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Makes the queue's next seq larger than `seq` (SQLite keeps it in `sqlite_sequence`).
+pub fn raise_sequence(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
+    let raised = conn
+        .prepare_cached("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'pending' AND seq < ?1")?
+        .execute([seq])?;
+    if raised == 0 {
+        conn.prepare_cached(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'pending', ?1
+             WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'pending')",
+        )?
+        .execute([seq])?;
+    }
+    Ok(())
+}
+
 /// The dead letters and the push time of the oldest record in the queue after `removed`
 /// (the records up to it have left the queue, but may not be deleted yet).
 pub fn dead_and_oldest(conn: &Connection, removed: i64) -> rusqlite::Result<(u64, Option<i64>)> {

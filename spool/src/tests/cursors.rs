@@ -78,12 +78,12 @@ fn an_ack_is_saved_with_the_next_record_by_the_applier_or_when_the_cursor_ends()
         queue,
         applier,
     } = spool;
+    writer.append(&new_id(), 2, "{}").unwrap();
+    queue.shared.apply().unwrap();
+    assert_eq!(saved(), 1);
     let applier = applier.start().unwrap();
     let mut cursor = queue.cursor("frontend", Mode::Consuming).unwrap();
-    writer.append(&new_id(), 2, "{}").unwrap();
-    cursor.wait(Some(Duration::from_secs(10)));
     let read = cursor.read(10).unwrap();
-    assert_eq!(saved(), 1);
     cursor.ack(read[0].seq).unwrap();
     poll(|| (saved() == 0).then_some(()));
     assert_eq!(

@@ -1,6 +1,7 @@
 //! The spool's behaviour through its own parts: real files, real SQLite.
 
 mod cursors;
+mod direct;
 mod faults;
 
 use std::num::NonZeroU64;
