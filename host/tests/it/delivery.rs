@@ -188,6 +188,39 @@ fn an_outage_delivers_every_record_once_in_order_dropping_ringing_only_from_the_
 }
 
 #[test]
+fn sigkill_after_a_trickle_loses_nothing_and_sends_again_only_the_newest() {
+    let frontend = Frontend::start(|_, _| created());
+    let install = Install::new(
+        HOST,
+        &[TEST_PLUGINS],
+        &config(
+            &frontend,
+            "t",
+            &format!("{FAST}, plugins: [Echo]"),
+            "Echo: {label: e, count: 30, interval: 0.02}",
+        ),
+    );
+    let mut host = install.start();
+    frontend.wait_delivered(&host, "e", 30, Duration::from_secs(30));
+    host.signal(Signal::SIGKILL);
+    host.wait_exit(Duration::from_secs(10));
+    let before = frontend.delivered().len();
+
+    install.write_config(&config(&frontend, "t", &format!("{FAST}, plugins: []"), ""));
+    let mut host = install.start();
+    host.wait_for_log("delivering records", 1, Duration::from_secs(20));
+    wait_pending(&install, 0);
+    host.terminate();
+    let tally = frontend.tally("e", 30);
+    assert!(tally.delivered == 30 && tally.lost.is_empty(), "{tally:?}");
+    // Acks reach the disk with the next transaction, within a second: what the kill caught
+    // unsaved is sent again, and that is always the newest records, each once.
+    let again = lines_of(&frontend.delivered()[before..], "e");
+    let from = 31 - again.len() as u64;
+    assert_eq!(again, (from..=30).collect::<Vec<_>>(), "{tally:?}");
+}
+
+#[test]
 fn sigkill_mid_outage_loses_nothing_and_a_resend_reuses_the_id() {
     let frontend = Frontend::start(|_, _| status(500));
     let install = Install::new(
