@@ -17,6 +17,11 @@ use crate::{Counts, Pending};
 /// sink reads at once, or needs to see to call it a backlog.
 pub const COUNTED: u64 = 10_000;
 
+/// An ack that takes a span of this many seqs out of the table is written at once, in a
+/// transaction of its own: a backlog's batch, whose commit costs little per record, and which
+/// a crash would otherwise send again with everything else acked in that second.
+const SAVE_AT_ONCE: i64 = 16;
+
 /// A cursor's read: the oldest `?2` records after `?1`.
 pub(crate) const READ: &str =
     "SELECT seq, id, kind, body FROM pending WHERE seq > ?1 ORDER BY seq LIMIT ?2";
@@ -221,7 +226,8 @@ impl Cursor {
 
     /// Notes that this sink is done with every record through `through_seq`; a record every
     /// consumer is done with leaves the queue at once. Written to disk with the next
-    /// transaction: the next record's, the applier's within a second, or the cursor's drop.
+    /// transaction: the next record's, the applier's within a second, or the cursor's drop;
+    /// an ack of a batch (16 records or more) at once.
     pub fn ack(&mut self, through_seq: i64) -> Result<(), AckError> {
         self.advance(through_seq, None)
     }
@@ -237,7 +243,8 @@ impl Cursor {
     /// change reaches the database with the next transaction (the next record's apply, or
     /// the applier's checkpoint within a second), so that a record in a trickle costs one
     /// transaction, not two; a host killed before that sends those records again, under
-    /// their ids. A dead letter is written at once.
+    /// their ids. A dead letter, and an ack of [`SAVE_AT_ONCE`] records or more, are written
+    /// at once.
     fn advance(&mut self, through: i64, dead: Option<(u16, &str)>) -> Result<(), AckError> {
         let mut db = self.shared.db();
         if self.direct(&mut db).is_some() {
@@ -260,12 +267,15 @@ impl Cursor {
                 .unwrap_or(position),
             Mode::Following => db.removed_through,
         };
+        let from = db.removed_through;
+        let pending = self.shared.pending.load(Ordering::Relaxed);
+        let at_once = pending > 0 && low - from >= SAVE_AT_ONCE;
         let mut removed = 0;
-        if low > db.removed_through && self.shared.pending.load(Ordering::Relaxed) > 0 {
+        if low > from && pending > 0 && !at_once {
             removed = db
                 .conn
                 .prepare_cached("SELECT count(*) FROM pending WHERE seq > ?1 AND seq <= ?2")
-                .and_then(|mut s| s.query_row([db.removed_through, low], |r| r.get::<_, i64>(0)))
+                .and_then(|mut s| s.query_row([from, low], |r| r.get::<_, i64>(0)))
                 .map_err(err)? as u64;
         }
         if let Some((status, response)) = dead {
@@ -295,11 +305,28 @@ impl Cursor {
                 *acked = position;
             }
         }
-        if low > db.removed_through {
+        self.position = position;
+        if at_once {
+            let tx = schema::Tx::begin(&db.conn).map_err(err)?;
+            let newest = self.shared.newest.load(Ordering::Relaxed);
+            save_acks(&tx, &db, newest).map_err(err)?;
+            let deleted = tx
+                .prepare_cached("DELETE FROM pending WHERE seq > ?1 AND seq <= ?2")
+                .and_then(|mut s| s.execute([from, low]))
+                .map_err(err)?;
+            schema::add_pending(&tx, -(deleted as i64)).map_err(err)?;
+            tx.commit().map_err(err)?;
+            acks_saved(&mut db);
+            (db.removed_through, db.deleted_through) = (low, low);
+            self.shared
+                .pending
+                .fetch_sub(deleted as u64, Ordering::Relaxed);
+            return Ok(());
+        }
+        if low > from {
             db.removed_through = low;
             self.shared.pending.fetch_sub(removed, Ordering::Relaxed);
         }
-        self.position = position;
         drop(db);
         self.shared.want_checkpoint();
         Ok(())

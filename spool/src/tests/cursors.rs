@@ -73,6 +73,14 @@ fn an_ack_is_saved_with_the_next_record_by_the_applier_or_when_the_cursor_ends()
     assert_eq!(saved(), 0, "written when the cursor ends");
     assert!(spool.all().is_empty());
 
+    let mut cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    push(&spool, 20, 2);
+    spool.apply();
+    let batch = cursor.read(20).unwrap();
+    cursor.ack(batch[19].seq).unwrap();
+    assert_eq!(saved(), 0, "a batch's ack is written at once");
+    drop(cursor);
+
     let Owned {
         writer,
         queue,
