@@ -45,6 +45,21 @@ fn wait_pending(install: &Install, pending: u64) {
     );
 }
 
+/// An installation whose one `Echo` instance (label `e`) pushes `count` records `interval`
+/// seconds apart, with short retry waits.
+fn echo_install(frontend: &Frontend, count: u32, interval: f64) -> Install {
+    Install::new(
+        HOST,
+        &[TEST_PLUGINS],
+        &config(
+            frontend,
+            "t",
+            &format!("{FAST}, plugins: [Echo]"),
+            &format!("Echo: {{label: e, count: {count}, interval: {interval}}}"),
+        ),
+    )
+}
+
 #[test]
 fn records_arrive_with_the_contracts_headers_shape_and_unique_ids() {
     let frontend = Frontend::start(|_, _| created());
@@ -190,16 +205,7 @@ fn an_outage_delivers_every_record_once_in_order_dropping_ringing_only_from_the_
 #[test]
 fn sigkill_after_a_trickle_loses_nothing_and_sends_again_only_the_newest() {
     let frontend = Frontend::start(|_, _| created());
-    let install = Install::new(
-        HOST,
-        &[TEST_PLUGINS],
-        &config(
-            &frontend,
-            "t",
-            &format!("{FAST}, plugins: [Echo]"),
-            "Echo: {label: e, count: 30, interval: 0.02}",
-        ),
-    );
+    let install = echo_install(&frontend, 30, 0.02);
     let mut host = install.start();
     frontend.wait_delivered(&host, "e", 30, Duration::from_secs(30));
     host.signal(Signal::SIGKILL);
@@ -223,16 +229,7 @@ fn sigkill_after_a_trickle_loses_nothing_and_sends_again_only_the_newest() {
 #[test]
 fn sigkill_mid_outage_loses_nothing_and_a_resend_reuses_the_id() {
     let frontend = Frontend::start(|_, _| status(500));
-    let install = Install::new(
-        HOST,
-        &[TEST_PLUGINS],
-        &config(
-            &frontend,
-            "t",
-            &format!("{FAST}, plugins: [Echo]"),
-            "Echo: {label: e, count: 40, interval: 0.01}",
-        ),
-    );
+    let install = echo_install(&frontend, 40, 0.01);
     let mut host = install.start();
     frontend.wait_until(Duration::from_secs(20), "a failed attempt", |r| {
         !r.is_empty()
