@@ -86,7 +86,8 @@ impl Shared {
         let mut seq = self.newest.load(Ordering::Relaxed);
         let mut records = VecDeque::new();
         for line in taken.bytes.split_inclusive(|b| *b == b'\n') {
-            let Some((kind, _, id, body)) = applier::parse_line(&line[..line.len() - 1]) else {
+            let parsed = line.strip_suffix(b"\n").and_then(applier::parse_line);
+            let Some((kind, _, id, body)) = parsed else {
                 // Unreadable: the applier logs and skips it.
                 self.journal.give_back(taken);
                 return false;
