@@ -235,8 +235,7 @@ impl Shared {
         let mut seq = next;
         let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
         {
-            queue::save_acks(&tx, db, self.newest.load(Ordering::Relaxed))
-                .map_err(|e| self.err(e))?;
+            self.save_acks(&tx, db).map_err(|e| self.err(e))?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO pending (seq, id, kind, pushed_at, body, evict_first)
@@ -316,8 +315,7 @@ impl Shared {
             let generation = db.generation + 1;
             let start = self.journal.rotate(generation, aside.as_deref())?;
             let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
-            queue::save_acks(&tx, db, self.newest.load(Ordering::Relaxed))
-                .map_err(|e| self.err(e))?;
+            self.save_acks(&tx, db).map_err(|e| self.err(e))?;
             schema::set_meta(&tx, "generation", generation).map_err(|e| self.err(e))?;
             schema::set_meta(&tx, "journal_offset", start).map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))?;

@@ -72,7 +72,7 @@ pub struct Db {
     /// `removed_through`, are deleted with the next save of the acks.
     pub deleted_through: i64,
     /// Acks not written yet: each sink's position, saved with the next transaction (see
-    /// [`save_acks`](crate::queue::save_acks)).
+    /// [`Shared::save_acks`]).
     pub unsaved_acks: HashMap<String, UnsavedAck>,
     /// `journal_offset` moved past records delivered directly: saved with the acks.
     pub offset_unsaved: bool,

@@ -238,6 +238,11 @@ impl Cursor {
         self.advance(seq, Some((status, response)))
     }
 
+    /// The records this cursor took directly, if any.
+    fn direct<'d>(&self, db: &'d mut Db) -> Option<&'d mut Direct> {
+        db.direct.as_mut().filter(|d| d.owner == self.id)
+    }
+
     /// Moves the cursor to `through` at once, in memory: the records every consumer has now
     /// acked leave the queue (they are no longer counted, read by a consumer or evicted). The
     /// change reaches the database with the next transaction (the next record's apply, or
@@ -308,19 +313,12 @@ impl Cursor {
         self.position = position;
         if at_once {
             let tx = schema::Tx::begin(&db.conn).map_err(err)?;
-            let newest = self.shared.newest.load(Ordering::Relaxed);
-            save_acks(&tx, &db, newest).map_err(err)?;
-            let deleted = tx
-                .prepare_cached("DELETE FROM pending WHERE seq > ?1 AND seq <= ?2")
-                .and_then(|mut s| s.execute([from, low]))
-                .map_err(err)?;
-            schema::add_pending(&tx, -(deleted as i64)).map_err(err)?;
+            self.shared.save_acks(&tx, &db).map_err(err)?;
+            let deleted = delete_acked(&tx, from, low).map_err(err)?;
             tx.commit().map_err(err)?;
             acks_saved(&mut db);
             (db.removed_through, db.deleted_through) = (low, low);
-            self.shared
-                .pending
-                .fetch_sub(deleted as u64, Ordering::Relaxed);
+            self.shared.pending.fetch_sub(deleted, Ordering::Relaxed);
             return Ok(());
         }
         if low > from {
@@ -330,13 +328,6 @@ impl Cursor {
         drop(db);
         self.shared.want_checkpoint();
         Ok(())
-    }
-}
-
-impl Cursor {
-    /// The records this cursor took directly, if any.
-    fn direct<'d>(&self, db: &'d mut Db) -> Option<&'d mut Direct> {
-        db.direct.as_mut().filter(|d| d.owner == self.id)
     }
 }
 
@@ -357,28 +348,17 @@ impl Drop for Cursor {
     }
 }
 
-/// Writes, inside the transaction `tx`, the acks noted since the last save: the cursors,
-/// and the deletion of what every consumer has acked. Call [`acks_saved`] once `tx`
-/// commits.
-pub(crate) fn save_acks(tx: &Connection, db: &Db, newest: i64) -> rusqlite::Result<()> {
-    for (sink, ack) in &db.unsaved_acks {
-        store_cursor(tx, sink, ack.consuming, ack.acked)?;
-    }
-    if db.offset_unsaved {
-        // Past records delivered directly: their seqs are never given again.
-        schema::set_meta(tx, "journal_offset", db.journal_offset)?;
-        schema::raise_sequence(tx, newest)?;
-    }
-    if db.removed_through > db.deleted_through {
-        let deleted = tx
-            .prepare_cached("DELETE FROM pending WHERE seq > ?1 AND seq <= ?2")?
-            .execute([db.deleted_through, db.removed_through])?;
-        schema::add_pending(tx, -(deleted as i64))?;
-    }
-    Ok(())
+/// Deletes the records with seqs in `(after, through]` inside the transaction `tx`, keeping
+/// the stored count; returns how many there were.
+fn delete_acked(tx: &Connection, after: i64, through: i64) -> rusqlite::Result<u64> {
+    let deleted = tx
+        .prepare_cached("DELETE FROM pending WHERE seq > ?1 AND seq <= ?2")?
+        .execute([after, through])? as u64;
+    schema::add_pending(tx, -(deleted as i64))?;
+    Ok(deleted)
 }
 
-/// After the transaction that [`save_acks`] wrote into has committed.
+/// After the transaction that [`Shared::save_acks`] wrote into has committed.
 pub(crate) fn acks_saved(db: &mut Db) {
     db.unsaved_acks.clear();
     db.offset_unsaved = false;
@@ -386,6 +366,24 @@ pub(crate) fn acks_saved(db: &mut Db) {
 }
 
 impl Shared {
+    /// Writes, inside the transaction `tx`, the acks noted since the last save: the cursors,
+    /// and the deletion of what every consumer has acked. Call [`acks_saved`] once `tx`
+    /// commits.
+    pub(crate) fn save_acks(&self, tx: &Connection, db: &Db) -> rusqlite::Result<()> {
+        for (sink, ack) in &db.unsaved_acks {
+            store_cursor(tx, sink, ack.consuming, ack.acked)?;
+        }
+        if db.offset_unsaved {
+            // Past records delivered directly: their seqs are never given again.
+            schema::set_meta(tx, "journal_offset", db.journal_offset)?;
+            schema::raise_sequence(tx, self.newest.load(Ordering::Relaxed))?;
+        }
+        if db.removed_through > db.deleted_through {
+            delete_acked(tx, db.deleted_through, db.removed_through)?;
+        }
+        Ok(())
+    }
+
     /// Writes the acks not yet written, in a transaction of their own.
     pub(crate) fn save_acks_now(&self) -> Result<(), SqliteError> {
         let mut db = self.db();
@@ -396,7 +394,7 @@ impl Shared {
             return Ok(());
         }
         let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
-        save_acks(&tx, &db, self.newest.load(Ordering::Relaxed)).map_err(|e| self.err(e))?;
+        self.save_acks(&tx, &db).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         acks_saved(&mut db);
         Ok(())

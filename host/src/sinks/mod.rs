@@ -8,8 +8,9 @@
 //! refuses, retries with the decayed timeout, and waits out a source that fails (a full
 //! disk). Delivery is at least once: a record is acked only after its sink took it, and a
 //! record taken but not yet acked is never offered again (after a crash, what was acked in
-//! the last second before it is: the spool saves acks with its next transaction). Several sinks may run at once, each
-//! with its own cursor, retry state and metrics; a sink's fatal failure is a [`SinkEvent`].
+//! the last second before it is: the spool saves acks with its next transaction). Several
+//! sinks may run at once, each with its own cursor, retry state and metrics; a sink's fatal
+//! failure is a [`SinkEvent`].
 
 mod cork;
 pub mod frontend;

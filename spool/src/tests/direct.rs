@@ -17,6 +17,11 @@ fn crash_copy(dir: &Path) -> tempfile::TempDir {
     copy
 }
 
+/// The cursor of the spool's one consumer, the host's frontend sink.
+fn consumer(spool: &Owned) -> Cursor {
+    spool.queue.cursor("frontend", Mode::Consuming).unwrap()
+}
+
 /// Waits for the next record and reads it.
 fn next(cursor: &Cursor) -> Vec<Pending> {
     cursor.wait(Some(Duration::from_secs(60)));
@@ -27,7 +32,7 @@ fn next(cursor: &Cursor) -> Vec<Pending> {
 fn a_record_acked_at_once_never_enters_the_table_and_a_crash_sends_it_again() {
     let dir = tempfile::tempdir().unwrap();
     let spool = owner(dir.path(), 100);
-    let mut cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    let mut cursor = consumer(&spool);
     let pushed = push(&spool, 1, 2);
     cursor.wait(Some(Duration::from_secs(60)));
     assert_eq!(cursor.backlog(), 1);
@@ -56,7 +61,7 @@ fn a_record_acked_at_once_never_enters_the_table_and_a_crash_sends_it_again() {
 
     let crashed = owner(crashed.path(), 100);
     crashed.apply();
-    let again = crashed.queue.cursor("frontend", Mode::Consuming).unwrap();
+    let again = consumer(&crashed);
     assert_eq!(
         again.read(10).unwrap()[0].id,
         pushed[0],
@@ -66,7 +71,7 @@ fn a_record_acked_at_once_never_enters_the_table_and_a_crash_sends_it_again() {
     drop(spool);
     let spool = owner(dir.path(), 100);
     spool.apply();
-    let cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    let cursor = consumer(&spool);
     assert!(cursor.read(10).unwrap().is_empty(), "saved: not again");
     let more = push(&spool, 1, 2);
     let read = next(&cursor);
@@ -77,7 +82,7 @@ fn a_record_acked_at_once_never_enters_the_table_and_a_crash_sends_it_again() {
 fn a_record_not_acked_at_once_enters_the_table_under_the_seq_its_sink_saw() {
     let dir = tempfile::tempdir().unwrap();
     let spool = owner(dir.path(), 100);
-    let mut cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    let mut cursor = consumer(&spool);
 
     // A retry reads it again: from the table.
     let first = push(&spool, 1, 2);
@@ -140,7 +145,7 @@ fn records_taken_directly_reach_the_table_before_a_stop_or_a_new_journal() {
     // before the new file, which holds only the tail, replaces it.
     let spool = owner(dir.path(), 100);
     spool.apply();
-    let mut cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    let mut cursor = consumer(&spool);
     cursor.ack(cursor.read(10).unwrap()[0].seq).unwrap();
     let pushed = push(&spool, 1, 2);
     next(&cursor);
@@ -166,7 +171,7 @@ fn records_taken_directly_reach_the_table_before_a_stop_or_a_new_journal() {
 fn a_dead_letter_put_back_after_direct_deliveries_comes_after_them() {
     let dir = tempfile::tempdir().unwrap();
     let spool = owner(dir.path(), 100);
-    let mut cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    let mut cursor = consumer(&spool);
     let refused = push(&spool, 1, 2);
     let read = next(&cursor);
     cursor.bury(read[0].seq, 400, "no").unwrap();
@@ -178,7 +183,7 @@ fn a_dead_letter_put_back_after_direct_deliveries_comes_after_them() {
     drop((cursor, spool));
     assert_eq!(reader(dir.path()).retry_dead().unwrap(), 1);
     let spool = owner(dir.path(), 100);
-    let cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    let cursor = consumer(&spool);
     let read = cursor.read(10).unwrap();
     assert_eq!(
         read.len(),
@@ -192,7 +197,7 @@ fn a_dead_letter_put_back_after_direct_deliveries_comes_after_them() {
 fn a_record_that_cannot_enter_the_table_waits_in_the_journal_under_its_seq() {
     let dir = tempfile::tempdir().unwrap();
     let spool = owner(dir.path(), 100);
-    let mut cursor = spool.queue.cursor("frontend", Mode::Consuming).unwrap();
+    let mut cursor = consumer(&spool);
     push(&spool, 1, 2);
     let read = next(&cursor);
     let sql = |sql: &str| spool.shared().db().conn.execute_batch(sql).unwrap();
