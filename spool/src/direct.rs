@@ -5,9 +5,9 @@
 //! and the highest seq move past it in memory, and reach the database with the next save of
 //! the acks, in one transaction (`Shared::save_acks`, in `queue.rs`). Until then its line
 //! stays in the journal file beyond the applied offset, so a crash applies it again: at least
-//! once, as with any ack. A record that is not acked at once (a retry, a refusal, a stop), or that
-//! other lines follow into the queue, is inserted into the table first, under the seq its
-//! sink saw: the order and the durability of the queue are unchanged.
+//! once, as with any ack. A record that is not acked at once (a retry, a refusal, a stop), or
+//! that other lines follow into the queue, is inserted into the table first, under the seq
+//! its sink saw: the order and the durability of the queue are unchanged.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
