@@ -22,8 +22,14 @@ pub(crate) const ROTATE_AT: u64 = 4 << 20;
 /// The shortest time between two applies of the journal by the applier (see
 /// [`Applier::start`]); records closer together than this go through the applier.
 pub(crate) const COALESCE: Duration = Duration::from_millis(5);
-/// How soon after a write the applier checkpoints the WAL into the database file.
-const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
+/// How soon after a write the applier saves the acks noted in memory and, when records
+/// reached the table, checkpoints the WAL into the database file.
+const SAVE_AFTER: Duration = Duration::from_secs(1);
+/// How soon after a save of acks alone the applier checkpoints the WAL. Such a save only
+/// spares records a second delivery, so its checkpoint (an fsync of the WAL and of the
+/// database, the WAL cut back) can wait: in a trickle delivered directly from the journal
+/// (nothing enters the table), once a minute instead of once a second.
+const ACKS_CHECKPOINT_AFTER: Duration = Duration::from_secs(60);
 /// The applier's first wait after a failure; it doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -159,11 +165,19 @@ impl Shared {
         }
     }
 
-    /// Asks the applier for a checkpoint (which saves the acks not yet written first), waking
-    /// it unless it has been asked already.
+    /// Records reached the table: asks the applier for a checkpoint (which saves the acks
+    /// not yet written first), waking it unless it has been asked already.
     pub(crate) fn want_checkpoint(&self) {
         if !self.checkpoint_wanted.swap(true, Ordering::SeqCst) {
             self.journal.wake(); // the applier schedules the checkpoint
+        }
+    }
+
+    /// Acks were noted in memory: asks the applier to save them, waking it unless it has
+    /// been asked already.
+    pub(crate) fn want_ack_save(&self) {
+        if !self.acks_wanted.swap(true, Ordering::SeqCst) {
+            self.journal.wake(); // the applier schedules the save
         }
     }
 
@@ -328,6 +342,7 @@ impl Shared {
     }
 
     fn run_applier(&self, stop: &StopFlag) {
+        let mut save_at: Option<Instant> = None;
         let mut checkpoint_at: Option<Instant> = None;
         let mut last_apply = Instant::now();
         let mut retry = FIRST_RETRY;
@@ -335,7 +350,8 @@ impl Shared {
         loop {
             let running = stop.running();
             if running && !failing && self.db().recovering.is_none() {
-                self.journal.wait_for_lines(checkpoint_at);
+                self.journal
+                    .wait_for_lines(save_at.into_iter().chain(checkpoint_at).min());
             }
             // Under a steady trickle, gather a few records per transaction: a commit costs
             // more than the records in it. An idle spool applies at once.
@@ -359,8 +375,10 @@ impl Shared {
                     if applied > 0 {
                         self.checkpoint_wanted.store(true, Ordering::SeqCst);
                     }
-                    if self.checkpoint_wanted.load(Ordering::SeqCst) {
-                        checkpoint_at.get_or_insert_with(|| Instant::now() + CHECKPOINT_AFTER);
+                    if self.checkpoint_wanted.load(Ordering::SeqCst)
+                        || self.acks_wanted.load(Ordering::SeqCst)
+                    {
+                        save_at.get_or_insert_with(|| Instant::now() + SAVE_AFTER);
                     }
                 }
                 Err(e) => {
@@ -379,12 +397,23 @@ impl Shared {
                     }
                 }
             }
-            if checkpoint_at.is_some_and(|at| at <= Instant::now()) || !running {
-                // Cleared first: a record applied or acked meanwhile asks for the next one.
-                self.checkpoint_wanted.store(false, Ordering::SeqCst);
+            if save_at.is_some_and(|at| at <= Instant::now()) || !running {
+                // Cleared first: a record applied or acked meanwhile asks for the next save.
+                self.acks_wanted.store(false, Ordering::SeqCst);
+                let records = self.checkpoint_wanted.swap(false, Ordering::SeqCst);
                 if let Err(e) = self.save_acks_now() {
                     tracing::warn!("{e}; acks are saved with the next record");
                 }
+                let after = if records {
+                    Duration::ZERO
+                } else {
+                    ACKS_CHECKPOINT_AFTER
+                };
+                let due = Instant::now() + after;
+                checkpoint_at = Some(checkpoint_at.map_or(due, |at| at.min(due)));
+                save_at = None;
+            }
+            if checkpoint_at.is_some_and(|at| at <= Instant::now()) || !running {
                 if let Err(e) = self.checkpoint() {
                     tracing::warn!("{e}");
                 }

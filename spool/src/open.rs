@@ -45,6 +45,9 @@ pub struct Shared {
     /// Records reached the queue since the applier last checkpointed (a cursor that applies
     /// records wakes the applier for the checkpoint when it sets this).
     pub checkpoint_wanted: AtomicBool,
+    /// Acks were noted in memory since the applier last saved them (the cursor that notes
+    /// the first wakes the applier, which saves them within a second).
+    pub acks_wanted: AtomicBool,
     /// A second connection, which checkpoints the WAL into the database file outside of
     /// `db`'s lock: a checkpoint fsyncs, and must not stall appends or the sinks.
     pub checkpointer: Mutex<Connection>,
@@ -182,6 +185,7 @@ impl Shared {
             appended: FairCondvar::new(),
             wakes: AtomicU64::new(0),
             checkpoint_wanted: AtomicBool::new(false),
+            acks_wanted: AtomicBool::new(false),
             checkpointer: Mutex::new(checkpointer),
             troubles: Troubles::default(),
             _lock: lock,

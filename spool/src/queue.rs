@@ -246,7 +246,7 @@ impl Cursor {
     /// Moves the cursor to `through` at once, in memory: the records every consumer has now
     /// acked leave the queue (they are no longer counted, read by a consumer or evicted). The
     /// change reaches the database with the next transaction (the next record's apply, or
-    /// the applier's checkpoint within a second), so that a record in a trickle costs one
+    /// the applier's save of the acks within a second), so that a record in a trickle costs one
     /// transaction, not two; a host killed before that sends those records again, under
     /// their ids. A dead letter, and an ack of [`SAVE_AT_ONCE`] records or more, are written
     /// at once.
@@ -326,7 +326,7 @@ impl Cursor {
             self.shared.pending.fetch_sub(removed, Ordering::Relaxed);
         }
         drop(db);
-        self.shared.want_checkpoint();
+        self.shared.want_ack_save();
         Ok(())
     }
 }

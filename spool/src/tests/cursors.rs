@@ -106,10 +106,48 @@ fn an_ack_is_saved_with_the_next_record_by_the_applier_or_when_the_cursor_ends()
             )
             .unwrap(),
         read[0].seq,
-        "written by the applier, with its checkpoint, while the cursor lives on"
+        "written by the applier within a second, while the cursor lives on"
+    );
+    assert_ne!(
+        checkpointed_ack(dir.path()),
+        Some(read[0].seq),
+        "a save of acks alone is not yet checkpointed into the database file"
     );
     drop(cursor);
     applier.stop().unwrap();
+    assert_eq!(
+        checkpointed_ack(dir.path()),
+        Some(read[0].seq),
+        "checkpointed at the stop"
+    );
+}
+
+#[test]
+fn records_the_applier_moves_into_the_table_are_checkpointed_within_about_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = owner(dir.path(), 1000);
+    let applier = spool.applier.start().unwrap();
+    spool.writer.append(&new_id(), 2, "{}").unwrap();
+    poll(|| (checkpointed_pending(dir.path()) == 1).then_some(()));
+    applier.stop().unwrap();
+}
+
+/// What the database file itself holds, without its WAL: what the checkpoints copied.
+fn in_the_file<T: rusqlite::types::FromSql>(dir: &Path, sql: &str) -> Option<T> {
+    let uri = format!("file:{}?immutable=1", dir.join(crate::FILE).display());
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(uri, flags).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).ok()
+}
+
+/// The frontend's ack in the database file.
+fn checkpointed_ack(dir: &Path) -> Option<i64> {
+    in_the_file(dir, "SELECT acked FROM cursors WHERE sink = 'frontend'")
+}
+
+/// The records in the database file's table.
+fn checkpointed_pending(dir: &Path) -> i64 {
+    in_the_file(dir, "SELECT count(*) FROM pending").unwrap_or(0)
 }
 
 #[test]
