@@ -18,12 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calllogger_plugin_sdk::Secret;
-use ureq::http::{header, HeaderValue};
-use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
-use ureq::unversioned::transport::{Connector, DefaultConnector};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 
-use super::cork::Cork;
-use super::resolve::Resolver;
+use super::http::{Client, HttpError, Response};
 use super::{AtStop, Outcome, Pending, Sink};
 use crate::config::{self, Config};
 use crate::telemetry::Telemetry;
@@ -150,6 +149,10 @@ pub enum FrontendError {
     TokenCharacters,
     #[error("the frontend's certificate authorities ({0}): {1}")]
     Trust(&'static str, String),
+    #[error("TLS for the frontend: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("settings.frontend cannot be posted to: {0}")]
+    Client(String),
 }
 
 /// The system's CA bundles, where Debian, Fedora and Alpine keep them.
@@ -161,7 +164,7 @@ const SYSTEM_BUNDLES: [&str; 3] = [
 
 /// The CAs an https frontend's certificate may chain to: `settings.ca_file`, else
 /// `$SSL_CERT_FILE`, else the system's bundle, else the Mozilla roots built in.
-fn trust(ca_file: &Path) -> Result<RootCerts, FrontendError> {
+fn trust(ca_file: &Path) -> Result<RootCertStore, FrontendError> {
     let env = std::env::var_os("SSL_CERT_FILE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
@@ -173,25 +176,35 @@ fn trust(ca_file: &Path) -> Result<RootCerts, FrontendError> {
         (path.to_owned(), "the system's bundle")
     } else {
         tracing::info!("trusting the Mozilla root certificates built in for the frontend");
-        return Ok(RootCerts::WebPki);
+        return Ok(RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        });
     };
     let certificates = read_certificates(&path).map_err(|e| FrontendError::Trust(from, e))?;
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certificates);
     tracing::info!(
-        "trusting the {} certificate authorities in {} ({from}) for the frontend",
-        certificates.len(),
+        "trusting the {added} certificate authorities in {} ({from}) for the frontend",
         path.display()
     );
-    Ok(RootCerts::new_with_certs(&certificates))
+    Ok(roots)
+}
+
+/// The TLS client settings for an https frontend trusting `roots`: TLS 1.2 and 1.3, ring.
+fn tls_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, FrontendError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The certificates in a PEM file; an error if it cannot be read or holds none.
-fn read_certificates(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certificates: Vec<Certificate<'static>> = parse_pem(&pem)
-        .filter_map(|item| match item {
-            Ok(PemItem::Certificate(certificate)) => Some(certificate),
-            _ => None,
-        })
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
         .collect();
     if certificates.is_empty() {
         return Err(format!(
@@ -205,9 +218,9 @@ fn read_certificates(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
 /// Why one attempt failed in a way that keeps the records for a retry.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    /// The request did not get an answer (see [`describe`]).
+    /// The request did not get an answer.
     #[error("{0}")]
-    Request(String),
+    Request(HttpError),
     #[error("HTTP {0}")]
     Status(u16),
     #[error(
@@ -233,15 +246,11 @@ fn moved_hint(status: u16, location: &str) -> String {
 /// The frontend, as a [`Sink`].
 pub struct FrontendSink {
     settings: SenderSettings,
-    /// One agent for every POST: its pool keeps the connection to the frontend alive between
-    /// them, each request runs on the calling (the sink's) thread and leaves in one write
-    /// ([`Cork`]), and its resolver looks a host name up once a minute ([`Resolver`]).
-    agent: ureq::Agent,
+    /// Every POST goes through it, on the sink's thread, over one kept-alive connection.
+    client: Client,
     /// The record URL as the `url` crate writes it (a non-ASCII host in punycode, a path
-    /// percent-encoded), which is what `http::Uri` accepts.
+    /// percent-encoded).
     url: String,
-    /// `Token …`, marked sensitive (the HTTP client logs no `Authorization` header either).
-    authorization: HeaderValue,
     telemetry: Arc<Telemetry>,
     /// The backlog [`take`](Sink::take) last saw, when it is one (more than
     /// `backlog_trigger`).
@@ -251,50 +260,45 @@ pub struct FrontendSink {
 impl FrontendSink {
     /// The HTTP client for `settings.frontend`, with the token; redirects are not followed.
     pub fn new(settings: SenderSettings, telemetry: Arc<Telemetry>) -> Result<Self, FrontendError> {
-        let https = settings.frontend.trim_start().get(..6);
-        let roots = if https.is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:")) {
-            trust(&settings.ca_file)?
-        } else {
-            RootCerts::WebPki
-        };
-        let tls = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .root_certs(roots)
-            .build();
-        let config = ureq::Agent::config_builder()
-            .user_agent(concat!("calllogger/", env!("CARGO_PKG_VERSION")))
-            .no_delay(true)
-            // 0: a 3xx is returned as it is, never followed (and never an error).
-            .max_redirects(0)
-            // Every status is an answer to classify in `post`, not an error.
-            .http_status_as_error(false)
-            // The whole request: connect, send, the response's head and body.
-            .timeout_global(Some(settings.request_timeout))
-            .tls_config(tls)
-            .build();
-        let agent = ureq::Agent::with_parts(
-            config,
-            DefaultConnector::default().chain(Cork),
-            Resolver::default(),
-        );
         let base = settings.frontend.trim_end_matches('/');
-        let url = url::Url::parse(&format!("{base}/{CDR_PATH}"))?.to_string();
-        let mut authorization =
-            HeaderValue::from_str(&format!("Token {}", settings.token.expose()))
-                .map_err(|_| FrontendError::TokenCharacters)?;
-        authorization.set_sensitive(true);
-        tracing::info!("delivering records to {url}");
+        let url = url::Url::parse(&format!("{base}/{CDR_PATH}"))?;
+        let tls = match url.scheme() {
+            "https" => Some(tls_config(trust(&settings.ca_file)?)?),
+            _ => None,
+        };
+        let authorization = format!("Token {}", settings.token.expose());
+        if !header_value(&authorization) {
+            return Err(FrontendError::TokenCharacters);
+        }
+        let client = Client::new(
+            &url,
+            &[
+                (
+                    "User-Agent",
+                    concat!("calllogger/", env!("CARGO_PKG_VERSION")),
+                ),
+                ("Authorization", &authorization),
+                ("Content-Type", "application/json"),
+            ],
+            tls,
+            |name| std::env::var(name).ok(),
+        )
+        .map_err(FrontendError::Client)?;
+        let url = url.to_string();
+        match client.proxy() {
+            Some(proxy) => tracing::info!("delivering records to {url} through the proxy {proxy}"),
+            None => tracing::info!("delivering records to {url}"),
+        }
         Ok(Self {
             settings,
-            agent,
+            client,
             url,
-            authorization,
             telemetry,
             backlog: None,
         })
     }
 
-    fn post(&self, batch: &[Pending]) -> Outcome {
+    fn post(&mut self, batch: &[Pending]) -> Outcome {
         let body = match batch {
             [one] => one.body.clone(),
             many => format!(
@@ -305,32 +309,26 @@ impl FrontendSink {
                     .join(",")
             ),
         };
-        let response = self
-            .agent
-            .post(&self.url)
-            .header(header::AUTHORIZATION, self.authorization.clone())
-            .content_type("application/json")
-            .send(body);
-        let mut response = match response {
+        let response = match self
+            .client
+            .post(body.as_bytes(), self.settings.request_timeout)
+        {
             Ok(response) => response,
             Err(e) => {
                 self.telemetry.delivery_attempt(None);
-                return retry(Failure::Request(describe(&e)), None);
+                return retry(Failure::Request(e), None);
             }
         };
-        let status = response.status().as_u16();
+        let Response {
+            status,
+            retry_after,
+            location,
+            body,
+        } = response;
         self.telemetry.delivery_attempt(Some(status));
-        let value_of = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let told = value_of(header::RETRY_AFTER).and_then(|v| retry_after(&v));
-        let location = value_of(header::LOCATION);
+        let told = retry_after.and_then(|v| self::retry_after(&v));
         let through = batch.last().map_or(i64::MIN, |p| p.seq);
-        let outcome = match status {
+        match status {
             200..=299 => Outcome::Delivered { through },
             300..=399 => {
                 let location = location
@@ -349,17 +347,20 @@ impl FrontendSink {
                 self.url.clone(),
             ))),
             404 | 408 | 429 => retry(Failure::Status(status), told),
-            400..=499 => {
-                return Outcome::Refused {
-                    status,
-                    response: response.body_mut().read_to_string().unwrap_or_default(),
-                }
-            }
+            400..=499 => Outcome::Refused {
+                status,
+                response: String::from_utf8_lossy(&body).into_owned(),
+            },
             _ => retry(Failure::Status(status), told),
-        };
-        drain(response.body_mut());
-        outcome
+        }
     }
+}
+
+/// Whether `value` can be an HTTP header's value: no control character but tab.
+fn header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 fn retry(failure: Failure, after: Option<Duration>) -> Outcome {
@@ -409,46 +410,6 @@ impl Sink for FrontendSink {
 
     fn at_stop(&self) -> AtStop {
         AtStop::End
-    }
-}
-
-/// Reads what is left of a response's body (at most [`DRAIN_LIMIT`], within the request's
-/// timeout), so that the connection goes back to the agent's pool for the next POST; a body
-/// that is longer or fails only costs that connection.
-fn drain(body: &mut ureq::Body) {
-    let mut reader = body.with_config().limit(DRAIN_LIMIT).reader();
-    let _ = std::io::copy(&mut reader, &mut std::io::sink());
-}
-
-/// The longest response body [`drain`] reads to keep a connection.
-const DRAIN_LIMIT: u64 = 64 * 1024;
-
-/// A request error without the URL or anything secret: the kind and the cause.
-fn describe(error: &ureq::Error) -> String {
-    use std::io::ErrorKind;
-    use ureq::Error;
-    match error {
-        Error::Timeout(_) => "timed out".to_owned(),
-        Error::Io(e) if e.kind() == ErrorKind::TimedOut => format!("timed out: {e}"),
-        Error::Io(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::ConnectionRefused
-                    | ErrorKind::NetworkUnreachable
-                    | ErrorKind::HostUnreachable
-                    | ErrorKind::AddrNotAvailable
-            ) =>
-        {
-            format!("cannot connect: {e}")
-        }
-        Error::Io(e) => format!("request failed: {e}"),
-        Error::HostNotFound
-        | Error::ConnectionFailed
-        | Error::ConnectProxyFailed(_)
-        | Error::Tls(_)
-        | Error::Rustls(_)
-        | Error::Pem(_) => format!("cannot connect: {error}"),
-        other => format!("request failed: {other}"),
     }
 }
 

@@ -12,8 +12,8 @@
 //! sinks may run at once, each with its own cursor, retry state and metrics; a sink's fatal
 //! failure is a [`SinkEvent`].
 
-mod cork;
 pub mod frontend;
+mod http;
 mod resolve;
 pub mod spool_source;
 pub mod stdout;

@@ -1,46 +1,32 @@
-//! Name resolution for the HTTP sinks, once per [`TTL`] instead of once per request.
+//! Name resolution for the HTTP client, once per [`TTL`] instead of once per connection.
 //!
-//! The HTTP client resolves the URL's host before every request, even when it then reuses a
-//! kept-alive connection, and with a request timeout set it does so on a new thread each
-//! time (so that a hanging lookup can be abandoned): a thread created and joined per record.
-//! [`Resolver`] answers an IP address in the URL without any lookup, and keeps a name's
-//! addresses for [`TTL`]; a lookup past that runs as before (on its own thread, bounded by
-//! the request's timeout). A frontend that moves to another address is reached again within
-//! [`TTL`].
+//! An IP address needs no lookup. A name's addresses are kept for [`TTL`]; a lookup runs on
+//! a thread of its own, so that one that hangs (a resolver that does not answer) is abandoned
+//! when the request's time is up instead of holding the sink. A frontend that moves to
+//! another address is reached again within [`TTL`].
 
-use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-use ureq::config::Config;
-use ureq::http::Uri;
-use ureq::unversioned::resolver::{self, DefaultResolver, ResolvedSocketAddrs};
-use ureq::unversioned::transport::NextTimeout;
 
 /// How long a name's addresses are used before they are looked up again.
 pub const TTL: Duration = Duration::from_secs(60);
 
 /// How a name is looked up when its cached addresses are missing or stale.
-type Lookup =
-    dyn Fn(&Uri, &Config, NextTimeout) -> Result<ResolvedSocketAddrs, ureq::Error> + Send + Sync;
+type Lookup = dyn Fn(&str, u16, Duration) -> io::Result<Vec<SocketAddr>> + Send;
 
-/// The HTTP client's resolver: see the module's documentation.
+/// The addresses of one host at a time: see the module's documentation.
 pub struct Resolver {
     ttl: Duration,
     lookup: Box<Lookup>,
-    /// The last name looked up (`host:port`), when, and its addresses.
-    cached: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+    /// The last name looked up, its port, when, and its addresses.
+    cached: Option<(String, u16, Instant, Vec<SocketAddr>)>,
 }
 
 impl Default for Resolver {
     fn default() -> Self {
-        let system = DefaultResolver::default();
-        Self::with(
-            TTL,
-            Box::new(move |uri, config, timeout| {
-                resolver::Resolver::resolve(&system, uri, config, timeout)
-            }),
-        )
+        Self::with(TTL, Box::new(system_lookup))
     }
 }
 
@@ -49,46 +35,59 @@ impl Resolver {
         Self {
             ttl,
             lookup,
-            cached: Mutex::new(None),
+            cached: None,
         }
     }
-}
 
-impl std::fmt::Debug for Resolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resolver").field("ttl", &self.ttl).finish()
-    }
-}
-
-impl resolver::Resolver for Resolver {
-    fn resolve(
-        &self,
-        uri: &Uri,
-        config: &Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        // `host:port`, with the scheme's port when the URL has none (as the lookup uses it).
-        let key = match (uri.scheme(), uri.authority()) {
-            (Some(scheme), Some(authority)) => DefaultResolver::host_and_port(scheme, authority),
-            _ => None,
-        };
-        let Some(key) = key else {
-            return (self.lookup)(uri, config, timeout);
-        };
-        if let Ok(addr) = key.parse::<SocketAddr>() {
-            let mut addrs = self.empty();
-            addrs.push(addr);
-            return Ok(addrs);
+    /// The addresses of `host` (a name, or an IP address without brackets) at `port`,
+    /// waiting at most `timeout` for a lookup.
+    pub fn resolve(
+        &mut self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((name, at, addrs)) = cached.as_ref() {
-            if *name == key && at.elapsed() < self.ttl {
+        if let Some((name, at_port, at, addrs)) = &self.cached {
+            if name == host && *at_port == port && at.elapsed() < self.ttl {
                 return Ok(addrs.clone());
             }
         }
-        let addrs = (self.lookup)(uri, config, timeout)?;
-        *cached = Some((key, Instant::now(), addrs.clone()));
+        let addrs = (self.lookup)(host, port, timeout)?;
+        self.cached = Some((host.to_owned(), port, Instant::now(), addrs.clone()));
         Ok(addrs)
+    }
+}
+
+/// The system's lookup, on its own thread, waited for at most `timeout`.
+fn system_lookup(host: &str, port: u16, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
+    let (answer, answered) = mpsc::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let addrs = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<_>>);
+            // The caller may have stopped waiting.
+            let _ = answer.send(addrs);
+        })?;
+    match answered.recv_timeout(timeout) {
+        Ok(Ok(addrs)) if addrs.is_empty() => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        )),
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot look up {host}: {e}"),
+        )),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("looking up {host} took longer than the request may"),
+        )),
     }
 }
 
@@ -96,8 +95,6 @@ impl resolver::Resolver for Resolver {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-
-    use resolver::Resolver as _;
 
     use super::*;
 
@@ -107,29 +104,25 @@ mod tests {
         let counted = lookups.clone();
         let resolver = Resolver::with(
             ttl,
-            Box::new(move |_, _, _| {
+            Box::new(move |_, port, _| {
                 counted.fetch_add(1, Ordering::SeqCst);
-                let mut addrs = DefaultResolver::default().empty();
-                addrs.push("192.0.2.1:8000".parse().unwrap());
-                Ok(addrs)
+                Ok(vec![SocketAddr::new([192, 0, 2, 1].into(), port)])
             }),
         );
         (resolver, lookups)
     }
 
-    fn resolve(resolver: &Resolver, url: &str) -> Vec<SocketAddr> {
-        let uri: Uri = url.parse().unwrap();
+    fn resolve(resolver: &mut Resolver, host: &str, port: u16) -> Vec<SocketAddr> {
         resolver
-            .resolve(&uri, &Config::default(), NextTimeout::default())
+            .resolve(host, port, Duration::from_secs(1))
             .unwrap()
-            .to_vec()
     }
 
     #[test]
-    fn an_address_in_the_url_is_never_looked_up() {
-        let (resolver, lookups) = counting(TTL);
-        let v4 = resolve(&resolver, "http://127.0.0.1:8000/api/cdr/");
-        let v6 = resolve(&resolver, "https://[::1]/api/cdr/");
+    fn an_address_is_never_looked_up() {
+        let (mut resolver, lookups) = counting(TTL);
+        let v4 = resolve(&mut resolver, "127.0.0.1", 8000);
+        let v6 = resolve(&mut resolver, "::1", 443);
         assert_eq!(v4, ["127.0.0.1:8000".parse::<SocketAddr>().unwrap()]);
         assert_eq!(v6, ["[::1]:443".parse::<SocketAddr>().unwrap()]);
         assert_eq!(lookups.load(Ordering::SeqCst), 0);
@@ -137,18 +130,30 @@ mod tests {
 
     #[test]
     fn a_name_is_looked_up_once_per_ttl_and_again_when_it_changes() {
-        let (resolver, lookups) = counting(Duration::from_millis(300));
+        let (mut resolver, lookups) = counting(Duration::from_millis(300));
         for _ in 0..5 {
             assert_eq!(
-                resolve(&resolver, "http://frontend.example:8000/api/cdr/"),
+                resolve(&mut resolver, "frontend.example", 8000),
                 ["192.0.2.1:8000".parse::<SocketAddr>().unwrap()]
             );
         }
         assert_eq!(lookups.load(Ordering::SeqCst), 1);
-        resolve(&resolver, "http://other.example:8000/api/cdr/");
+        resolve(&mut resolver, "other.example", 8000);
         assert_eq!(lookups.load(Ordering::SeqCst), 2);
+        resolve(&mut resolver, "other.example", 8001);
+        assert_eq!(lookups.load(Ordering::SeqCst), 3, "another port");
         std::thread::sleep(Duration::from_millis(350));
-        resolve(&resolver, "http://other.example:8000/api/cdr/");
-        assert_eq!(lookups.load(Ordering::SeqCst), 3);
+        resolve(&mut resolver, "other.example", 8001);
+        assert_eq!(lookups.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn the_system_finds_localhost_and_names_a_name_it_cannot_find() {
+        let addrs = system_lookup("localhost", 80, Duration::from_secs(10)).unwrap();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80));
+        let error = system_lookup("calllogger.invalid", 80, Duration::from_secs(10))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("calllogger.invalid"), "{error}");
     }
 }

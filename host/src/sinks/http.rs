@@ -1,0 +1,1101 @@
+//! A minimal HTTP/1.1 client for the frontend sink: POSTs to one URL over one kept-alive
+//! connection, plain or TLS (rustls), on the calling thread.
+//!
+//! Why not a general-purpose client: at the rates PBXs send, every record is one POST, and
+//! such a client's work per request (a request object and header maps, a probe of the pooled
+//! connection before and after each use, both socket timeouts set anew) cost the sink's
+//! thread more than the rest of its work. Here a request leaves in one `send` and its answer
+//! usually comes in one `recv`; the socket's timeouts change only when the time left differs
+//! from them by more than [`SLACK`].
+//!
+//! A kept-alive connection the server closed while it was idle shows when it is used: the
+//! write fails, or the connection ends before any byte of an answer. The request is then
+//! sent once more, on a new connection (every record carries its id, so the frontend can
+//! drop a copy). A timeout never sends a request again: the sink retries later.
+//!
+//! A proxy from the environment (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, upper or lower
+//! case, the first one set, and `NO_PROXY`) is passed through with `CONNECT`, for http and
+//! https frontends alike.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+use super::resolve::Resolver;
+
+/// How far a socket timeout may run past the request's deadline, so that the timeouts are
+/// not set again before every read and write.
+const SLACK: Duration = Duration::from_millis(20);
+/// The longest response head read.
+const MAX_HEAD: usize = 64 << 10;
+/// The longest response body read; a longer one is cut there and costs the connection.
+pub const MAX_BODY: usize = 64 << 10;
+/// How much room each read of a response is given.
+const READ: usize = 8 << 10;
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("timed out")]
+    Timeout,
+    /// No connection to the server (or the proxy, or no TLS session with it).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The connection failed, or the answer was not HTTP, after the request was written.
+    #[error("request failed: {0}")]
+    Failed(String),
+}
+
+/// A response: its status, the headers the sink reads, and up to [`MAX_BODY`] of its body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Where the requests go and how: see the module's documentation.
+pub struct Client {
+    /// The host to connect to (no brackets around an IPv6 address) and its port.
+    host: String,
+    port: u16,
+    /// `host:port` as `CONNECT` names it.
+    authority: String,
+    /// For an https URL.
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    proxy: Option<Proxy>,
+    resolver: Resolver,
+    /// The request line and the headers every request carries, up to `Content-Length`.
+    head: Vec<u8>,
+    /// The kept-alive connection, if any.
+    connection: Option<Connection>,
+    /// The request being sent and the response being read, kept for the next.
+    request: Vec<u8>,
+    input: Vec<u8>,
+}
+
+impl Client {
+    /// A client for `url` (http or https, with a host) whose requests carry `headers`; `tls`
+    /// is required for an https URL. Uses the proxy that the environment variables (`env`
+    /// looks one up) name for the URL's host.
+    pub fn new(
+        url: &url::Url,
+        headers: &[(&str, &str)],
+        tls: Option<Arc<ClientConfig>>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let (host, name) = match url.host() {
+            Some(url::Host::Domain(domain)) => (
+                domain.to_owned(),
+                ServerName::try_from(domain.to_owned()).map_err(|e| e.to_string())?,
+            ),
+            Some(url::Host::Ipv4(ip)) => {
+                (ip.to_string(), ServerName::from(std::net::IpAddr::V4(ip)))
+            }
+            Some(url::Host::Ipv6(ip)) => {
+                (ip.to_string(), ServerName::from(std::net::IpAddr::V6(ip)))
+            }
+            None => return Err("the URL names no host".into()),
+        };
+        let port = url
+            .port_or_known_default()
+            .ok_or("the URL's scheme has no port")?;
+        let tls = match (url.scheme(), tls) {
+            ("https", Some(config)) => Some((config, name)),
+            ("https", None) => return Err("an https URL needs a TLS configuration".into()),
+            _ => None,
+        };
+        let host_header = url.host_str().unwrap_or_default();
+        let authority = format!("{host_header}:{port}");
+        let mut head = format!(
+            "POST {} HTTP/1.1\r\nHost: {host_header}",
+            &url[url::Position::BeforePath..]
+        );
+        if let Some(port) = url.port() {
+            head.push_str(&format!(":{port}"));
+        }
+        head.push_str("\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let proxy = Proxy::from_env(env, &host);
+        Ok(Self {
+            host,
+            port,
+            authority,
+            tls,
+            proxy,
+            resolver: Resolver::default(),
+            head: head.into_bytes(),
+            connection: None,
+            request: Vec::new(),
+            input: Vec::new(),
+        })
+    }
+
+    /// The proxy the requests go through, as the environment named it (no password).
+    pub fn proxy(&self) -> Option<&str> {
+        self.proxy.as_ref().map(|p| p.shown.as_str())
+    }
+
+    /// POSTs `body` (`Content-Type` is among the client's headers), waiting at most
+    /// `timeout` for the whole exchange (connecting included).
+    pub fn post(&mut self, body: &[u8], timeout: Duration) -> Result<Response, HttpError> {
+        let deadline = Instant::now() + timeout;
+        self.request.clear();
+        self.request.extend_from_slice(&self.head);
+        self.request
+            .extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        self.request.extend_from_slice(body);
+        loop {
+            let reused = self.connection.is_some();
+            let mut connection = match self.connection.take() {
+                Some(connection) => connection,
+                None => self.connect(deadline)?,
+            };
+            let exchanged = exchange(&mut connection, &self.request, &mut self.input, deadline);
+            match exchanged {
+                Ok((response, keep)) => {
+                    if keep {
+                        self.connection = Some(connection);
+                    }
+                    if self.input.capacity() > MAX_HEAD {
+                        self.input = Vec::new();
+                    }
+                    return Ok(response);
+                }
+                // Closed by the server while idle: once more, on a new connection.
+                Err(Failed::Unanswered(_)) if reused => {}
+                Err(Failed::Unanswered(e) | Failed::Io(e)) => {
+                    return Err(HttpError::Failed(e.to_string()))
+                }
+                Err(Failed::Timeout) => return Err(HttpError::Timeout),
+                Err(Failed::Protocol(what)) => return Err(HttpError::Failed(what)),
+            }
+        }
+    }
+
+    /// A new connection to the server (through the proxy, if any), TLS set up when the URL
+    /// is https.
+    fn connect(&mut self, deadline: Instant) -> Result<Connection, HttpError> {
+        let (host, port) = match &self.proxy {
+            Some(proxy) => (proxy.host.as_str(), proxy.port),
+            None => (self.host.as_str(), self.port),
+        };
+        let addrs = self
+            .resolver
+            .resolve(host, port, left(deadline)?)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::TimedOut => HttpError::Timeout,
+                _ => HttpError::Connect(e.to_string()),
+            })?;
+        let tcp = connect_any(&addrs, deadline)?;
+        tcp.set_nodelay(true)
+            .map_err(|e| HttpError::Connect(e.to_string()))?;
+        let mut connection = Connection {
+            stream: Stream::Plain(tcp),
+            timeout: None,
+        };
+        if let Some(proxy) = &self.proxy {
+            tunnel(
+                &mut connection,
+                proxy,
+                &self.authority,
+                &mut self.input,
+                deadline,
+            )?;
+        }
+        connection.stream = match (connection.stream, &self.tls) {
+            (Stream::Plain(tcp), Some((config, name))) => {
+                let session = ClientConnection::new(config.clone(), name.clone())
+                    .map_err(|e| HttpError::Connect(e.to_string()))?;
+                let mut tls = Box::new(StreamOwned::new(session, tcp));
+                while tls.conn.is_handshaking() {
+                    bound(&tls.sock, &mut connection.timeout, deadline)?;
+                    match tls.conn.complete_io(&mut tls.sock) {
+                        Err(e) if retried(&e) => {}
+                        Err(e) => return Err(HttpError::Connect(e.to_string())),
+                        Ok(_) => {}
+                    }
+                }
+                Stream::Tls(tls)
+            }
+            (stream, _) => stream,
+        };
+        Ok(connection)
+    }
+}
+
+/// The time left before `deadline`; none left is a timeout.
+fn left(deadline: Instant) -> Result<Duration, Failed> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Failed::Timeout);
+    }
+    Ok(left)
+}
+
+/// Connects to the first of `addrs` that answers, each tried with a share of the time left.
+fn connect_any(addrs: &[SocketAddr], deadline: Instant) -> Result<TcpStream, HttpError> {
+    let mut last = None;
+    for (i, addr) in addrs.iter().enumerate() {
+        let share = left(deadline)? / (addrs.len() - i) as u32;
+        match TcpStream::connect_timeout(addr, share.max(Duration::from_millis(1))) {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) if timed_out(&e) => HttpError::Timeout,
+        Some(e) => HttpError::Connect(e.to_string()),
+        None => HttpError::Connect("no address to connect to".into()),
+    })
+}
+
+/// Why one exchange failed.
+enum Failed {
+    Timeout,
+    /// The connection failed or ended before any byte of an answer.
+    Unanswered(io::Error),
+    /// The connection failed or ended in the middle of the answer.
+    Io(io::Error),
+    /// The answer is not HTTP/1.x as the client reads it.
+    Protocol(String),
+}
+
+impl From<Failed> for HttpError {
+    fn from(failed: Failed) -> Self {
+        match failed {
+            Failed::Timeout => HttpError::Timeout,
+            Failed::Unanswered(e) | Failed::Io(e) => HttpError::Connect(e.to_string()),
+            Failed::Protocol(what) => HttpError::Connect(what),
+        }
+    }
+}
+
+/// Whether an I/O error is a socket timeout (`EAGAIN` on Unix, `WSAETIMEDOUT` on Windows).
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// One connection, plain or TLS, and the socket timeout it has now.
+struct Connection {
+    stream: Stream,
+    timeout: Option<Duration>,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Connection {
+    /// Writes all of `bytes` by the deadline.
+    fn send(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<(), Failed> {
+        let unanswered = |e| failed(e, false);
+        while !bytes.is_empty() {
+            self.bound(deadline)?;
+            let written = match &mut self.stream {
+                Stream::Plain(tcp) => tcp.write(bytes),
+                Stream::Tls(tls) => tls.write(bytes),
+            };
+            match written {
+                Ok(0) => return Err(unanswered(io::ErrorKind::WriteZero.into())),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if retried(&e) => {}
+                Err(e) => return Err(unanswered(e)),
+            }
+        }
+        // What rustls still holds goes out now.
+        while matches!(&self.stream, Stream::Tls(tls) if tls.conn.wants_write()) {
+            self.bound(deadline)?;
+            if let Stream::Tls(tls) = &mut self.stream {
+                match tls.conn.write_tls(&mut tls.sock) {
+                    Err(e) if retried(&e) => {}
+                    Err(e) => return Err(unanswered(e)),
+                    Ok(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what comes into `into`, by the deadline; 0 at the end of the connection.
+    /// `answered`: whether a byte of the answer came already.
+    fn receive(
+        &mut self,
+        into: &mut [u8],
+        deadline: Instant,
+        answered: bool,
+    ) -> Result<usize, Failed> {
+        loop {
+            self.bound(deadline)?;
+            let read = match &mut self.stream {
+                Stream::Plain(tcp) => tcp.read(into),
+                Stream::Tls(tls) => tls.read(into),
+            };
+            match read {
+                Ok(n) => return Ok(n),
+                Err(e) if retried(&e) => {}
+                Err(e) => return Err(failed(e, answered)),
+            }
+        }
+    }
+
+    /// See [`bound`].
+    fn bound(&mut self, deadline: Instant) -> Result<(), Failed> {
+        let tcp = match &self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => &tls.sock,
+        };
+        bound(tcp, &mut self.timeout, deadline)
+    }
+}
+
+/// Whether a read or write that failed this way is tried again (by the deadline): a signal,
+/// or the socket's timeout, which may end a little before the deadline.
+fn retried(e: &io::Error) -> bool {
+    timed_out(e) || e.kind() == io::ErrorKind::Interrupted
+}
+
+/// Sets the socket's timeouts (`timeout`, as last set) to the time left when they fall short
+/// of it or exceed it by more than [`SLACK`]; a timeout once the deadline passed.
+fn bound(tcp: &TcpStream, timeout: &mut Option<Duration>, deadline: Instant) -> Result<(), Failed> {
+    let left = left(deadline)?;
+    let fits = timeout.is_some_and(|t| t >= left && t - left <= SLACK);
+    if !fits {
+        // Half the slack over: the next request's time left still fits, unless it starts
+        // more than that later than this one's was measured.
+        let set = left + SLACK / 2;
+        tcp.set_read_timeout(Some(set)).map_err(Failed::Io)?;
+        tcp.set_write_timeout(Some(set)).map_err(Failed::Io)?;
+        *timeout = Some(set);
+    }
+    Ok(())
+}
+
+/// An error on a connection, before or after a byte of the answer came.
+fn failed(e: io::Error, answered: bool) -> Failed {
+    if answered {
+        Failed::Io(e)
+    } else {
+        Failed::Unanswered(e)
+    }
+}
+
+/// Sends `request` and reads the answer; returns it and whether the connection can carry
+/// the next request.
+fn exchange(
+    connection: &mut Connection,
+    request: &[u8],
+    input: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(Response, bool), Failed> {
+    connection.send(request, deadline)?;
+    input.clear();
+    let mut incoming = Incoming {
+        connection,
+        buffer: input,
+        start: 0,
+        answered: false,
+        deadline,
+    };
+    let head = loop {
+        let head = incoming.head()?;
+        // An interim answer (100 Continue, 103 Early Hints) comes before the final one.
+        if !(100..=199).contains(&head.status) || head.status == 101 {
+            break head;
+        }
+    };
+    let mut keep = head.keep;
+    let mut body = Vec::new();
+    match head.framing {
+        Framing::None => {}
+        Framing::Length(length) => {
+            keep &= length <= MAX_BODY;
+            incoming.exactly(length.min(MAX_BODY), &mut body)?;
+        }
+        Framing::Chunked => keep &= incoming.chunked(&mut body)?,
+        Framing::UntilClose => {
+            keep = false;
+            incoming.until_close(&mut body)?;
+        }
+    }
+    // Bytes past the answer: not ours to read as the next one's.
+    keep &= incoming.start == incoming.buffer.len();
+    let response = Response {
+        status: head.status,
+        retry_after: head.retry_after,
+        location: head.location,
+        body,
+    };
+    Ok((response, keep))
+}
+
+/// How a response's body ends.
+enum Framing {
+    None,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// A response's head, as far as the client reads it.
+struct Head {
+    status: u16,
+    keep: bool,
+    framing: Framing,
+    retry_after: Option<String>,
+    location: Option<String>,
+}
+
+/// The bytes read from a connection, not yet taken (from `start` on).
+struct Incoming<'a> {
+    connection: &'a mut Connection,
+    buffer: &'a mut Vec<u8>,
+    start: usize,
+    /// Whether a byte of the answer came.
+    answered: bool,
+    deadline: Instant,
+}
+
+impl Incoming<'_> {
+    /// Reads more; 0 at the end of the connection.
+    fn more(&mut self) -> Result<usize, Failed> {
+        if self.start == self.buffer.len() {
+            self.buffer.clear();
+            self.start = 0;
+        }
+        let filled = self.buffer.len();
+        self.buffer.resize(filled + READ, 0);
+        let read =
+            self.connection
+                .receive(&mut self.buffer[filled..], self.deadline, self.answered);
+        let n = *read.as_ref().unwrap_or(&0);
+        self.buffer.truncate(filled + n);
+        self.answered |= n > 0;
+        read
+    }
+
+    fn waiting(&self) -> &[u8] {
+        &self.buffer[self.start..]
+    }
+
+    /// The next response head.
+    fn head(&mut self) -> Result<Head, Failed> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut headers);
+            match parsed.parse(self.waiting()) {
+                Ok(httparse::Status::Complete(length)) => {
+                    let head = read_head(&parsed);
+                    self.start += length;
+                    return head;
+                }
+                Ok(httparse::Status::Partial) if self.waiting().len() > MAX_HEAD => {
+                    return Err(Failed::Protocol(format!(
+                        "the response head is longer than {} KiB",
+                        MAX_HEAD >> 10
+                    )))
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => {
+                    return Err(Failed::Protocol(format!(
+                        "the response is not HTTP/1.x ({e})"
+                    )))
+                }
+            }
+            if self.more()? == 0 {
+                let e = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                );
+                return Err(failed(e, self.answered));
+            }
+        }
+    }
+
+    /// Reads more where the answer must go on.
+    fn more_of_the_body(&mut self) -> Result<(), Failed> {
+        if self.more()? == 0 {
+            return Err(Failed::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection in the middle of the response",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Moves `length` bytes into `body`.
+    fn exactly(&mut self, mut length: usize, body: &mut Vec<u8>) -> Result<(), Failed> {
+        while length > 0 {
+            if self.waiting().is_empty() {
+                self.more_of_the_body()?;
+            }
+            let n = self.waiting().len().min(length);
+            body.extend_from_slice(&self.waiting()[..n]);
+            self.start += n;
+            length -= n;
+        }
+        Ok(())
+    }
+
+    /// The next line, without its CRLF.
+    fn line(&mut self) -> Result<String, Failed> {
+        loop {
+            if let Some(end) = self.waiting().windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.waiting()[..end]).into_owned();
+                self.start += end + 2;
+                return Ok(line);
+            }
+            if self.waiting().len() > MAX_HEAD {
+                return Err(Failed::Protocol("a chunk line is too long".into()));
+            }
+            self.more_of_the_body()?;
+        }
+    }
+
+    /// A chunked body, into `body` up to [`MAX_BODY`]; whether it was read to its end.
+    fn chunked(&mut self, body: &mut Vec<u8>) -> Result<bool, Failed> {
+        loop {
+            let line = self.line()?;
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|_| Failed::Protocol(format!("a chunk's size is not hex: {line:?}")))?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                while !self.line()?.is_empty() {}
+                return Ok(true);
+            }
+            if body.len() + size > MAX_BODY {
+                self.exactly(MAX_BODY - body.len(), body)?;
+                return Ok(false);
+            }
+            self.exactly(size, body)?;
+            if !self.line()?.is_empty() {
+                return Err(Failed::Protocol("a chunk is longer than its size".into()));
+            }
+        }
+    }
+
+    /// A body that ends with the connection, into `body` up to [`MAX_BODY`].
+    fn until_close(&mut self, body: &mut Vec<u8>) -> Result<(), Failed> {
+        loop {
+            let n = self.waiting().len().min(MAX_BODY - body.len());
+            body.extend_from_slice(&self.waiting()[..n]);
+            self.start += n;
+            if body.len() == MAX_BODY || self.more()? == 0 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The parts of a parsed head the client uses.
+fn read_head(parsed: &httparse::Response<'_, '_>) -> Result<Head, Failed> {
+    let status = parsed.code.unwrap_or_default();
+    let header = |name: &str| {
+        parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+            .next()
+    };
+    let has_token = |name: &str, token: &str| {
+        parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .flat_map(|h| h.value.split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    };
+    let keep = parsed.version == Some(1) && !has_token("connection", "close");
+    let framing = if matches!(status, 100..=199 | 204 | 304) {
+        Framing::None
+    } else if has_token("transfer-encoding", "chunked") {
+        Framing::Chunked
+    } else if let Some(length) = header("content-length") {
+        let length = length.parse().map_err(|_| {
+            Failed::Protocol(format!("a Content-Length that is not a number: {length:?}"))
+        })?;
+        Framing::Length(length)
+    } else {
+        Framing::UntilClose
+    };
+    Ok(Head {
+        status,
+        keep,
+        framing,
+        retry_after: header("retry-after"),
+        location: header("location"),
+    })
+}
+
+/// A proxy the environment names, for `CONNECT`.
+#[derive(Debug, Clone, PartialEq)]
+struct Proxy {
+    host: String,
+    port: u16,
+    /// `Basic …` from the URL's user and password.
+    authorization: Option<String>,
+    /// `host:port`, for the log.
+    shown: String,
+}
+
+/// Where a proxy may be named, in the order they are read.
+const PROXY_VARIABLES: [&str; 6] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+];
+
+impl Proxy {
+    /// The proxy for `host` from the variables `var` gives: the first set to an http URL (a
+    /// bare `host:port` too), unless `NO_PROXY` (or `no_proxy`) exempts the host.
+    fn from_env(var: impl Fn(&str) -> Option<String>, host: &str) -> Option<Self> {
+        let no_proxy = var("NO_PROXY")
+            .or_else(|| var("no_proxy"))
+            .unwrap_or_default();
+        if no_proxy.split(',').any(|entry| exempts(entry.trim(), host)) {
+            return None;
+        }
+        PROXY_VARIABLES.iter().find_map(|name| {
+            let value = var(name)?;
+            let value = value.trim();
+            let url = if value.contains("://") {
+                url::Url::parse(value)
+            } else {
+                url::Url::parse(&format!("http://{value}"))
+            };
+            let url = match url {
+                Ok(url) if url.scheme() == "http" && url.host_str().is_some() => url,
+                _ => {
+                    tracing::warn!(
+                        "{name} is not an http:// proxy URL; it is not used for the frontend"
+                    );
+                    return None;
+                }
+            };
+            let host = match url.host()? {
+                url::Host::Ipv6(ip) => ip.to_string(),
+                other => other.to_string(),
+            };
+            let port = url.port().unwrap_or(80);
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            let authorization = (!url.username().is_empty()).then(|| {
+                let credentials = format!(
+                    "{}:{}",
+                    decode(url.username()),
+                    decode(url.password().unwrap_or_default())
+                );
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(credentials)
+                )
+            });
+            Some(Self {
+                shown: format!("{}:{port}", url.host_str()?),
+                host,
+                port,
+                authorization,
+            })
+        })
+    }
+}
+
+/// Whether a `NO_PROXY` entry covers `host`: `*`, a suffix (`.example.com`, `*.example.com`),
+/// a prefix (`10.*`) or the host itself, in any case.
+fn exempts(entry: &str, host: &str) -> bool {
+    let (entry, host) = (entry.to_ascii_lowercase(), host.to_ascii_lowercase());
+    if entry.is_empty() {
+        return false;
+    }
+    if entry == "*" {
+        return true;
+    }
+    if let Some(suffix) = entry.strip_prefix('*') {
+        return host.ends_with(suffix);
+    }
+    if let Some(bare) = entry.strip_prefix('.') {
+        return host.ends_with(&entry) || host == bare;
+    }
+    if let Some(prefix) = entry.strip_suffix('*') {
+        return host.starts_with(prefix);
+    }
+    host == entry
+}
+
+/// Asks the proxy on `connection` for a tunnel to `authority`.
+fn tunnel(
+    connection: &mut Connection,
+    proxy: &Proxy,
+    authority: &str,
+    input: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), HttpError> {
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(authorization) = &proxy.authorization {
+        request.push_str(&format!("Proxy-Authorization: {authorization}\r\n"));
+    }
+    request.push_str("\r\n");
+    connection.send(request.as_bytes(), deadline)?;
+    input.clear();
+    let mut incoming = Incoming {
+        connection,
+        buffer: input,
+        start: 0,
+        answered: false,
+        deadline,
+    };
+    let head = incoming.head()?;
+    if !(200..=299).contains(&head.status) {
+        return Err(HttpError::Connect(format!(
+            "the proxy {} answered HTTP {} to CONNECT {authority}",
+            proxy.shown, head.status
+        )));
+    }
+    if !incoming.waiting().is_empty() {
+        return Err(HttpError::Connect(format!(
+            "the proxy {} sent more than its answer to CONNECT",
+            proxy.shown
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread::JoinHandle;
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A loopback server that runs `serve` on each connection it accepts, in turn, until
+    /// `serve` returns false; the thread gives how many connections it accepted.
+    fn server(
+        mut serve: impl FnMut(TcpStream) -> bool + Send + 'static,
+    ) -> (u16, JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            let mut accepted = 0;
+            for stream in listener.incoming() {
+                accepted += 1;
+                if !serve(stream.unwrap()) {
+                    break;
+                }
+            }
+            accepted
+        });
+        (port, thread)
+    }
+
+    /// Reads one request (its head, then `Content-Length` bytes); empty at the end of the
+    /// connection.
+    fn request(stream: &mut TcpStream) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut byte = [0];
+        while !bytes.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).unwrap() == 0 {
+                return bytes;
+            }
+            bytes.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |l| l.trim().parse().unwrap());
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).unwrap();
+        bytes.extend(body);
+        bytes
+    }
+
+    fn client(url: &str) -> Client {
+        let url = url::Url::parse(url).unwrap();
+        Client::new(&url, &[("A", "b")], None, |_| None).unwrap()
+    }
+
+    fn created(length: usize) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 201 Created\r\nContent-Length: {length}\r\n\r\n{}",
+            "x".repeat(length)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_request_is_written_whole_and_a_chunked_answer_keeps_the_connection() {
+        let (port, server) = server(move |mut stream| {
+            let first = request(&mut stream);
+            let port = stream.local_addr().unwrap().port();
+            assert_eq!(
+                String::from_utf8(first).unwrap(),
+                format!(
+                    "POST /api/x/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nA: b\r\n\
+                     Content-Length: 2\r\n\r\n{{}}"
+                )
+            );
+            stream
+                .write_all(
+                    b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nRetry-After: 5\r\n\
+                      Location: /there\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n",
+                )
+                .unwrap();
+            assert!(
+                !request(&mut stream).is_empty(),
+                "the second on the same connection"
+            );
+            stream.write_all(&created(2)).unwrap();
+            false
+        });
+        let mut client = client(&format!("http://127.0.0.1:{port}/api/x/"));
+        let first = client.post(b"{}", TIMEOUT).unwrap();
+        assert_eq!(first.status, 201);
+        assert_eq!(first.body, b"abcde");
+        assert_eq!(first.retry_after.as_deref(), Some("5"));
+        assert_eq!(first.location.as_deref(), Some("/there"));
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().body, b"xx");
+        assert_eq!(server.join().unwrap(), 1, "one connection");
+    }
+
+    #[test]
+    fn an_answer_that_ends_with_its_connection_is_read_whole_and_the_next_post_connects_again() {
+        let (port, server) = server(|mut stream| {
+            if request(&mut stream).is_empty() {
+                return false;
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
+                .unwrap();
+            drop(stream);
+            true
+        });
+        let mut client = client(&format!("http://127.0.0.1:{port}/"));
+        for _ in 0..2 {
+            let response = client.post(b"{}", TIMEOUT).unwrap();
+            assert_eq!(
+                (response.status, &response.body[..]),
+                (200, &b"all of it"[..])
+            );
+        }
+        drop(client);
+        // A connection that sends nothing ends the server's loop.
+        TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert_eq!(server.join().unwrap(), 3, "one per POST");
+    }
+
+    #[test]
+    fn a_kept_alive_connection_closed_while_idle_is_replaced_and_the_request_sent_on_it_once() {
+        let (port, first) = server(|mut stream| {
+            assert!(!request(&mut stream).is_empty());
+            stream.write_all(&created(0)).unwrap();
+            // Closed after one answer, as a server closes an idle connection.
+            false
+        });
+        let mut client = client(&format!("http://127.0.0.1:{port}/"));
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
+        assert_eq!(first.join().unwrap(), 1);
+        let (port2, second) = server(|mut stream| {
+            let got = request(&mut stream);
+            stream.write_all(&created(0)).unwrap();
+            assert!(request(&mut stream).is_empty(), "no second copy");
+            assert!(!got.is_empty());
+            false
+        });
+        // The same client's host, another port: the replacement goes there.
+        client.port = port2;
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
+        drop(client);
+        assert_eq!(second.join().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_new_connection_that_ends_before_an_answer_is_an_error_and_not_sent_again() {
+        let (port, server) = server(|mut stream| {
+            assert!(!request(&mut stream).is_empty());
+            false
+        });
+        let mut client = client(&format!("http://127.0.0.1:{port}/"));
+        let error = client.post(b"{}", TIMEOUT).err().unwrap();
+        assert!(
+            matches!(&error, HttpError::Failed(why) if why.contains("closed")),
+            "{error}"
+        );
+        assert_eq!(server.join().unwrap(), 1, "one attempt");
+    }
+
+    #[test]
+    fn an_interim_answer_is_skipped_and_a_body_over_the_limit_costs_the_connection() {
+        let (port, server) = server(|mut stream| {
+            if request(&mut stream).is_empty() {
+                return false;
+            }
+            let long = MAX_BODY + 10;
+            let answer = format!(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 Bad Request\r\nContent-Length: {long}\r\n\r\n{}",
+                "y".repeat(long)
+            );
+            // The client may close before reading it all.
+            let _ = stream.write_all(answer.as_bytes());
+            true
+        });
+        let mut client = client(&format!("http://127.0.0.1:{port}/"));
+        let response = client.post(b"{}", TIMEOUT).unwrap();
+        assert_eq!((response.status, response.body.len()), (400, MAX_BODY));
+        assert!(client.connection.is_none(), "not kept");
+        drop(client);
+        TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert_eq!(server.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_server_that_does_not_answer_times_out_by_the_deadline() {
+        let (port, server) = server(|mut stream| {
+            request(&mut stream);
+            // Silent until the client gives up.
+            assert!(request(&mut stream).is_empty());
+            false
+        });
+        let mut client = client(&format!("http://127.0.0.1:{port}/"));
+        let start = Instant::now();
+        let error = client
+            .post(b"{}", Duration::from_millis(300))
+            .err()
+            .unwrap();
+        let took = start.elapsed();
+        assert!(matches!(error, HttpError::Timeout), "{error}");
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        drop(client);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_proxy_is_taken_from_the_first_variable_set_unless_no_proxy_exempts_the_host() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let proxy = Proxy::from_env(
+            env(&[
+                ("HTTPS_PROXY", "http://user:p%40ss@127.0.0.1:3128"),
+                ("http_proxy", "http://other:1"),
+            ]),
+            "frontend.example",
+        )
+        .unwrap();
+        assert_eq!(
+            (proxy.host.as_str(), proxy.port, proxy.shown.as_str()),
+            ("127.0.0.1", 3128, "127.0.0.1:3128")
+        );
+        assert_eq!(
+            proxy.authorization.as_deref(),
+            Some("Basic dXNlcjpwQHNz"),
+            "user:p@ss"
+        );
+        let bare = Proxy::from_env(env(&[("https_proxy", "proxy.example")]), "f").unwrap();
+        assert_eq!(
+            (bare.host.as_str(), bare.port, bare.authorization),
+            ("proxy.example", 80, None)
+        );
+        assert_eq!(
+            Proxy::from_env(env(&[("ALL_PROXY", "socks5://p:1")]), "f"),
+            None
+        );
+        assert_eq!(Proxy::from_env(env(&[]), "f"), None);
+        for (no_proxy, host, exempt) in [
+            (".example.com", "a.example.com", true),
+            (".example.com", "example.com", true),
+            ("*.example.com", "b.a.example.com", true),
+            ("example.com", "a.example.com", false),
+            ("Frontend.Example", "frontend.example", true),
+            ("10.*", "10.1.2.3", true),
+            ("other, *", "anything", true),
+            ("", "anything", false),
+        ] {
+            let vars: &'static [(&str, &str)] =
+                Box::leak(Box::new([("HTTP_PROXY", "p:1"), ("no_proxy", no_proxy)]));
+            assert_eq!(
+                Proxy::from_env(env(vars), host).is_none(),
+                exempt,
+                "NO_PROXY={no_proxy} for {host}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_through_a_proxy_goes_through_its_tunnel_and_a_refused_connect_is_named() {
+        // The proxy answers CONNECT and then serves the tunnelled request itself.
+        let (port, proxy) = server(|mut stream| {
+            let connect = String::from_utf8(request(&mut stream)).unwrap();
+            if !connect.contains("Proxy-Authorization: Basic dTpw\r\n") {
+                stream
+                    .write_all(
+                        b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+                    )
+                    .unwrap();
+                return true;
+            }
+            assert!(
+                connect.starts_with(
+                    "CONNECT frontend.example:8443 HTTP/1.1\r\nHost: frontend.example:8443\r\n"
+                ),
+                "{connect}"
+            );
+            stream
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .unwrap();
+            let tunnelled = String::from_utf8(request(&mut stream)).unwrap();
+            assert!(tunnelled.starts_with("POST /cdr/ HTTP/1.1\r\nHost: frontend.example:8443\r\n"));
+            stream.write_all(&created(0)).unwrap();
+            false
+        });
+        let url = url::Url::parse("http://frontend.example:8443/cdr/").unwrap();
+        let through = |proxy: String| {
+            Client::new(&url, &[], None, move |name| {
+                (name == "HTTP_PROXY").then(|| proxy.clone())
+            })
+            .unwrap()
+        };
+        let error = through(format!("127.0.0.1:{port}"))
+            .post(b"{}", TIMEOUT)
+            .err()
+            .unwrap();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot connect: the proxy 127.0.0.1:{port} answered HTTP 407 to CONNECT \
+                 frontend.example:8443"
+            )
+        );
+        let mut client = through(format!("http://u:p@127.0.0.1:{port}"));
+        assert_eq!(client.proxy(), Some(format!("127.0.0.1:{port}").as_str()));
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
+        assert_eq!(proxy.join().unwrap(), 2);
+    }
+}
