@@ -34,9 +34,11 @@ const SLACK: Duration = Duration::from_millis(20);
 /// The longest response head read.
 const MAX_HEAD: usize = 64 << 10;
 /// The longest response body read; a longer one is cut there and costs the connection.
-pub const MAX_BODY: usize = 64 << 10;
+const MAX_BODY: usize = 64 << 10;
 /// How much room each read of a response is given.
 const READ: usize = 8 << 10;
+/// The most room kept in the request and response buffers between two requests.
+const KEEP: usize = 64 << 10;
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -165,8 +167,11 @@ impl Client {
                     if keep {
                         self.connection = Some(connection);
                     }
-                    if self.input.capacity() > MAX_HEAD {
-                        self.input = Vec::new();
+                    // A large batch's buffers are not kept for the records that follow.
+                    for buffer in [&mut self.request, &mut self.input] {
+                        if buffer.capacity() > KEEP {
+                            *buffer = Vec::new();
+                        }
                     }
                     return Ok(response);
                 }
@@ -400,15 +405,7 @@ fn exchange(
     input: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<(Response, bool), Failed> {
-    connection.send(request, deadline)?;
-    input.clear();
-    let mut incoming = Incoming {
-        connection,
-        buffer: input,
-        start: 0,
-        answered: false,
-        deadline,
-    };
+    let mut incoming = Incoming::answering(connection, request, input, deadline)?;
     let head = loop {
         let head = incoming.head()?;
         // An interim answer (100 Continue, 103 Early Hints) comes before the final one.
@@ -468,7 +465,25 @@ struct Incoming<'a> {
     deadline: Instant,
 }
 
-impl Incoming<'_> {
+impl<'a> Incoming<'a> {
+    /// Sends `request` on `connection`; its answer is to be read into `input`.
+    fn answering(
+        connection: &'a mut Connection,
+        request: &[u8],
+        input: &'a mut Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Self, Failed> {
+        connection.send(request, deadline)?;
+        input.clear();
+        Ok(Self {
+            connection,
+            buffer: input,
+            start: 0,
+            answered: false,
+            deadline,
+        })
+    }
+
     /// Reads more; 0 at the end of the connection.
     fn more(&mut self) -> Result<usize, Failed> {
         if self.start == self.buffer.len() {
@@ -755,15 +770,7 @@ fn tunnel(
         request.push_str(&format!("Proxy-Authorization: {authorization}\r\n"));
     }
     request.push_str("\r\n");
-    connection.send(request.as_bytes(), deadline)?;
-    input.clear();
-    let mut incoming = Incoming {
-        connection,
-        buffer: input,
-        start: 0,
-        answered: false,
-        deadline,
-    };
+    let mut incoming = Incoming::answering(connection, request.as_bytes(), input, deadline)?;
     let head = incoming.head()?;
     if !(200..=299).contains(&head.status) {
         return Err(HttpError::Connect(format!(
@@ -879,18 +886,29 @@ mod tests {
         assert_eq!(server.join().unwrap(), 1, "one connection");
     }
 
-    #[test]
-    fn an_answer_that_ends_with_its_connection_is_read_whole_and_the_next_post_connects_again() {
-        let (port, server) = server(|mut stream| {
+    /// A server that answers one request per connection with `answer` and closes it, until
+    /// [`finish`] connects and sends nothing.
+    fn answering(answer: Vec<u8>) -> (u16, JoinHandle<usize>) {
+        server(move |mut stream| {
             if request(&mut stream).is_empty() {
                 return false;
             }
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
-                .unwrap();
-            drop(stream);
+            // The client may close before reading it all.
+            let _ = stream.write_all(&answer);
             true
-        });
+        })
+    }
+
+    /// Ends an [`answering`] server: how many connections the client made.
+    fn finish(port: u16, server: JoinHandle<usize>) -> usize {
+        TcpStream::connect(("127.0.0.1", port)).unwrap();
+        server.join().unwrap() - 1
+    }
+
+    #[test]
+    fn an_answer_that_ends_with_its_connection_is_read_whole_and_the_next_post_connects_again() {
+        let (port, server) =
+            answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it".to_vec());
         let mut client = client(&format!("http://127.0.0.1:{port}/"));
         for _ in 0..2 {
             let response = client.post(b"{}", TIMEOUT).unwrap();
@@ -900,9 +918,7 @@ mod tests {
             );
         }
         drop(client);
-        // A connection that sends nothing ends the server's loop.
-        TcpStream::connect(("127.0.0.1", port)).unwrap();
-        assert_eq!(server.join().unwrap(), 3, "one per POST");
+        assert_eq!(finish(port, server), 2, "one per POST");
     }
 
     #[test]
@@ -948,26 +964,21 @@ mod tests {
 
     #[test]
     fn an_interim_answer_is_skipped_and_a_body_over_the_limit_costs_the_connection() {
-        let (port, server) = server(|mut stream| {
-            if request(&mut stream).is_empty() {
-                return false;
-            }
-            let long = MAX_BODY + 10;
-            let answer = format!(
-                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 Bad Request\r\nContent-Length: {long}\r\n\r\n{}",
+        let long = MAX_BODY + 10;
+        let (port, server) = answering(
+            format!(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 Bad Request\r\n\
+                 Content-Length: {long}\r\n\r\n{}",
                 "y".repeat(long)
-            );
-            // The client may close before reading it all.
-            let _ = stream.write_all(answer.as_bytes());
-            true
-        });
+            )
+            .into_bytes(),
+        );
         let mut client = client(&format!("http://127.0.0.1:{port}/"));
         let response = client.post(b"{}", TIMEOUT).unwrap();
         assert_eq!((response.status, response.body.len()), (400, MAX_BODY));
         assert!(client.connection.is_none(), "not kept");
         drop(client);
-        TcpStream::connect(("127.0.0.1", port)).unwrap();
-        assert_eq!(server.join().unwrap(), 2);
+        assert_eq!(finish(port, server), 1);
     }
 
     #[test]
