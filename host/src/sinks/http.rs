@@ -8,14 +8,19 @@
 //! usually comes in one `recv`; the socket's timeouts change only when the time left differs
 //! from them by more than [`SLACK`].
 //!
-//! A kept-alive connection the server closed while it was idle shows when it is used: the
-//! write fails, or the connection ends before any byte of an answer. The request is then
-//! sent once more, on a new connection (every record carries its id, so the frontend can
-//! drop a copy). A timeout never sends a request again: the sink retries later.
+//! Every socket call is bounded by the request's deadline, TLS included (the session is
+//! driven one socket read or write at a time).
 //!
-//! A proxy from the environment (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, upper or lower
-//! case, the first one set, and `NO_PROXY`) is passed through with `CONNECT`, for http and
-//! https frontends alike.
+//! A connection idle for [`MAX_IDLE`] is not used again; one idle for [`PROBE_AFTER`] is
+//! first checked for an end or for bytes the server sent meanwhile. A kept-alive connection
+//! the server closed shows when it is used, too: the write fails, or the connection ends
+//! before any byte of an answer. The request is then sent once more, on a new connection
+//! (every record carries its id, so the frontend can drop a copy). A timeout never sends a
+//! request again: the sink retries later.
+//!
+//! A proxy from the environment (the first of `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, upper
+//! or lower case, set to a URL, and `NO_PROXY`) is passed through with `CONNECT`, for http
+//! and https frontends alike; only an `http://` proxy is supported.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::{ClientConfig, ClientConnection};
 
 use super::resolve::Resolver;
 
@@ -39,6 +44,14 @@ const MAX_BODY: usize = 64 << 10;
 const READ: usize = 8 << 10;
 /// The most room kept in the request and response buffers between two requests.
 const KEEP: usize = 64 << 10;
+/// A connection idle this long is not used again: a NAT or firewall on the way may have
+/// dropped it without a word.
+const MAX_IDLE: Duration = Duration::from_secs(15);
+/// A connection idle this long is checked before it is used: not closed, and holding nothing
+/// the server sent meanwhile (a 408 before it closed).
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+/// The most headers a response head may have.
+const MAX_HEADERS: usize = 128;
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +61,8 @@ pub enum HttpError {
     /// No connection to the server (or the proxy, or no TLS session with it).
     #[error("cannot connect: {0}")]
     Connect(String),
-    /// The connection failed, or the answer was not HTTP, after the request was written.
+    /// The connection failed while the request was sent or its answer read, or the answer
+    /// was not HTTP.
     #[error("request failed: {0}")]
     Failed(String),
 }
@@ -77,6 +91,11 @@ pub struct Client {
     head: Vec<u8>,
     /// The kept-alive connection, if any.
     connection: Option<Connection>,
+    /// [`MAX_IDLE`] and [`PROBE_AFTER`] (shorter in tests).
+    max_idle: Duration,
+    probe_after: Duration,
+    /// The `User-Agent` among the headers, which `CONNECT` carries too.
+    user_agent: Option<String>,
     /// The request being sent and the response being read, kept for the next.
     request: Vec<u8>,
     input: Vec<u8>,
@@ -92,24 +111,20 @@ impl Client {
         tls: Option<Arc<ClientConfig>>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let (host, name) = match url.host() {
-            Some(url::Host::Domain(domain)) => (
-                domain.to_owned(),
-                ServerName::try_from(domain.to_owned()).map_err(|e| e.to_string())?,
-            ),
-            Some(url::Host::Ipv4(ip)) => {
-                (ip.to_string(), ServerName::from(std::net::IpAddr::V4(ip)))
-            }
-            Some(url::Host::Ipv6(ip)) => {
-                (ip.to_string(), ServerName::from(std::net::IpAddr::V6(ip)))
-            }
+        let host = match url.host() {
+            Some(url::Host::Domain(domain)) => domain.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
             None => return Err("the URL names no host".into()),
         };
         let port = url
             .port_or_known_default()
             .ok_or("the URL's scheme has no port")?;
         let tls = match (url.scheme(), tls) {
-            ("https", Some(config)) => Some((config, name)),
+            ("https", Some(config)) => {
+                let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+                Some((config, name))
+            }
             ("https", None) => return Err("an https URL needs a TLS configuration".into()),
             _ => None,
         };
@@ -126,7 +141,11 @@ impl Client {
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        let proxy = Proxy::from_env(env, &host);
+        let proxy = Proxy::from_env(env, host_header);
+        let user_agent = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("user-agent"))
+            .map(|(_, value)| value.to_string());
         Ok(Self {
             host,
             port,
@@ -136,6 +155,9 @@ impl Client {
             resolver: Resolver::default(),
             head: head.into_bytes(),
             connection: None,
+            max_idle: MAX_IDLE,
+            probe_after: PROBE_AFTER,
+            user_agent,
             request: Vec::new(),
             input: Vec::new(),
         })
@@ -156,8 +178,13 @@ impl Client {
             .extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
         self.request.extend_from_slice(body);
         loop {
-            let reused = self.connection.is_some();
-            let mut connection = match self.connection.take() {
+            let idle = |c: &Connection| c.used.elapsed();
+            let kept = self
+                .connection
+                .take()
+                .filter(|c| idle(c) < self.max_idle && (idle(c) < self.probe_after || c.quiet()));
+            let reused = kept.is_some();
+            let mut connection = match kept {
                 Some(connection) => connection,
                 None => self.connect(deadline)?,
             };
@@ -165,6 +192,7 @@ impl Client {
             match exchanged {
                 Ok((response, keep)) => {
                     if keep {
+                        connection.used = Instant::now();
                         self.connection = Some(connection);
                     }
                     // A large batch's buffers are not kept for the records that follow.
@@ -206,28 +234,42 @@ impl Client {
         let mut connection = Connection {
             stream: Stream::Plain(tcp),
             timeout: None,
+            used: Instant::now(),
         };
         if let Some(proxy) = &self.proxy {
-            tunnel(
-                &mut connection,
-                proxy,
-                &self.authority,
-                &mut self.input,
-                deadline,
-            )?;
+            let to = Tunnel {
+                authority: &self.authority,
+                user_agent: self.user_agent.as_deref(),
+            };
+            tunnel(&mut connection, proxy, to, &mut self.input, deadline)?;
         }
         connection.stream = match (connection.stream, &self.tls) {
             (Stream::Plain(tcp), Some((config, name))) => {
-                let session = ClientConnection::new(config.clone(), name.clone())
-                    .map_err(|e| HttpError::Connect(e.to_string()))?;
-                let mut tls = Box::new(StreamOwned::new(session, tcp));
-                while tls.conn.is_handshaking() {
-                    bound(&tls.sock, &mut connection.timeout, deadline)?;
-                    match tls.conn.complete_io(&mut tls.sock) {
-                        Err(e) if retried(&e) => {}
-                        Err(e) => return Err(HttpError::Connect(e.to_string())),
+                let connect = |e: &dyn std::fmt::Display| HttpError::Connect(e.to_string());
+                let mut session =
+                    ClientConnection::new(config.clone(), name.clone()).map_err(|e| connect(&e))?;
+                // A request is handed over whole; the socket writes are bounded instead.
+                session.set_buffer_limit(None);
+                let mut tls = Box::new(Tls { session, tcp });
+                while tls.session.is_handshaking() {
+                    bound(&tls.tcp, &mut connection.timeout, deadline)?;
+                    let io = if tls.session.wants_write() {
+                        tls.session.write_tls(&mut tls.tcp)
+                    } else {
+                        match tls.session.read_tls(&mut tls.tcp) {
+                            Ok(0) => Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the server closed the connection during the TLS handshake",
+                            )),
+                            read => read,
+                        }
+                    };
+                    match io {
+                        Err(e) if retried(&e) => continue,
+                        Err(e) => return Err(connect(&e)),
                         Ok(_) => {}
                     }
+                    tls.session.process_new_packets().map_err(|e| connect(&e))?;
                 }
                 Stream::Tls(tls)
             }
@@ -292,49 +334,63 @@ fn timed_out(e: &io::Error) -> bool {
     )
 }
 
-/// One connection, plain or TLS, and the socket timeout it has now.
+/// One connection, plain or TLS, the socket timeout it has now, and when it was last used.
 struct Connection {
     stream: Stream,
     timeout: Option<Duration>,
+    used: Instant,
 }
 
 enum Stream {
     Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Tls(Box<Tls>),
+}
+
+/// A TLS session and its socket.
+struct Tls {
+    session: ClientConnection,
+    tcp: TcpStream,
 }
 
 impl Connection {
     /// Writes all of `bytes` by the deadline.
     fn send(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<(), Failed> {
         let unanswered = |e| failed(e, false);
-        while !bytes.is_empty() {
-            self.bound(deadline)?;
-            let written = match &mut self.stream {
-                Stream::Plain(tcp) => tcp.write(bytes),
-                Stream::Tls(tls) => tls.write(bytes),
-            };
-            match written {
+        if let Stream::Tls(tls) = &mut self.stream {
+            // Taken whole (no buffer limit): what goes out is the session's to write.
+            tls.session.writer().write_all(bytes).map_err(unanswered)?;
+            bytes = &[];
+        }
+        while let (false, Stream::Plain(tcp)) = (bytes.is_empty(), &mut self.stream) {
+            bound(tcp, &mut self.timeout, deadline)?;
+            match tcp.write(bytes) {
                 Ok(0) => return Err(unanswered(io::ErrorKind::WriteZero.into())),
                 Ok(n) => bytes = &bytes[n..],
                 Err(e) if retried(&e) => {}
                 Err(e) => return Err(unanswered(e)),
             }
         }
-        // What rustls still holds goes out now.
-        while matches!(&self.stream, Stream::Tls(tls) if tls.conn.wants_write()) {
-            self.bound(deadline)?;
-            if let Stream::Tls(tls) = &mut self.stream {
-                match tls.conn.write_tls(&mut tls.sock) {
-                    Err(e) if retried(&e) => {}
-                    Err(e) => return Err(unanswered(e)),
-                    Ok(_) => {}
-                }
+        self.flush(deadline, false)
+    }
+
+    /// Writes what a TLS session holds (records, alerts), by the deadline.
+    fn flush(&mut self, deadline: Instant, answered: bool) -> Result<(), Failed> {
+        while let Stream::Tls(tls) = &mut self.stream {
+            if !tls.session.wants_write() {
+                break;
+            }
+            bound(&tls.tcp, &mut self.timeout, deadline)?;
+            match tls.session.write_tls(&mut tls.tcp) {
+                Err(e) if retried(&e) => {}
+                Err(e) => return Err(failed(e, answered)),
+                Ok(_) => {}
             }
         }
         Ok(())
     }
 
-    /// Reads what comes into `into`, by the deadline; 0 at the end of the connection.
+    /// Reads what comes into `into`, by the deadline; 0 at the end of the connection (for
+    /// TLS, with or without the server's `close_notify`: the framing notices a cut answer).
     /// `answered`: whether a byte of the answer came already.
     fn receive(
         &mut self,
@@ -343,26 +399,52 @@ impl Connection {
         answered: bool,
     ) -> Result<usize, Failed> {
         loop {
-            self.bound(deadline)?;
-            let read = match &mut self.stream {
-                Stream::Plain(tcp) => tcp.read(into),
-                Stream::Tls(tls) => tls.read(into),
-            };
-            match read {
-                Ok(n) => return Ok(n),
-                Err(e) if retried(&e) => {}
-                Err(e) => return Err(failed(e, answered)),
+            match &mut self.stream {
+                Stream::Plain(tcp) => {
+                    bound(tcp, &mut self.timeout, deadline)?;
+                    match tcp.read(into) {
+                        Ok(n) => return Ok(n),
+                        Err(e) if retried(&e) => {}
+                        Err(e) => return Err(failed(e, answered)),
+                    }
+                }
+                Stream::Tls(tls) => {
+                    match tls.session.reader().read(into) {
+                        Ok(n) => return Ok(n),
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(failed(e, answered)),
+                    }
+                    bound(&tls.tcp, &mut self.timeout, deadline)?;
+                    match tls.session.read_tls(&mut tls.tcp) {
+                        Err(e) if retried(&e) => continue,
+                        Err(e) => return Err(failed(e, answered)),
+                        Ok(_) => {}
+                    }
+                    if let Err(e) = tls.session.process_new_packets() {
+                        let e = io::Error::new(io::ErrorKind::InvalidData, e);
+                        return Err(failed(e, answered));
+                    }
+                    // An alert or a key update to answer.
+                    self.flush(deadline, answered)?;
+                }
             }
         }
     }
 
-    /// See [`bound`].
-    fn bound(&mut self, deadline: Instant) -> Result<(), Failed> {
+    /// Whether nothing waits to be read on an idle connection: neither its end nor bytes
+    /// the server sent meanwhile.
+    fn quiet(&self) -> bool {
         let tcp = match &self.stream {
             Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => &tls.sock,
+            Stream::Tls(tls) => &tls.tcp,
         };
-        bound(tcp, &mut self.timeout, deadline)
+        if tcp.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let waiting = tcp.peek(&mut [0]);
+        let quiet = matches!(&waiting, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        tcp.set_nonblocking(false).is_ok() && quiet
     }
 }
 
@@ -413,7 +495,8 @@ fn exchange(
             break head;
         }
     };
-    let mut keep = head.keep;
+    // Anything but HTTP/1.1 after a 101: not ours to read.
+    let mut keep = head.keep && head.status != 101;
     let mut body = Vec::new();
     match head.framing {
         Framing::None => {}
@@ -508,7 +591,7 @@ impl<'a> Incoming<'a> {
     /// The next response head.
     fn head(&mut self) -> Result<Head, Failed> {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut headers);
             match parsed.parse(self.waiting()) {
                 Ok(httparse::Status::Complete(length)) => {
@@ -564,12 +647,14 @@ impl<'a> Incoming<'a> {
         Ok(())
     }
 
-    /// The next line, without its CRLF.
+    /// The next line, without its CRLF (or a bare LF).
     fn line(&mut self) -> Result<String, Failed> {
         loop {
-            if let Some(end) = self.waiting().windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.waiting()[..end]).into_owned();
-                self.start += end + 2;
+            if let Some(end) = self.waiting().iter().position(|b| *b == b'\n') {
+                let line = &self.waiting()[..end];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let line = String::from_utf8_lossy(line).into_owned();
+                self.start += end + 1;
                 return Ok(line);
             }
             if self.waiting().len() > MAX_HEAD {
@@ -591,7 +676,7 @@ impl<'a> Incoming<'a> {
                 while !self.line()?.is_empty() {}
                 return Ok(true);
             }
-            if body.len() + size > MAX_BODY {
+            if size > MAX_BODY - body.len() {
                 self.exactly(MAX_BODY - body.len(), body)?;
                 return Ok(false);
             }
@@ -634,18 +719,28 @@ fn read_head(parsed: &httparse::Response<'_, '_>) -> Result<Head, Failed> {
             .flat_map(|h| h.value.split(|b| *b == b','))
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     };
-    let keep = parsed.version == Some(1) && !has_token("connection", "close");
-    let framing = if matches!(status, 100..=199 | 204 | 304) {
-        Framing::None
-    } else if has_token("transfer-encoding", "chunked") {
-        Framing::Chunked
-    } else if let Some(length) = header("content-length") {
-        let length = length.parse().map_err(|_| {
-            Failed::Protocol(format!("a Content-Length that is not a number: {length:?}"))
-        })?;
-        Framing::Length(length)
-    } else {
-        Framing::UntilClose
+    let encoded = header("transfer-encoding");
+    let length = header("content-length");
+    // Both: a message read by its encoding, on a connection not trusted with another.
+    let keep = parsed.version == Some(1)
+        && !has_token("connection", "close")
+        && !(encoded.is_some() && length.is_some());
+    let framing = match (encoded, length) {
+        _ if matches!(status, 100..=199 | 204 | 304) => Framing::None,
+        // Chunked when that is the last coding; any other ends with the connection.
+        (Some(codings), _) => match codings.rsplit(',').next() {
+            Some(last) if last.trim().eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            _ => Framing::UntilClose,
+        },
+        (None, Some(length)) => {
+            let not_a_number =
+                || Failed::Protocol(format!("a Content-Length that is not a number: {length:?}"));
+            if length.is_empty() || !length.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(not_a_number());
+            }
+            Framing::Length(length.parse().map_err(|_| not_a_number())?)
+        }
+        (None, None) => Framing::UntilClose,
     };
     Ok(Head {
         status,
@@ -678,8 +773,9 @@ const PROXY_VARIABLES: [&str; 6] = [
 ];
 
 impl Proxy {
-    /// The proxy for `host` from the variables `var` gives: the first set to an http URL (a
-    /// bare `host:port` too), unless `NO_PROXY` (or `no_proxy`) exempts the host.
+    /// The proxy for `host` (as a URL writes it) from the variables `var` gives: the first
+    /// set to a URL (a bare `host:port` is an http one), unless `NO_PROXY` (or `no_proxy`)
+    /// exempts the host. A proxy that is not `http://` is not used (with a warning).
     fn from_env(var: impl Fn(&str) -> Option<String>, host: &str) -> Option<Self> {
         let no_proxy = var("NO_PROXY")
             .or_else(|| var("no_proxy"))
@@ -687,56 +783,63 @@ impl Proxy {
         if no_proxy.split(',').any(|entry| exempts(entry.trim(), host)) {
             return None;
         }
-        PROXY_VARIABLES.iter().find_map(|name| {
-            let value = var(name)?;
+        let (name, url) = PROXY_VARIABLES.iter().find_map(|name| {
+            let value = var(name).filter(|v| !v.trim().is_empty())?;
             let value = value.trim();
-            let url = if value.contains("://") {
-                url::Url::parse(value)
-            } else {
-                url::Url::parse(&format!("http://{value}"))
+            let url = match value.contains("://") {
+                true => url::Url::parse(value),
+                false => url::Url::parse(&format!("http://{value}")),
             };
-            let url = match url {
-                Ok(url) if url.scheme() == "http" && url.host_str().is_some() => url,
+            match url {
+                Ok(url) if url.host_str().is_some() => Some((name, url)),
                 _ => {
-                    tracing::warn!(
-                        "{name} is not an http:// proxy URL; it is not used for the frontend"
-                    );
-                    return None;
+                    tracing::warn!("{name} is not a proxy URL; it is not used for the frontend");
+                    None
                 }
-            };
-            let host = match url.host()? {
-                url::Host::Ipv6(ip) => ip.to_string(),
-                other => other.to_string(),
-            };
-            let port = url.port().unwrap_or(80);
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            let authorization = (!url.username().is_empty()).then(|| {
-                let credentials = format!(
-                    "{}:{}",
-                    decode(url.username()),
-                    decode(url.password().unwrap_or_default())
-                );
-                format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(credentials)
-                )
-            });
-            Some(Self {
-                shown: format!("{}:{port}", url.host_str()?),
-                host,
-                port,
-                authorization,
-            })
+            }
+        })?;
+        if url.scheme() != "http" {
+            tracing::warn!(
+                "{name} names a {}:// proxy, which the frontend sink does not support (http:// \
+                 only): the frontend is reached directly",
+                url.scheme()
+            );
+            return None;
+        }
+        let proxy_host = match url.host()? {
+            url::Host::Ipv6(ip) => ip.to_string(),
+            other => other.to_string(),
+        };
+        let port = url.port().unwrap_or(80);
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let has_credentials = !url.username().is_empty() || url.password().is_some();
+        let authorization = has_credentials.then(|| {
+            let credentials = format!(
+                "{}:{}",
+                decode(url.username()),
+                decode(url.password().unwrap_or_default())
+            );
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            )
+        });
+        Some(Self {
+            shown: format!("{}:{port}", url.host_str()?),
+            host: proxy_host,
+            port,
+            authorization,
         })
     }
 }
 
-/// Whether a `NO_PROXY` entry covers `host`: `*`, a suffix (`.example.com`, `*.example.com`),
-/// a prefix (`10.*`) or the host itself, in any case.
+/// Whether a `NO_PROXY` entry covers `host`, in any case: `*`; a suffix, `.example.com` or
+/// `*.example.com` (its subdomains, not `example.com`); a prefix, `10.*` or `192.168.`; or
+/// the host itself (an IPv6 address in brackets).
 fn exempts(entry: &str, host: &str) -> bool {
     let (entry, host) = (entry.to_ascii_lowercase(), host.to_ascii_lowercase());
     if entry.is_empty() {
@@ -748,24 +851,37 @@ fn exempts(entry: &str, host: &str) -> bool {
     if let Some(suffix) = entry.strip_prefix('*') {
         return host.ends_with(suffix);
     }
-    if let Some(bare) = entry.strip_prefix('.') {
-        return host.ends_with(&entry) || host == bare;
+    if entry.starts_with('.') {
+        return host.ends_with(&entry);
     }
     if let Some(prefix) = entry.strip_suffix('*') {
         return host.starts_with(prefix);
     }
+    if entry.ends_with('.') {
+        return host.starts_with(&entry);
+    }
     host == entry
 }
 
-/// Asks the proxy on `connection` for a tunnel to `authority`.
+/// What a tunnel leads to: the frontend's `host:port`, and the client's `User-Agent`.
+struct Tunnel<'a> {
+    authority: &'a str,
+    user_agent: Option<&'a str>,
+}
+
+/// Asks the proxy on `connection` for a tunnel.
 fn tunnel(
     connection: &mut Connection,
     proxy: &Proxy,
-    authority: &str,
+    to: Tunnel<'_>,
     input: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<(), HttpError> {
+    let authority = to.authority;
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(user_agent) = to.user_agent {
+        request.push_str(&format!("User-Agent: {user_agent}\r\n"));
+    }
     if let Some(authorization) = &proxy.authorization {
         request.push_str(&format!("Proxy-Authorization: {authorization}\r\n"));
     }
@@ -981,6 +1097,17 @@ mod tests {
         assert_eq!(finish(port, server), 1);
     }
 
+    /// Posts with a 300 ms timeout, which must be what ends it; how long it took.
+    fn times_out(client: &mut Client) -> Duration {
+        let start = Instant::now();
+        let error = client
+            .post(b"{}", Duration::from_millis(300))
+            .err()
+            .unwrap();
+        assert!(matches!(error, HttpError::Timeout), "{error}");
+        start.elapsed()
+    }
+
     #[test]
     fn a_server_that_does_not_answer_times_out_by_the_deadline() {
         let (port, server) = server(|mut stream| {
@@ -989,17 +1116,9 @@ mod tests {
             assert!(request(&mut stream).is_empty());
             false
         });
-        let mut client = client(&format!("http://127.0.0.1:{port}/"));
-        let start = Instant::now();
-        let error = client
-            .post(b"{}", Duration::from_millis(300))
-            .err()
-            .unwrap();
-        let took = start.elapsed();
-        assert!(matches!(error, HttpError::Timeout), "{error}");
+        let took = times_out(&mut client(&format!("http://127.0.0.1:{port}/")));
         assert!(took >= Duration::from_millis(300), "{took:?}");
         assert!(took < Duration::from_secs(5), "{took:?}");
-        drop(client);
         server.join().unwrap();
     }
 
@@ -1035,13 +1154,26 @@ mod tests {
             ("proxy.example", 80, None)
         );
         assert_eq!(
-            Proxy::from_env(env(&[("ALL_PROXY", "socks5://p:1")]), "f"),
-            None
+            Proxy::from_env(
+                env(&[("ALL_PROXY", "socks5://p:1"), ("HTTP_PROXY", "http://p:2")]),
+                "f"
+            ),
+            None,
+            "the first set decides, and a SOCKS proxy is not used"
+        );
+        let empty = env(&[("HTTPS_PROXY", " "), ("HTTP_PROXY", "http://:pw@p:2")]);
+        let password_only = Proxy::from_env(empty, "f").unwrap();
+        assert_eq!(
+            (password_only.port, password_only.authorization.as_deref()),
+            (2, Some("Basic OnB3")),
+            "an empty variable is not set; a password alone is sent"
         );
         assert_eq!(Proxy::from_env(env(&[]), "f"), None);
         for (no_proxy, host, exempt) in [
             (".example.com", "a.example.com", true),
-            (".example.com", "example.com", true),
+            (".example.com", "example.com", false),
+            ("192.168.", "192.168.1.7", true),
+            ("[fd00::5]", "[fd00::5]", true),
             ("*.example.com", "b.a.example.com", true),
             ("example.com", "a.example.com", false),
             ("Frontend.Example", "frontend.example", true),
@@ -1074,7 +1206,8 @@ mod tests {
             }
             assert!(
                 connect.starts_with(
-                    "CONNECT frontend.example:8443 HTTP/1.1\r\nHost: frontend.example:8443\r\n"
+                    "CONNECT frontend.example:8443 HTTP/1.1\r\nHost: frontend.example:8443\r\n\
+                     User-Agent: cl/1\r\n"
                 ),
                 "{connect}"
             );
@@ -1088,7 +1221,7 @@ mod tests {
         });
         let url = url::Url::parse("http://frontend.example:8443/cdr/").unwrap();
         let through = |proxy: String| {
-            Client::new(&url, &[], None, move |name| {
+            Client::new(&url, &[("User-Agent", "cl/1")], None, move |name| {
                 (name == "HTTP_PROXY").then(|| proxy.clone())
             })
             .unwrap()
@@ -1108,5 +1241,85 @@ mod tests {
         assert_eq!(client.proxy(), Some(format!("127.0.0.1:{port}").as_str()));
         assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
         assert_eq!(proxy.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn an_idle_connection_holding_a_late_answer_or_idle_too_long_is_not_used_again() {
+        let (port, server) = server(|mut stream| {
+            if request(&mut stream).is_empty() {
+                return false;
+            }
+            stream.write_all(&created(0)).unwrap();
+            // What some servers send before they close an idle connection.
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = stream.write_all(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n");
+            true
+        });
+        let mut client = client(&format!("http://127.0.0.1:{port}/"));
+        client.probe_after = Duration::from_millis(100);
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            client.post(b"{}", TIMEOUT).unwrap().status,
+            201,
+            "the 408 is not taken for the answer"
+        );
+
+        // Idle past the limit: a new connection, with no probe of the old one.
+        client.probe_after = Duration::MAX;
+        client.max_idle = Duration::from_millis(100);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
+        drop(client);
+        assert_eq!(finish(port, server), 3, "one connection per POST");
+    }
+
+    #[test]
+    fn a_chunk_size_past_any_limit_is_an_error_not_a_panic() {
+        let (port, server) = answering(
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n\
+              ffffffffffffffff\r\nb"
+                .to_vec(),
+        );
+        let mut client = client(&format!("http://127.0.0.1:{port}/"));
+        let error = client.post(b"{}", TIMEOUT).err().unwrap();
+        assert!(
+            matches!(&error, HttpError::Failed(why) if why.contains("middle of the response")),
+            "{error}"
+        );
+        drop(client);
+        assert_eq!(finish(port, server), 1);
+    }
+
+    #[test]
+    fn a_tls_handshake_that_trickles_is_held_to_the_deadline() {
+        // A TLS record header announcing 100 bytes, then a byte every 50 ms.
+        let (port, server) = server(|mut stream| {
+            let mut hello = [0; 512];
+            let _ = stream.read(&mut hello);
+            let _ = stream.write_all(&[0x16, 0x03, 0x03, 0x00, 0x64]);
+            for _ in 0..40 {
+                std::thread::sleep(Duration::from_millis(50));
+                if stream.write_all(&[0]).is_err() {
+                    break;
+                }
+            }
+            false
+        });
+        let url = url::Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let mut client = Client::new(&url, &[], Some(Arc::new(config)), |_| None).unwrap();
+        let took = times_out(&mut client);
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+        drop(client);
+        server.join().unwrap();
     }
 }

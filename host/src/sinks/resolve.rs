@@ -3,7 +3,8 @@
 //! An IP address needs no lookup. A name's addresses are kept for [`TTL`]; a lookup runs on
 //! a thread of its own, so that one that hangs (a resolver that does not answer) is abandoned
 //! when the request's time is up instead of holding the sink. A frontend that moves to
-//! another address is reached again within [`TTL`].
+//! another address is reached at it by the next new connection after [`TTL`] (the client
+//! opens one when its kept-alive connection fails or sat idle too long).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
