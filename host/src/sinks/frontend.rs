@@ -12,6 +12,7 @@
 //! `settings.frontend`, and a 3xx is logged with where it pointed. Under a backlog, INCOMING
 //! ("ringing now") records can be skipped (`drop_stale_incoming`): the next ack covers them.
 
+use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -299,15 +300,16 @@ impl FrontendSink {
     }
 
     fn post(&mut self, batch: &[Pending]) -> Outcome {
+        // One record as it is (the client copies it into the request), a batch as an array.
         let body = match batch {
-            [one] => one.body.clone(),
-            many => format!(
+            [one] => Cow::Borrowed(one.body.as_str()),
+            many => Cow::Owned(format!(
                 "[{}]",
                 many.iter()
                     .map(|p| p.body.as_str())
                     .collect::<Vec<_>>()
                     .join(",")
-            ),
+            )),
         };
         let response = match self
             .client

@@ -174,8 +174,8 @@ impl Client {
         let deadline = Instant::now() + timeout;
         self.request.clear();
         self.request.extend_from_slice(&self.head);
-        self.request
-            .extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.request, "Content-Length: {}\r\n\r\n", body.len());
         self.request.extend_from_slice(body);
         loop {
             let idle = |c: &Connection| c.used.elapsed();
