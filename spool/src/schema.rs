@@ -454,4 +454,26 @@ mod tests {
         tx.commit().unwrap();
         assert_eq!(count(&conn), 2);
     }
+
+    #[test]
+    fn the_bundled_sqlite_leaves_out_what_the_spool_never_uses() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // Set in `.cargo/config.toml` (LIBSQLITE3_FLAGS).
+        for left_out in ["ENABLE_FTS3", "ENABLE_FTS5", "ENABLE_RTREE", "ENABLE_STAT4"] {
+            assert!(
+                !options.iter().any(|o| o == left_out),
+                "{left_out}: {options:?}"
+            );
+        }
+        for wanted in ["OMIT_JSON", "DEFAULT_MEMSTATUS=0"] {
+            assert!(options.iter().any(|o| o == wanted), "{wanted}: {options:?}");
+        }
+        conn.execute_batch("SELECT json('[]')").unwrap_err();
+    }
 }
