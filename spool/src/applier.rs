@@ -14,6 +14,7 @@ use crate::journal::Found;
 use crate::open::{Db, Rotation, Shared, BATCH_BYTES};
 use crate::queue;
 use crate::schema::{self, aside_path};
+use crate::sql;
 use crate::trouble::Part;
 use crate::JOURNAL;
 
@@ -250,12 +251,7 @@ impl Shared {
         let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
         {
             self.save_acks(&tx, db).map_err(|e| self.err(e))?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO pending (seq, id, kind, pushed_at, body, evict_first)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(|e| self.err(e))?;
+            let mut insert = tx.prepare_cached(sql::INSERT).map_err(|e| self.err(e))?;
             for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 match parse_line(line) {
                     Some((_, _, id, _)) if skip.is_some_and(|s| s.contains(id)) => {}
@@ -439,7 +435,8 @@ impl Shared {
     /// Copies the WAL into the database file (and fsyncs it), without holding up the queue.
     pub(crate) fn checkpoint(&self) -> Result<(), crate::SqliteError> {
         let conn = self.checkpointer.lock().unwrap_or_else(|e| e.into_inner());
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        conn.prepare_cached(sql::CHECKPOINT)
+            .and_then(|mut s| s.query_row([], |_| Ok(())))
             .map_err(|e| self.err(e))
     }
 }

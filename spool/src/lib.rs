@@ -33,6 +33,7 @@ mod open;
 mod queue;
 mod reader;
 mod schema;
+mod sql;
 mod trouble;
 
 use std::num::NonZeroU64;

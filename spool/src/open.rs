@@ -17,6 +17,7 @@ use crate::error::{AppendError, JournalError, OpenError, SqliteError};
 use crate::fs::Filesystem;
 use crate::journal::{self, Header, Journal};
 use crate::schema::{self, aside_path, sqlite, Meta, Opened};
+use crate::sql;
 use crate::trouble::{Part, Troubles};
 use crate::{EvictFirst, Fsync, Options, FILE, JOURNAL};
 
@@ -142,6 +143,9 @@ impl Shared {
             schema::open_owned(fs.as_ref(), &path, options.fsync, options.evict_first)?;
         let meta = schema::read_meta(&conn).map_err(sqlite(&path))?;
         let checkpointer = schema::open_db(&path).map_err(sqlite(&path))?;
+        sql::prepare(&conn, sql::OWNER)
+            .and_then(|()| sql::prepare(&checkpointer, &[sql::CHECKPOINT]))
+            .map_err(sqlite(&path))?;
         let mut db = Db {
             conn,
             generation: meta.generation,
@@ -451,10 +455,7 @@ pub fn store_cursor(
     consuming: bool,
     acked: i64,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO cursors VALUES (?1, ?2, ?3)
-         ON CONFLICT (sink) DO UPDATE SET consuming = ?2, acked = ?3",
-    )?
-    .execute(params![sink, consuming, acked])
-    .map(drop)
+    conn.prepare_cached(sql::STORE_CURSOR)?
+        .execute(params![sink, consuming, acked])
+        .map(drop)
 }

@@ -11,6 +11,7 @@ use crate::direct::Direct;
 use crate::error::{AckError, CursorError, ReadError, SqliteError};
 use crate::open::{store_cursor, Db, Shared, UnsavedAck};
 use crate::schema;
+use crate::sql;
 use crate::{Counts, Pending};
 
 /// The most records [`Cursor::backlog`] counts behind the queue's front: far more than a
@@ -23,9 +24,6 @@ pub const COUNTED: u64 = 10_000;
 const SAVE_AT_ONCE: i64 = 16;
 
 /// A cursor's read: the oldest `?2` records after `?1`.
-pub(crate) const READ: &str =
-    "SELECT seq, id, kind, body FROM pending WHERE seq > ?1 ORDER BY seq LIMIT ?2";
-
 /// How a sink's cursor holds records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -159,7 +157,7 @@ impl Cursor {
             return self.shared.pending.load(Ordering::Relaxed);
         }
         db.conn
-            .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM pending WHERE seq > ?1 LIMIT ?2)")
+            .prepare_cached(sql::COUNT_AFTER)
             .and_then(|mut s| s.query_row(params![self.position, COUNTED], |r| r.get(0)))
             .unwrap_or_else(|e| {
                 tracing::warn!("{}", self.shared.err(e));
@@ -182,7 +180,7 @@ impl Cursor {
         }
         let mut select = db
             .conn
-            .prepare_cached(READ)
+            .prepare_cached(sql::READ)
             .map_err(|e| self.shared.err(e))?;
         let rows = select
             .query_map(params![self.position, limit as i64], pending_row)
@@ -279,19 +277,14 @@ impl Cursor {
         if low > from && pending > 0 && !at_once {
             removed = db
                 .conn
-                .prepare_cached("SELECT count(*) FROM pending WHERE seq > ?1 AND seq <= ?2")
+                .prepare_cached(sql::COUNT_BETWEEN)
                 .and_then(|mut s| s.query_row([from, low], |r| r.get::<_, i64>(0)))
                 .map_err(err)? as u64;
         }
         if let Some((status, response)) = dead {
             let response: String = response.chars().take(1024).collect();
             db.conn
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO dead
-                         (sink, seq, id, kind, pushed_at, body, status, response, failed_at)
-                     SELECT ?1, seq, id, kind, pushed_at, body, ?3, ?4, unixepoch()
-                     FROM pending WHERE seq = ?2",
-                )
+                .prepare_cached(sql::BURY)
                 .and_then(|mut s| s.execute(params![self.sink, through, status, response]))
                 .map_err(err)?;
         }
@@ -352,7 +345,7 @@ impl Drop for Cursor {
 /// the stored count; returns how many there were.
 fn delete_acked(tx: &Connection, after: i64, through: i64) -> rusqlite::Result<u64> {
     let deleted = tx
-        .prepare_cached("DELETE FROM pending WHERE seq > ?1 AND seq <= ?2")?
+        .prepare_cached(sql::DELETE_BETWEEN)?
         .execute([after, through])? as u64;
     schema::add_pending(tx, -(deleted as i64))?;
     Ok(deleted)

@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use crate::error::{OpenError, SqliteError};
 use crate::fs::Filesystem;
+use crate::sql;
 use crate::{EvictFirst, Fsync, FILE};
 
 /// The database layout this spool writes (`PRAGMA user_version`): 0 was calllogger 0.1's, 1
@@ -336,12 +337,12 @@ pub struct Tx<'c> {
 
 impl<'c> Tx<'c> {
     pub fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
-        conn.prepare_cached("BEGIN")?.execute([])?;
+        conn.prepare_cached(sql::BEGIN)?.execute([])?;
         Ok(Self { conn, open: true })
     }
 
     pub fn commit(mut self) -> rusqlite::Result<()> {
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.conn.prepare_cached(sql::COMMIT)?.execute([])?;
         self.open = false;
         Ok(())
     }
@@ -361,7 +362,7 @@ impl Drop for Tx<'_> {
         if self.open && !self.conn.is_autocommit() {
             let _ = self
                 .conn
-                .prepare_cached("ROLLBACK")
+                .prepare_cached(sql::ROLLBACK)
                 .and_then(|mut s| s.execute([]));
         }
     }
@@ -370,33 +371,24 @@ impl Drop for Tx<'_> {
 /// Sets `key` in the `meta` table; an existing row is updated in place (a replace would
 /// rewrite its index page too: one more WAL frame per applied batch).
 pub fn set_meta(conn: &Connection, key: &str, value: u64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO meta VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![key, value])
-    .map(drop)
+    conn.prepare_cached(sql::SET_META)?
+        .execute(params![key, value])
+        .map(drop)
 }
 
 /// Adds `delta` to the stored count of records in the queue.
 pub fn add_pending(conn: &Connection, delta: i64) -> rusqlite::Result<()> {
     if delta != 0 {
-        conn.prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'pending'")?
-            .execute([delta])?;
+        conn.prepare_cached(sql::ADD_PENDING)?.execute([delta])?;
     }
     Ok(())
 }
 
 /// Makes the queue's next seq larger than `seq` (SQLite keeps it in `sqlite_sequence`).
 pub fn raise_sequence(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
-    let raised = conn
-        .prepare_cached("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'pending' AND seq < ?1")?
-        .execute([seq])?;
+    let raised = conn.prepare_cached(sql::RAISE_SEQUENCE)?.execute([seq])?;
     if raised == 0 {
-        conn.prepare_cached(
-            "INSERT INTO sqlite_sequence (name, seq) SELECT 'pending', ?1
-             WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'pending')",
-        )?
-        .execute([seq])?;
+        conn.prepare_cached(sql::START_SEQUENCE)?.execute([seq])?;
     }
     Ok(())
 }
@@ -405,10 +397,12 @@ pub fn raise_sequence(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
 /// (the records up to it have left the queue, but may not be deleted yet).
 pub fn dead_and_oldest(conn: &Connection, removed: i64) -> rusqlite::Result<(u64, Option<i64>)> {
     let oldest = conn
-        .prepare_cached("SELECT pushed_at FROM pending WHERE seq > ?1 ORDER BY seq LIMIT 1")?
+        .prepare_cached(sql::OLDEST_AFTER)?
         .query_row([removed], |r| r.get(0))
         .optional()?;
-    let dead = conn.query_row("SELECT count(*) FROM dead", [], |r| r.get(0))?;
+    let dead = conn
+        .prepare_cached(sql::COUNT_DEAD)?
+        .query_row([], |r| r.get(0))?;
     Ok((dead, oldest))
 }
 

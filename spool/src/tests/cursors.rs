@@ -542,7 +542,7 @@ fn a_cursor_reads_and_acks_without_planning_its_statements_again() {
         assert_eq!(cursor.backlog(), 0);
     }
     let db = spool.shared().db();
-    let read = db.conn.prepare_cached(queue::READ).unwrap();
+    let read = db.conn.prepare_cached(crate::sql::READ).unwrap();
     // A new binding of `LIMIT ?2` made SQLite plan the statement again, every time.
     assert_eq!(read.get_status(rusqlite::StatementStatus::RePrepare), 0);
 }
