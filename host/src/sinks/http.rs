@@ -182,7 +182,8 @@ impl Client {
             let kept = self
                 .connection
                 .take()
-                .filter(|c| idle(c) < self.max_idle && (idle(c) < self.probe_after || c.quiet()));
+                .filter(|c| idle(c) < self.max_idle)
+                .and_then(|mut c| (idle(&c) < self.probe_after || c.quiet()).then_some(c));
             let reused = kept.is_some();
             let mut connection = match kept {
                 Some(connection) => connection,
@@ -269,7 +270,10 @@ impl Client {
                         Err(e) => return Err(connect(&e)),
                         Ok(_) => {}
                     }
-                    tls.session.process_new_packets().map_err(|e| connect(&e))?;
+                    if let Err(e) = tls.session.process_new_packets() {
+                        tls.send_alert();
+                        return Err(connect(&e));
+                    }
                 }
                 Stream::Tls(tls)
             }
@@ -346,10 +350,38 @@ enum Stream {
     Tls(Box<Tls>),
 }
 
+impl Stream {
+    /// The socket.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => &tls.tcp,
+        }
+    }
+}
+
 /// A TLS session and its socket.
 struct Tls {
     session: ClientConnection,
     tcp: TcpStream,
+}
+
+impl Tls {
+    /// Processes the records read so far; whether they hold plaintext not yet read, the
+    /// server's `close_notify`, or an error.
+    fn holds_more(&mut self) -> bool {
+        self.session.process_new_packets().map_or(true, |io| {
+            io.plaintext_bytes_to_read() > 0 || io.peer_has_closed()
+        })
+    }
+
+    /// Writes the alert rustls queued for an error, if the socket takes it at once; the
+    /// connection is dropped after it anyway.
+    fn send_alert(&mut self) {
+        if self.tcp.set_nonblocking(true).is_ok() {
+            let _ = self.session.write_tls(&mut self.tcp);
+        }
+    }
 }
 
 impl Connection {
@@ -422,6 +454,7 @@ impl Connection {
                         Ok(_) => {}
                     }
                     if let Err(e) = tls.session.process_new_packets() {
+                        tls.send_alert();
                         let e = io::Error::new(io::ErrorKind::InvalidData, e);
                         return Err(failed(e, answered));
                     }
@@ -433,18 +466,36 @@ impl Connection {
     }
 
     /// Whether nothing waits to be read on an idle connection: neither its end nor bytes
-    /// the server sent meanwhile.
-    fn quiet(&self) -> bool {
-        let tcp = match &self.stream {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => &tls.tcp,
-        };
-        if tcp.set_nonblocking(true).is_err() {
+    /// the server sent meanwhile. On TLS, records that carry neither (a session ticket, a
+    /// key update) are taken in and the connection stays quiet.
+    fn quiet(&mut self) -> bool {
+        if self.stream.tcp().set_nonblocking(true).is_err() {
             return false;
         }
-        let waiting = tcp.peek(&mut [0]);
-        let quiet = matches!(&waiting, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        tcp.set_nonblocking(false).is_ok() && quiet
+        let quiet = match &mut self.stream {
+            Stream::Plain(tcp) => {
+                matches!(tcp.peek(&mut [0]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Stream::Tls(tls) => loop {
+                match tls.session.read_tls(&mut tls.tcp) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break !tls.holds_more(),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(0) | Err(_) => break false,
+                    Ok(_) if tls.holds_more() => break false,
+                    Ok(_) => {}
+                }
+            },
+        };
+        self.stream.tcp().set_nonblocking(false).is_ok() && quiet
+    }
+
+    /// Whether the session, not the socket, holds what comes after an answer: bytes of
+    /// another, or the server's end (`close_notify`).
+    fn holds_more(&mut self) -> bool {
+        match &mut self.stream {
+            Stream::Plain(_) => false,
+            Stream::Tls(tls) => tls.holds_more(),
+        }
     }
 }
 
@@ -510,8 +561,8 @@ fn exchange(
             incoming.until_close(&mut body)?;
         }
     }
-    // Bytes past the answer: not ours to read as the next one's.
-    keep &= incoming.start == incoming.buffer.len();
+    // Bytes past the answer (or the server's end): not ours to read as the next one's.
+    keep &= incoming.start == incoming.buffer.len() && !incoming.connection.holds_more();
     let response = Response {
         status: head.status,
         retry_after: head.retry_after,
@@ -669,8 +720,10 @@ impl<'a> Incoming<'a> {
         loop {
             let line = self.line()?;
             let size = line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size, 16)
-                .map_err(|_| Failed::Protocol(format!("a chunk's size is not hex: {line:?}")))?;
+            let size = Some(size)
+                .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|s| usize::from_str_radix(s, 16).ok())
+                .ok_or_else(|| Failed::Protocol(format!("a chunk's size is not hex: {line:?}")))?;
             if size == 0 {
                 // Trailers, up to the empty line.
                 while !self.line()?.is_empty() {}
@@ -934,7 +987,7 @@ mod tests {
 
     /// Reads one request (its head, then `Content-Length` bytes); empty at the end of the
     /// connection.
-    fn request(stream: &mut TcpStream) -> Vec<u8> {
+    fn request(stream: &mut impl Read) -> Vec<u8> {
         let mut bytes = Vec::new();
         let mut byte = [0];
         while !bytes.ends_with(b"\r\n\r\n") {
@@ -1321,5 +1374,91 @@ mod tests {
         assert!(took < Duration::from_millis(1000), "{took:?}");
         drop(client);
         server.join().unwrap();
+    }
+
+    #[test]
+    fn tls_records_after_an_answer_keep_the_connection_unless_one_is_the_servers_end() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let server_config = Arc::new(server_config);
+        let mut accepted = 0;
+        let (port, server) = server(move |stream| {
+            accepted += 1;
+            if accepted > 2 {
+                return false;
+            }
+            // Each record sent at once, not held back for an ack (Nagle).
+            stream.set_nodelay(true).unwrap();
+            let session = rustls::ServerConnection::new(server_config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(session, stream);
+            assert!(!request(&mut tls).is_empty());
+            tls.write_all(&created(0)).unwrap();
+            tls.flush().unwrap();
+            if accepted == 1 {
+                // A key update after the answer: nothing for the client to read.
+                std::thread::sleep(Duration::from_millis(20));
+                tls.conn.refresh_traffic_keys().unwrap();
+                assert!(tls.conn.write_tls(&mut tls.sock).unwrap() > 0);
+                assert!(!request(&mut tls).is_empty());
+                // The answer and the server's end in one write.
+                tls.conn.writer().write_all(&created(0)).unwrap();
+                tls.conn.send_close_notify();
+                tls.conn.write_tls(&mut tls.sock).unwrap();
+            }
+            true
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let url = url::Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+        let mut client = Client::new(&url, &[], Some(Arc::new(config)), |_| None).unwrap();
+        client.probe_after = Duration::from_millis(10);
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
+        assert!(
+            client.connection.is_none(),
+            "the close_notify ends the connection"
+        );
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
+        drop(client);
+        assert_eq!(finish(port, server), 2, "the key update cost no connection");
+    }
+
+    #[test]
+    fn a_chunk_size_with_a_sign_is_refused() {
+        let (port, server) = answering(
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n+1\r\na\r\n0\r\n\r\n"
+                .to_vec(),
+        );
+        let mut client = client(&format!("http://127.0.0.1:{port}/"));
+        let error = client.post(b"{}", TIMEOUT).err().unwrap();
+        assert!(
+            matches!(&error, HttpError::Failed(why) if why.contains("not hex")),
+            "{error}"
+        );
+        drop(client);
+        assert_eq!(finish(port, server), 1);
     }
 }
