@@ -251,13 +251,17 @@ impl Client {
                     ClientConnection::new(config.clone(), name.clone()).map_err(|e| connect(&e))?;
                 // A request is handed over whole; the socket writes are bounded instead.
                 session.set_buffer_limit(None);
-                let mut tls = Box::new(Tls { session, tcp });
+                let mut tls = Box::new(Tls {
+                    session,
+                    tcp,
+                    records: Records::default(),
+                });
                 while tls.session.is_handshaking() {
                     bound(&tls.tcp, &mut connection.timeout, deadline)?;
                     let io = if tls.session.wants_write() {
                         tls.session.write_tls(&mut tls.tcp)
                     } else {
-                        match tls.session.read_tls(&mut tls.tcp) {
+                        match tls.read_tls() {
                             Ok(0) => Err(io::Error::new(
                                 io::ErrorKind::UnexpectedEof,
                                 "the server closed the connection during the TLS handshake",
@@ -364,22 +368,91 @@ impl Stream {
 struct Tls {
     session: ClientConnection,
     tcp: TcpStream,
+    /// Where the bytes read so far end in the server's records.
+    records: Records,
+}
+
+/// Follows the record boundaries of a TLS byte stream (each record: a 5-byte header whose
+/// last two bytes give the length of what follows), which the session does not tell.
+#[derive(Debug, Default)]
+struct Records {
+    header: [u8; 5],
+    /// Bytes of the next header read so far.
+    have: usize,
+    /// Bytes of the current record still to come.
+    left: usize,
+}
+
+impl Records {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len());
+                self.left -= n;
+                bytes = &bytes[n..];
+            } else {
+                let n = (5 - self.have).min(bytes.len());
+                self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+                self.have += n;
+                bytes = &bytes[n..];
+                if self.have == 5 {
+                    self.have = 0;
+                    self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                }
+            }
+        }
+    }
+
+    /// Whether the bytes so far end with a whole record.
+    fn whole(&self) -> bool {
+        self.have == 0 && self.left == 0
+    }
+}
+
+/// The socket as the session reads it, its bytes followed through [`Records`].
+struct Counted<'a> {
+    tcp: &'a TcpStream,
+    records: &'a mut Records,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, into: &mut [u8]) -> io::Result<usize> {
+        let n = self.tcp.read(into)?;
+        self.records.feed(&into[..n]);
+        Ok(n)
+    }
 }
 
 impl Tls {
-    /// Processes the records read so far; whether they hold plaintext not yet read, the
-    /// server's `close_notify`, or an error.
-    fn holds_more(&mut self) -> bool {
-        self.session.process_new_packets().map_or(true, |io| {
-            io.plaintext_bytes_to_read() > 0 || io.peer_has_closed()
-        })
+    /// Reads what the socket has into the session.
+    fn read_tls(&mut self) -> io::Result<usize> {
+        let mut socket = Counted {
+            tcp: &self.tcp,
+            records: &mut self.records,
+        };
+        self.session.read_tls(&mut socket)
     }
 
-    /// Writes the alert rustls queued for an error, if the socket takes it at once; the
-    /// connection is dropped after it anyway.
+    /// Processes the records read so far; whether they hold plaintext not yet read, the
+    /// server's `close_notify`, part of a record (the rest of which would be read as the next
+    /// request's answer), or an error (whose alert is sent).
+    fn holds_more(&mut self) -> bool {
+        match self.session.process_new_packets() {
+            Ok(io) => {
+                io.plaintext_bytes_to_read() > 0 || io.peer_has_closed() || !self.records.whole()
+            }
+            Err(_) => {
+                self.send_alert();
+                true
+            }
+        }
+    }
+
+    /// Writes the alert rustls queued for an error, if the socket takes it at once.
     fn send_alert(&mut self) {
         if self.tcp.set_nonblocking(true).is_ok() {
             let _ = self.session.write_tls(&mut self.tcp);
+            let _ = self.tcp.set_nonblocking(false);
         }
     }
 }
@@ -448,7 +521,7 @@ impl Connection {
                         Err(e) => return Err(failed(e, answered)),
                     }
                     bound(&tls.tcp, &mut self.timeout, deadline)?;
-                    match tls.session.read_tls(&mut tls.tcp) {
+                    match tls.read_tls() {
                         Err(e) if retried(&e) => continue,
                         Err(e) => return Err(failed(e, answered)),
                         Ok(_) => {}
@@ -477,11 +550,10 @@ impl Connection {
                 matches!(tcp.peek(&mut [0]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
             Stream::Tls(tls) => loop {
-                match tls.session.read_tls(&mut tls.tcp) {
+                match tls.read_tls() {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break !tls.holds_more(),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Ok(0) | Err(_) => break false,
-                    Ok(_) if tls.holds_more() => break false,
                     Ok(_) => {}
                 }
             },
@@ -1376,8 +1448,17 @@ mod tests {
         server.join().unwrap();
     }
 
-    #[test]
-    fn tls_records_after_an_answer_keep_the_connection_unless_one_is_the_servers_end() {
+    /// A loopback TLS 1.3 server running `serve` on each connection's session, in turn,
+    /// until it returns false (on the connection, before any TLS); and a client of it that
+    /// trusts its certificate, probing idle connections after 10 ms.
+    fn tls_server(
+        mut serve: impl FnMut(
+                usize,
+                Option<&mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>>,
+            ) -> bool
+            + Send
+            + 'static,
+    ) -> (Client, u16, JoinHandle<usize>) {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -1401,28 +1482,16 @@ mod tests {
         let mut accepted = 0;
         let (port, server) = server(move |stream| {
             accepted += 1;
-            if accepted > 2 {
+            if !serve(accepted, None) {
                 return false;
             }
             // Each record sent at once, not held back for an ack (Nagle).
             stream.set_nodelay(true).unwrap();
             let session = rustls::ServerConnection::new(server_config.clone()).unwrap();
-            let mut tls = rustls::StreamOwned::new(session, stream);
-            assert!(!request(&mut tls).is_empty());
-            tls.write_all(&created(0)).unwrap();
-            tls.flush().unwrap();
-            if accepted == 1 {
-                // A key update after the answer: nothing for the client to read.
-                std::thread::sleep(Duration::from_millis(20));
-                tls.conn.refresh_traffic_keys().unwrap();
-                assert!(tls.conn.write_tls(&mut tls.sock).unwrap() > 0);
-                assert!(!request(&mut tls).is_empty());
-                // The answer and the server's end in one write.
-                tls.conn.writer().write_all(&created(0)).unwrap();
-                tls.conn.send_close_notify();
-                tls.conn.write_tls(&mut tls.sock).unwrap();
-            }
-            true
+            serve(
+                accepted,
+                Some(&mut rustls::StreamOwned::new(session, stream)),
+            )
         });
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.der().clone()).unwrap();
@@ -1434,6 +1503,31 @@ mod tests {
         let url = url::Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
         let mut client = Client::new(&url, &[], Some(Arc::new(config)), |_| None).unwrap();
         client.probe_after = Duration::from_millis(10);
+        (client, port, server)
+    }
+
+    #[test]
+    fn tls_records_after_an_answer_keep_the_connection_unless_one_is_the_servers_end() {
+        let (mut client, port, server) = tls_server(|accepted, tls| {
+            let Some(tls) = tls else {
+                return accepted <= 2;
+            };
+            assert!(!request(tls).is_empty());
+            tls.write_all(&created(0)).unwrap();
+            tls.flush().unwrap();
+            if accepted == 1 {
+                // A key update after the answer: nothing for the client to read.
+                std::thread::sleep(Duration::from_millis(20));
+                tls.conn.refresh_traffic_keys().unwrap();
+                assert!(tls.conn.write_tls(&mut tls.sock).unwrap() > 0);
+                assert!(!request(tls).is_empty());
+                // The answer and the server's end in one write.
+                tls.conn.writer().write_all(&created(0)).unwrap();
+                tls.conn.send_close_notify();
+                tls.conn.write_tls(&mut tls.sock).unwrap();
+            }
+            true
+        });
         assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
@@ -1444,6 +1538,57 @@ mod tests {
         assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
         drop(client);
         assert_eq!(finish(port, server), 2, "the key update cost no connection");
+    }
+
+    #[test]
+    fn an_idle_tls_connection_with_part_of_a_late_answer_is_not_used_again() {
+        let (mut client, port, server) = tls_server(|accepted, tls| {
+            let Some(tls) = tls else {
+                return accepted <= 2;
+            };
+            assert!(!request(tls).is_empty());
+            tls.write_all(&created(0)).unwrap();
+            tls.flush().unwrap();
+            if accepted == 1 {
+                // A late 408 whose record comes in two parts, the probe between them.
+                let mut late = Vec::new();
+                tls.conn
+                    .writer()
+                    .write_all(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+                    .unwrap();
+                tls.conn.write_tls(&mut late).unwrap();
+                tls.sock.write_all(&late[..10]).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = tls.sock.write_all(&late[10..]);
+            }
+            true
+        });
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            client.post(b"{}", TIMEOUT).unwrap().status,
+            201,
+            "the 408 is not taken for the answer"
+        );
+        drop(client);
+        assert_eq!(finish(port, server), 2);
+    }
+
+    #[test]
+    fn record_boundaries_are_followed_across_reads_of_any_size() {
+        // A record of 3 bytes, an empty one, then one of 258 bytes.
+        let mut stream = vec![23, 3, 3, 0, 3, 1, 2, 3, 21, 3, 3, 0, 0, 23, 3, 3, 1, 2];
+        stream.extend([0; 258]);
+        let ends = [8, 13, stream.len()];
+        for size in [1, 2, 5, 7, 100, stream.len()] {
+            let mut records = Records::default();
+            let mut read = 0;
+            for piece in stream.chunks(size) {
+                records.feed(piece);
+                read += piece.len();
+                assert_eq!(records.whole(), ends.contains(&read), "{size}: {read}");
+            }
+        }
     }
 
     #[test]
