@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::SqliteError;
 use crate::open::{Db, Shared};
-use crate::schema;
+use crate::{schema, sql};
 
 /// The most records one eviction deletes, so that it never holds the queue for long.
 const EVICT_CHUNK: u64 = 10_000;
@@ -26,17 +26,12 @@ impl Shared {
             (pending - self.max_records + (self.max_records / 100).max(1)).min(EVICT_CHUNK);
         let tx = schema::Tx::begin(&db.conn).map_err(|e| self.err(e))?;
         let first = tx
-            .execute(
-                "DELETE FROM pending WHERE seq IN
-                     (SELECT seq FROM pending WHERE evict_first = 1 ORDER BY seq LIMIT ?1)",
-                [excess],
-            )
+            .prepare_cached(sql::EVICT_FIRST)
+            .and_then(|mut s| s.execute([excess]))
             .map_err(|e| self.err(e))? as u64;
         let oldest = tx
-            .execute(
-                "DELETE FROM pending WHERE seq IN (SELECT seq FROM pending ORDER BY seq LIMIT ?1)",
-                [excess - first],
-            )
+            .prepare_cached(sql::EVICT_OLDEST)
+            .and_then(|mut s| s.execute([excess - first]))
             .map_err(|e| self.err(e))? as u64;
         schema::add_pending(&tx, -((first + oldest) as i64)).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;

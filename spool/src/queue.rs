@@ -23,7 +23,6 @@ pub const COUNTED: u64 = 10_000;
 /// a crash would otherwise send again with everything else acked in that second.
 const SAVE_AT_ONCE: i64 = 16;
 
-/// A cursor's read: the oldest `?2` records after `?1`.
 /// How a sink's cursor holds records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

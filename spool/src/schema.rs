@@ -459,7 +459,15 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         // Set in `.cargo/config.toml` (LIBSQLITE3_FLAGS).
-        for left_out in ["ENABLE_FTS3", "ENABLE_FTS5", "ENABLE_RTREE", "ENABLE_STAT4"] {
+        for left_out in [
+            "ENABLE_FTS3",
+            "ENABLE_FTS5",
+            "ENABLE_RTREE",
+            "ENABLE_STAT4",
+            "ENABLE_DBSTAT_VTAB",
+            "SOUNDEX",
+            "ENABLE_COLUMN_METADATA",
+        ] {
             assert!(
                 !options.iter().any(|o| o == left_out),
                 "{left_out}: {options:?}"

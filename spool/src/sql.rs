@@ -47,6 +47,12 @@ pub(crate) const RAISE_SEQUENCE: &str =
 pub(crate) const START_SEQUENCE: &str =
     "INSERT INTO sqlite_sequence (name, seq) SELECT 'pending', ?1
      WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'pending')";
+/// Deletes the oldest `?1` records marked to be evicted first.
+pub(crate) const EVICT_FIRST: &str = "DELETE FROM pending WHERE seq IN
+     (SELECT seq FROM pending WHERE evict_first = 1 ORDER BY seq LIMIT ?1)";
+/// Deletes the oldest `?1` records.
+pub(crate) const EVICT_OLDEST: &str =
+    "DELETE FROM pending WHERE seq IN (SELECT seq FROM pending ORDER BY seq LIMIT ?1)";
 /// The push time of the oldest record after the seq `?1`.
 pub(crate) const OLDEST_AFTER: &str =
     "SELECT pushed_at FROM pending WHERE seq > ?1 ORDER BY seq LIMIT 1";
@@ -70,6 +76,8 @@ pub(crate) const OWNER: &[&str] = &[
     ADD_PENDING,
     RAISE_SEQUENCE,
     START_SEQUENCE,
+    EVICT_FIRST,
+    EVICT_OLDEST,
     OLDEST_AFTER,
     COUNT_DEAD,
 ];
