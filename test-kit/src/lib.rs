@@ -3,7 +3,8 @@
 //! installation with chosen libraries and modes ([`Install`]), the host process with its
 //! records and log ([`Host`]), its spool read back ([`Install::spool`]), a scripted HTTP
 //! frontend on loopback ([`frontend::Frontend`]), a small HTTP client for the status listener
-//! ([`http`]), small file systems for fault tests ([`mounts::Tmpfs`]), and the Windows host
+//! ([`http`]), small file systems for fault tests ([`mounts::Tmpfs`]), TLS for loopback servers
+//! ([`tls::loopback_tls`]), and the Windows host
 //! and libraries run under Wine ([`Install::windows`]).
 //!
 //! Everything here panics with what went wrong instead of returning errors: it is for tests.
@@ -11,6 +12,7 @@
 pub mod frontend;
 pub mod http;
 pub mod mounts;
+pub mod tls;
 pub mod windows;
 
 mod fixtures;

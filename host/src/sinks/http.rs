@@ -1399,21 +1399,38 @@ mod tests {
         assert_eq!(finish(port, server), 3, "one connection per POST");
     }
 
-    #[test]
-    fn a_chunk_size_past_any_limit_is_an_error_not_a_panic() {
-        let (port, server) = answering(
-            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n\
-              ffffffffffffffff\r\nb"
-                .to_vec(),
-        );
+    /// Posts once to a server that gives `answer`: an error saying `why`.
+    fn refused(answer: &[u8], why: &str) {
+        let (port, server) = answering(answer.to_vec());
         let mut client = client(&format!("http://127.0.0.1:{port}/"));
         let error = client.post(b"{}", TIMEOUT).err().unwrap();
         assert!(
-            matches!(&error, HttpError::Failed(why) if why.contains("middle of the response")),
+            matches!(&error, HttpError::Failed(said) if said.contains(why)),
             "{error}"
         );
         drop(client);
         assert_eq!(finish(port, server), 1);
+    }
+
+    #[test]
+    fn a_chunk_size_past_any_limit_is_an_error_not_a_panic() {
+        refused(
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n\
+              ffffffffffffffff\r\nb",
+            "middle of the response",
+        );
+    }
+
+    /// A client of `https://127.0.0.1:port/` that trusts `roots`.
+    fn tls_client(port: u16, roots: rustls::RootCertStore) -> Client {
+        let url = url::Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        Client::new(&url, &[], Some(Arc::new(config)), |_| None).unwrap()
     }
 
     #[test]
@@ -1431,90 +1448,53 @@ mod tests {
             }
             false
         });
-        let url = url::Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
-        let config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        let mut client = Client::new(&url, &[], Some(Arc::new(config)), |_| None).unwrap();
+        let mut client = tls_client(port, roots);
         let took = times_out(&mut client);
         assert!(took < Duration::from_millis(1000), "{took:?}");
         drop(client);
         server.join().unwrap();
     }
 
-    /// A loopback TLS 1.3 server running `serve` on each connection's session, in turn,
-    /// until it returns false (on the connection, before any TLS); and a client of it that
-    /// trusts its certificate, probing idle connections after 10 ms.
+    /// A loopback TLS 1.3 server for `connections` connections in turn: on each, it answers
+    /// the first request 201, then runs `then` with the connection's number (from 1); and a
+    /// client of it that trusts its certificate, probing idle connections after 10 ms.
     fn tls_server(
-        mut serve: impl FnMut(
-                usize,
-                Option<&mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>>,
-            ) -> bool
+        connections: usize,
+        mut then: impl FnMut(usize, &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>)
             + Send
             + 'static,
     ) -> (Client, u16, JoinHandle<usize>) {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-        let server_config = Arc::new(server_config);
+        let tls = calllogger_test_kit::tls::loopback_tls(&[&rustls::version::TLS13]);
+        let server_config = tls.server;
         let mut accepted = 0;
         let (port, server) = server(move |stream| {
             accepted += 1;
-            if !serve(accepted, None) {
+            if accepted > connections {
                 return false;
             }
             // Each record sent at once, not held back for an ack (Nagle).
             stream.set_nodelay(true).unwrap();
             let session = rustls::ServerConnection::new(server_config.clone()).unwrap();
-            serve(
-                accepted,
-                Some(&mut rustls::StreamOwned::new(session, stream)),
-            )
+            let mut tls = rustls::StreamOwned::new(session, stream);
+            assert!(!request(&mut tls).is_empty());
+            tls.write_all(&created(0)).unwrap();
+            tls.flush().unwrap();
+            then(accepted, &mut tls);
+            true
         });
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let url = url::Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-        let mut client = Client::new(&url, &[], Some(Arc::new(config)), |_| None).unwrap();
+        roots.add(tls.ca).unwrap();
+        let mut client = tls_client(port, roots);
         client.probe_after = Duration::from_millis(10);
         (client, port, server)
     }
 
     #[test]
     fn tls_records_after_an_answer_keep_the_connection_unless_one_is_the_servers_end() {
-        let (mut client, port, server) = tls_server(|accepted, tls| {
-            let Some(tls) = tls else {
-                return accepted <= 2;
-            };
-            assert!(!request(tls).is_empty());
-            tls.write_all(&created(0)).unwrap();
-            tls.flush().unwrap();
+        let (mut client, port, server) = tls_server(2, |accepted, tls| {
             if accepted == 1 {
                 // A key update after the answer: nothing for the client to read.
                 std::thread::sleep(Duration::from_millis(20));
@@ -1526,7 +1506,6 @@ mod tests {
                 tls.conn.send_close_notify();
                 tls.conn.write_tls(&mut tls.sock).unwrap();
             }
-            true
         });
         assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
         std::thread::sleep(Duration::from_millis(100));
@@ -1542,13 +1521,7 @@ mod tests {
 
     #[test]
     fn an_idle_tls_connection_with_part_of_a_late_answer_is_not_used_again() {
-        let (mut client, port, server) = tls_server(|accepted, tls| {
-            let Some(tls) = tls else {
-                return accepted <= 2;
-            };
-            assert!(!request(tls).is_empty());
-            tls.write_all(&created(0)).unwrap();
-            tls.flush().unwrap();
+        let (mut client, port, server) = tls_server(2, |accepted, tls| {
             if accepted == 1 {
                 // A late 408 whose record comes in two parts, the probe between them.
                 let mut late = Vec::new();
@@ -1561,7 +1534,6 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(300));
                 let _ = tls.sock.write_all(&late[10..]);
             }
-            true
         });
         assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
         std::thread::sleep(Duration::from_millis(100));
@@ -1593,17 +1565,9 @@ mod tests {
 
     #[test]
     fn a_chunk_size_with_a_sign_is_refused() {
-        let (port, server) = answering(
-            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n+1\r\na\r\n0\r\n\r\n"
-                .to_vec(),
+        refused(
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n+1\r\na\r\n0\r\n\r\n",
+            "not hex",
         );
-        let mut client = client(&format!("http://127.0.0.1:{port}/"));
-        let error = client.post(b"{}", TIMEOUT).err().unwrap();
-        assert!(
-            matches!(&error, HttpError::Failed(why) if why.contains("not hex")),
-            "{error}"
-        );
-        drop(client);
-        assert_eq!(finish(port, server), 1);
     }
 }
