@@ -562,7 +562,7 @@ impl Connection {
     }
 
     /// Whether the session, not the socket, holds what comes after an answer: bytes of
-    /// another, or the server's end (`close_notify`).
+    /// another, part of a record, or the server's end (`close_notify`); see [`Tls::holds_more`].
     fn holds_more(&mut self) -> bool {
         match &mut self.stream {
             Stream::Plain(_) => false,
