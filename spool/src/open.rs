@@ -50,7 +50,8 @@ pub struct Shared {
     /// the first wakes the applier, which saves them within a second).
     pub acks_wanted: AtomicBool,
     /// A second connection, which checkpoints the WAL into the database file outside of
-    /// `db`'s lock: a checkpoint fsyncs, and must not stall appends or the sinks.
+    /// `db`'s lock: a checkpoint fsyncs, and must not stall appends or the sinks. (Only a
+    /// flood that outruns it makes the owner checkpoint under the lock: see `schema.rs`.)
     pub checkpointer: Mutex<Connection>,
     pub troubles: Troubles,
     _lock: File,

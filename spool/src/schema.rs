@@ -15,8 +15,10 @@ use crate::{EvictFirst, Fsync, FILE};
 /// The database layout this spool writes (`PRAGMA user_version`): 0 was calllogger 0.1's, 1
 /// had one consumer and no cursors, 2 has named cursors and dead letters per sink.
 pub const LAYOUT: i64 = 2;
-/// The WAL file is cut back to this size after checkpoints.
-const WAL_LIMIT: i64 = 32 << 20;
+/// The most the WAL holds: the owner checkpoints as it commits past this size (the applier's
+/// own checkpoints keep the WAL far smaller unless a flood outruns them), and the file is cut
+/// back to it when the WAL starts over.
+pub(crate) const WAL_LIMIT: i64 = 32 << 20;
 
 /// `map_err` for SQLite errors on the database at `path`.
 pub fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> SqliteError + '_ {
@@ -178,7 +180,14 @@ fn open_layout(
     conn.pragma_update(None, "cache_size", -256).map_err(&err)?;
     // Room for every statement the owner runs, so that none is parsed again.
     conn.set_prepared_statement_cache_capacity(32);
-    conn.pragma_update(None, "wal_autocheckpoint", 0)
+    // The applier checkpoints on its own connection, outside the queue's lock. A flood can
+    // outrun it, and a WAL that grows with the flood is a disk filling up: past WAL_LIMIT
+    // each commit checkpoints, under the lock so that no write slips in, until the WAL can
+    // start over.
+    let page_size: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .map_err(&err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_LIMIT / page_size)
         .map_err(&err)?;
     conn.pragma_update(None, "journal_size_limit", WAL_LIMIT)
         .map_err(&err)?;

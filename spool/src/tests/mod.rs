@@ -357,6 +357,35 @@ fn a_missing_journal_after_a_clean_stop_loses_nothing() {
 }
 
 #[test]
+fn a_flood_that_outruns_the_applier_s_checkpoints_keeps_the_wal_at_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = owner(dir.path(), 5_000);
+    let wal = dir.path().join("spool.sqlite3-wal");
+    let pad = "x".repeat(2000);
+    let mut wal_max = 0;
+    // 80 MB of records, applied as they come (the journal's tail holds 1 MiB), and never a
+    // checkpoint of the applier's.
+    for round in 0..200 {
+        for i in 0..200 {
+            let id = new_id();
+            let body = format!(r#"{{"id":"{id}","n":{},"pad":"{pad}"}}"#, round * 200 + i);
+            spool.writer.append(&id, 2, &body).unwrap();
+        }
+        spool.apply();
+        wal_max = wal_max.max(std::fs::metadata(&wal).unwrap().len());
+    }
+    assert!(
+        spool.pending() <= 5_000,
+        "the cap holds: {}",
+        spool.pending()
+    );
+    assert!(
+        wal_max <= schema::WAL_LIMIT as u64 + (4 << 20),
+        "the WAL grew to {wal_max} bytes"
+    );
+}
+
+#[test]
 fn a_corrupt_database_is_moved_aside_and_rebuilt_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let spool = owner(dir.path(), 10_000);
