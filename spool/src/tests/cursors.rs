@@ -132,6 +132,20 @@ fn records_the_applier_moves_into_the_table_are_checkpointed_within_about_a_seco
     applier.stop().unwrap();
 }
 
+#[test]
+fn a_line_appended_while_the_applier_sleeps_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // No consumer waits to take the line itself: only the applier moves it.
+    let spool = open_with(dir.path(), options(1000, &[]));
+    let applier = spool.applier.start().unwrap();
+    for n in 1..=3 {
+        poll(|| spool.writer.shared.journal.sleeping().then_some(()));
+        spool.writer.append(&new_id(), 2, "{}").unwrap();
+        poll(|| (spool.writer.shared.pending.load(Ordering::Relaxed) == n).then_some(()));
+    }
+    applier.stop().unwrap();
+}
+
 /// What the database file itself holds, without its WAL: what the checkpoints copied.
 fn in_the_file<T: rusqlite::types::FromSql>(dir: &Path, sql: &str) -> Option<T> {
     let uri = format!("file:{}?immutable=1", dir.join(crate::FILE).display());
