@@ -28,8 +28,10 @@ impl Serialize for RecordJson<'_> {
         map.serialize_entry("call_type", &r.call_type.0)?;
         if let Some(date) = r.date.into_option() {
             match date.to_zoned() {
-                Ok(zoned) => map
-                    .serialize_entry("date", &zoned.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())?,
+                Ok(zoned) => match iso_date(&zoned, &mut [0; 25]) {
+                    Some(text) => map.serialize_entry("date", text)?,
+                    None => map.serialize_entry("date", &zoned.strftime(DATE).to_string())?,
+                },
                 Err(_) => map.serialize_entry("date", &date.unix_seconds)?,
             }
         }
@@ -74,6 +76,48 @@ impl Serialize for RecordJson<'_> {
     }
 }
 
+/// The record's `date`: local time with its offset, `2019-04-10T23:19:06+01:00`.
+const DATE: &str = "%Y-%m-%dT%H:%M:%S%:z";
+
+/// `zoned` as [`DATE`] formats it, written into `buf` without parsing the format (the
+/// pushing thread does this for every record); `None` where `strftime` writes more: a year
+/// outside 0 to 9999, an offset with seconds.
+fn iso_date<'b>(zoned: &jiff::ZonedDateTime, buf: &'b mut [u8; 25]) -> Option<&'b str> {
+    let offset = zoned.offset().seconds();
+    if !(0..=9999).contains(&zoned.year()) || offset % 60 != 0 {
+        return None;
+    }
+    let minutes = offset.unsigned_abs() / 60;
+    let fields = [
+        (0, 4, zoned.year() as u32),
+        (5, 2, zoned.month() as u32),
+        (8, 2, zoned.day() as u32),
+        (11, 2, zoned.hour() as u32),
+        (14, 2, zoned.minute() as u32),
+        (17, 2, zoned.second() as u32),
+        (20, 2, minutes / 60),
+        (23, 2, minutes % 60),
+    ];
+    for (at, width, mut value) in fields {
+        for digit in buf[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    for (at, separator) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (22, b':'),
+    ] {
+        buf[at] = separator;
+    }
+    buf[19] = if offset < 0 { b'-' } else { b'+' };
+    std::str::from_utf8(buf).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +146,46 @@ mod tests {
         })
         .unwrap();
         assert_eq!(bare, r#"{"call_type":77}"#);
+    }
+
+    #[test]
+    fn dates_are_written_as_strftime_writes_them() {
+        let date = |unix_seconds, offset_seconds| {
+            let json = to_json(
+                "i",
+                &Record::new(CallType(1)).date(Timestamp::new(unix_seconds, offset_seconds)),
+            );
+            serde_json::from_str::<serde_json::Value>(&json).unwrap()["date"].clone()
+        };
+        let strftime = |unix_seconds, offset_seconds| {
+            let zoned = Timestamp::new(unix_seconds, offset_seconds)
+                .to_zoned()
+                .unwrap();
+            serde_json::Value::from(zoned.strftime(DATE).to_string())
+        };
+        let mut written = 0;
+        // From before year 0 (written by strftime) to 9999, offsets in minutes and seconds.
+        for unix_seconds in (-62_300_000_000..253_500_000_000).step_by(987_654_321) {
+            for offset_seconds in (-93_540..=93_540)
+                .step_by(1_740)
+                .chain([0, 60, -60, 59, -1])
+            {
+                assert_eq!(
+                    date(unix_seconds, offset_seconds),
+                    strftime(unix_seconds, offset_seconds),
+                    "{unix_seconds} at {offset_seconds}"
+                );
+                written += 1;
+            }
+        }
+        assert!(written > 30_000, "{written}");
+        let zoned = Timestamp::new(1_554_934_746, -(3 * 3600 + 30 * 60))
+            .to_zoned()
+            .unwrap();
+        assert_eq!(
+            iso_date(&zoned, &mut [0; 25]),
+            Some("2019-04-10T18:49:06-03:30"),
+            "written without strftime"
+        );
     }
 }
