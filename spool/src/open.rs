@@ -210,8 +210,18 @@ impl Shared {
 
     /// See [`Writer::append`](crate::Writer::append).
     pub fn append(&self, id: &str, kind: i32, body: &str) -> Result<(), AppendError> {
-        let line = format!("{kind}\t{}\t{id}\t{body}\n", schema::unix_now());
-        match self.journal.append(line.as_bytes()) {
+        let mut line = Vec::with_capacity(32 + id.len() + body.len());
+        for field in [
+            itoa::Buffer::new().format(kind).as_bytes(),
+            itoa::Buffer::new().format(schema::unix_now()).as_bytes(),
+            id.as_bytes(),
+        ] {
+            line.extend_from_slice(field);
+            line.push(b'\t');
+        }
+        line.extend_from_slice(body.as_bytes());
+        line.push(b'\n');
+        match self.journal.append(&line) {
             Ok(()) => {
                 self.hand_over();
                 self.troubles
