@@ -11,9 +11,11 @@
 //!
 //! `rates` and `idle` read the host's threads in `/proc/PID/task/*`: CPU as the nanoseconds on
 //! CPU in `schedstat` (exact, where `/proc/PID/stat`'s ticks are 10 ms), wake-ups as context
-//! switches in `status`. `rates` runs each rate twice, one after the other: through the host,
-//! and through the read-only floor (`xtask floor PATH COUNT`, a process that opens the pty as
-//! the host's serial base does and only counts lines).
+//! switches in `status`. `rates` runs each rate three times, one after the other: through the
+//! read-only floor (`xtask floor PATH`, a process that opens the pty as the host's serial base
+//! does and only counts lines), through the work floor (`xtask floor PATH URL JOURNAL`, which
+//! also appends each read's lines to a file and POSTs them to the same kind of loopback
+//! frontend, waiting for the answer, in the one thread), and through the host.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, UNIX_EPOCH};

@@ -49,8 +49,11 @@ fn main() -> Result<()> {
         "image" => image::run(&rest),
         // The benchmark's read-only floor (`bench rates`), not for people.
         "floor" => match rest.as_slice() {
-            [path] => bench::floor(path),
-            _ => bail!("usage: xtask floor PATH (then the line count on stdin)"),
+            [path] => bench::floor(path, None),
+            [path, url, journal] => bench::floor(path, Some((url, journal))),
+            _ => bail!(
+                "usage: xtask floor PATH [FRONTEND_URL JOURNAL] (then the line count on stdin)"
+            ),
         },
         _ => bail!(
             "usage: cargo xtask demo [HOST ARGS…] | stage DIR [--release] | bench [NAME…] | \

@@ -1,5 +1,6 @@
-//! Issue 14's rows: CPU per line at the rates PBXs produce, next to a read-only floor; idle
-//! wake-ups and CPU; RSS by part.
+//! Issue 14's rows: CPU per line at the rates PBXs produce, next to a read-only floor and a
+//! work floor (the least the host's promise takes per line, in one thread); idle wake-ups and
+//! CPU; RSS by part.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -46,7 +47,8 @@ struct Measured {
     rss: f64,
 }
 
-/// CPU µs per line, host and floor, at each rate of [`RATES`] (floor, then host, per rate).
+/// CPU µs per line, host and floors, at each rate of [`RATES`] (floor, work floor, then host,
+/// per rate).
 pub(super) fn rates(bench: &Bench) -> Result<Vec<Row>> {
     let tz = dublin()?;
     let lines: Vec<Vec<u8>> = hipath_samples()?
@@ -56,7 +58,9 @@ pub(super) fn rates(bench: &Bench) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &(rate, secs) in RATES {
         let run = Duration::from_secs(secs);
-        let floor = through_floor(&lines, rate, run).context("the floor")?;
+        let floor = through_floor(&lines, rate, run, None).context("the floor")?;
+        let work = through_floor(&lines, rate, run, Some(&Frontend::ids_only()))
+            .context("the work floor")?;
         let host = through_host(bench, &lines, rate, run).context("the host")?;
         let ratio = host.cpu_per_line / floor.cpu_per_line;
         let (what, target) = match rate {
@@ -64,13 +68,16 @@ pub(super) fn rates(bench: &Bench) -> Result<Vec<Row>> {
             None => ("flat out".to_owned(), "≤ 3× floor, ≥ 100,000 lines/s"),
         };
         let mut value = format!(
-            "host {:.1} µs, floor {:.2} µs: {ratio:.1}×",
-            host.cpu_per_line, floor.cpu_per_line
+            "host {:.1} µs, floor {:.2} µs: {ratio:.1}×; work floor {:.1} µs: host {:.1}× it",
+            host.cpu_per_line,
+            floor.cpu_per_line,
+            work.cpu_per_line,
+            host.cpu_per_line / work.cpu_per_line
         );
         if rate.is_none() {
             value += &format!(
-                "; {:.0} lines/s (floor {:.0})",
-                host.lines_per_second, floor.lines_per_second
+                "; {:.0} lines/s (floor {:.0}, work floor {:.0})",
+                host.lines_per_second, floor.lines_per_second, work.lines_per_second
             );
         }
         let threads: Vec<String> = host
@@ -137,11 +144,24 @@ fn feed(
     Ok((sent, started))
 }
 
-/// The floor: `xtask floor PATH` reading the pty while it is fed.
-fn through_floor(lines: &[Vec<u8>], rate: Option<f64>, run: Duration) -> Result<Measured> {
+/// The floor: `xtask floor PATH` reading the pty while it is fed; with `frontend`, the work
+/// floor (`xtask floor PATH URL JOURNAL`), which also stores and delivers every line, and
+/// every line must arrive there once.
+fn through_floor(
+    lines: &[Vec<u8>],
+    rate: Option<f64>,
+    run: Duration,
+    frontend: Option<&Frontend>,
+) -> Result<Measured> {
     let (mut master, path) = pty()?;
+    let journal = std::env::temp_dir().join(format!("calllogger-floor-{}", std::process::id()));
+    let mut args = vec![path];
+    if let Some(frontend) = frontend {
+        args.extend([frontend.url.clone(), journal.display().to_string()]);
+    }
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["floor", &path])
+        .arg("floor")
+        .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -174,6 +194,18 @@ fn through_floor(lines: &[Vec<u8>], rate: Option<f64>, run: Duration) -> Result<
     let read: u64 = done.trim_start_matches("done ").parse()?;
     if read != sent {
         bail!("the floor read {read} lines of {sent}");
+    }
+    if let Some(frontend) = frontend {
+        let _ = std::fs::remove_file(&journal);
+        let delivered = frontend.delivered();
+        let ids: HashSet<&str> = delivered.iter().filter_map(|r| r["id"].as_str()).collect();
+        if delivered.len() as u64 != sent || ids.len() as u64 != sent {
+            bail!(
+                "the work floor read {sent} lines, the frontend stored {} records under {} ids",
+                delivered.len(),
+                ids.len()
+            );
+        }
     }
     Ok(Measured {
         cpu_per_line: cpu as f64 / 1e3 / sent as f64,
@@ -256,8 +288,10 @@ fn start_quiet(install: &calllogger_test_kit::Install) -> Host {
 
 /// The read-only floor (`xtask floor PATH`): opens the pty as the host's serial base does,
 /// says `ready`, counts the lines it reads until it has as many as the number then written to
-/// its stdin, says `done COUNT` and exits at the end of its stdin.
-pub fn floor(path: &str) -> Result<()> {
+/// its stdin, says `done COUNT` and exits at the end of its stdin. Given `delivery` (the
+/// frontend's URL and a journal file), the work floor: it also does the least that the host's
+/// promise takes for each line read, in the reading thread (see [`Delivery`]).
+pub fn floor(path: &str, delivery: Option<(&str, &str)>) -> Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout};
     let port = serialport::new(path, BAUD)
         .timeout(Duration::from_secs(3600))
@@ -267,6 +301,9 @@ pub fn floor(path: &str) -> Result<()> {
     let pty = unsafe { BorrowedFd::borrow_raw(port.as_raw_fd()) };
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
+    let mut delivery = delivery
+        .map(|(url, journal)| Delivery::connect(url, Path::new(journal)))
+        .transpose()?;
     writeln!(stdout, "ready")?;
     stdout.flush()?;
     let (mut read, mut target, mut told) = (0u64, None::<u64>, Vec::new());
@@ -282,6 +319,9 @@ pub fn floor(path: &str) -> Result<()> {
         if pty_ready {
             let n = nix::unistd::read(pty, &mut buffer)?;
             read += buffer[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            if let Some(delivery) = &mut delivery {
+                delivery.lines(&buffer[..n])?;
+            }
         }
         if stdin_ready {
             let n = nix::unistd::read(stdin.as_fd(), &mut buffer)?;
@@ -298,6 +338,111 @@ pub fn floor(path: &str) -> Result<()> {
     stdout.flush()?;
     while nix::unistd::read(stdin.as_fd(), &mut buffer)? > 0 {}
     Ok(())
+}
+
+/// What the work floor does with the lines it reads: each read's whole lines are appended to
+/// a journal file in one write (the host's durability, with `fsync: periodic`), then POSTed
+/// to the frontend as one request on one kept-alive connection (a record as an object,
+/// several as an array, with ids), and the answer read before the next read.
+struct Delivery {
+    journal: std::fs::File,
+    frontend: std::net::TcpStream,
+    host: String,
+    /// Bytes of a line not yet ended.
+    partial: Vec<u8>,
+    next_id: u64,
+}
+
+impl Delivery {
+    fn connect(url: &str, journal: &Path) -> Result<Self> {
+        let host = url.strip_prefix("http://").context("an http:// frontend")?;
+        Ok(Self {
+            journal: std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(journal)
+                .with_context(|| format!("creating {}", journal.display()))?,
+            frontend: std::net::TcpStream::connect(host)
+                .with_context(|| format!("connecting to {url}"))?,
+            host: host.to_owned(),
+            partial: Vec::new(),
+            next_id: 0,
+        })
+    }
+
+    fn lines(&mut self, read: &[u8]) -> Result<()> {
+        use std::io::Read;
+        self.partial.extend_from_slice(read);
+        let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return Ok(());
+        };
+        let whole: Vec<u8> = self.partial.drain(..=end).collect();
+        self.journal.write_all(&whole)?;
+        let records: Vec<String> = whole
+            .split_inclusive(|b| *b == b'\n')
+            .map(|line| {
+                self.next_id += 1;
+                format!(
+                    r#"{{"id":"floor-{}","raw":"{}"}}"#,
+                    self.next_id,
+                    json_escaped(&String::from_utf8_lossy(line))
+                )
+            })
+            .collect();
+        let body = match records.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(",")),
+        };
+        let mut request = format!(
+            "POST /api/v1/monitor/cdr/ HTTP/1.1\r\nHost: {}\r\nAuthorization: Token floor\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body.as_bytes());
+        self.frontend.write_all(&request)?;
+        // The answer: its head, then as many bytes as its Content-Length says.
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Some(head) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&answer[..head]).to_ascii_lowercase();
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .context("an answer without Content-Length")?
+                    .trim()
+                    .parse()?;
+                if answer.len() >= head + 4 + length {
+                    if !text.starts_with("http/1.1 2") {
+                        bail!("the frontend refused the work floor's records: {text}");
+                    }
+                    return Ok(());
+                }
+            }
+            let n = self.frontend.read(&mut buffer)?;
+            if n == 0 {
+                bail!("the frontend closed the connection");
+            }
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    }
+}
+
+/// `text` as the inside of a JSON string.
+fn json_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Wake-ups per second and CPU per hour of the host idle on a silent pty for 30 s, with a
