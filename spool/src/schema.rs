@@ -15,9 +15,10 @@ use crate::{EvictFirst, Fsync, FILE};
 /// The database layout this spool writes (`PRAGMA user_version`): 0 was calllogger 0.1's, 1
 /// had one consumer and no cursors, 2 has named cursors and dead letters per sink.
 pub const LAYOUT: i64 = 2;
-/// The most the WAL holds: the owner checkpoints as it commits past this size (the applier's
-/// own checkpoints keep the WAL far smaller unless a flood outruns them), and the file is cut
-/// back to it when the WAL starts over.
+/// About the most the WAL holds: the owner checkpoints as it commits past this size (the
+/// applier's own checkpoints keep the WAL far smaller unless a flood outruns them; a reader
+/// holding a snapshot, such as an outside `sqlite3` shell, keeps it from starting over), and
+/// the file is cut back to it when the WAL starts over.
 pub(crate) const WAL_LIMIT: i64 = 32 << 20;
 
 /// `map_err` for SQLite errors on the database at `path`.
@@ -183,7 +184,8 @@ fn open_layout(
     // The applier checkpoints on its own connection, outside the queue's lock. A flood can
     // outrun it, and a WAL that grows with the flood is a disk filling up: past WAL_LIMIT
     // each commit checkpoints, under the lock so that no write slips in, until the WAL can
-    // start over.
+    // start over. That copy (about 32 MiB and its fsyncs) holds up the sinks and `counts`
+    // meanwhile, as it does an open after a crash mid-flood.
     let page_size: i64 = conn
         .pragma_query_value(None, "page_size", |r| r.get(0))
         .map_err(&err)?;

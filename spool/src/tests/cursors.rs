@@ -138,10 +138,11 @@ fn a_line_appended_while_the_applier_sleeps_wakes_it() {
     // No consumer waits to take the line itself: only the applier moves it.
     let spool = open_with(dir.path(), options(1000, &[]));
     let applier = spool.applier.start().unwrap();
+    // Once a record is checkpointed the applier has nothing due: only the append can wake it.
     for n in 1..=3 {
         poll(|| spool.writer.shared.journal.sleeping().then_some(()));
         spool.writer.append(&new_id(), 2, "{}").unwrap();
-        poll(|| (spool.writer.shared.pending.load(Ordering::Relaxed) == n).then_some(()));
+        poll(|| (checkpointed_pending(dir.path()) == n).then_some(()));
     }
     applier.stop().unwrap();
 }
