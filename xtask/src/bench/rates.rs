@@ -197,15 +197,7 @@ fn through_floor(
         bail!("the floor read {read} lines of {sent}");
     }
     if let Some(frontend) = frontend {
-        let delivered = frontend.delivered();
-        let ids: HashSet<&str> = delivered.iter().filter_map(|r| r["id"].as_str()).collect();
-        if delivered.len() as u64 != sent || ids.len() as u64 != sent {
-            bail!(
-                "the work floor read {sent} lines, the frontend stored {} records under {} ids",
-                delivered.len(),
-                ids.len()
-            );
-        }
+        delivered_once(frontend, sent).context("the work floor")?;
     }
     Ok(Measured {
         cpu_per_line: cpu as f64 / 1e3 / sent as f64,
@@ -246,15 +238,7 @@ fn through_host(
     let rss = status_mib(pid, "VmRSS:")?;
     std::thread::sleep(Duration::from_millis(200)); // a late duplicate would show
     host.terminate();
-    let delivered = frontend.delivered();
-    let ids: HashSet<&str> = delivered.iter().filter_map(|r| r["id"].as_str()).collect();
-    if delivered.len() as u64 != sent || ids.len() as u64 != sent {
-        bail!(
-            "sent {sent} lines, the frontend stored {} records under {} ids",
-            delivered.len(),
-            ids.len()
-        );
-    }
+    delivered_once(&frontend, sent)?;
     let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
     for spent in since(&before, &after) {
         *by_name.entry(spent.name).or_default() += spent.cpu_ns;
@@ -273,6 +257,20 @@ fn through_host(
         by_thread,
         rss,
     })
+}
+
+/// Fails unless `frontend` stored `sent` records under as many ids.
+fn delivered_once(frontend: &Frontend, sent: u64) -> Result<()> {
+    let delivered = frontend.delivered();
+    let ids: HashSet<&str> = delivered.iter().filter_map(|r| r["id"].as_str()).collect();
+    if delivered.len() as u64 != sent || ids.len() as u64 != sent {
+        bail!(
+            "sent {sent} lines, the frontend stored {} records under {} ids",
+            delivered.len(),
+            ids.len()
+        );
+    }
+    Ok(())
 }
 
 /// `calllogger run` at `warn`, stdout discarded, with no systemd watchdog asked for.
