@@ -108,21 +108,37 @@ fn failing_and_panicking_instances_restart_with_growing_waits_while_others_run_o
     let mut steady_between = 0;
     host.records_until(Duration::from_secs(30), |r| {
         if r["number"] == "flaky" {
-            runs.push((Instant::now(), r["line"].as_u64().unwrap()));
+            runs.push(r["line"].as_u64().unwrap());
         } else if !runs.is_empty() {
             steady_between += 1;
         }
         runs.len() == 4
     });
-    assert_eq!(
-        runs.iter().map(|r| r.1).collect::<Vec<_>>(),
-        [1, 2, 3, 4],
-        "each restart is a fresh run"
-    );
-    let gaps: Vec<f64> = runs
-        .windows(2)
-        .map(|w| (w[1].0 - w[0].0).as_secs_f64())
+    assert_eq!(runs, [1, 2, 3, 4], "each restart is a fresh run");
+    // The waits as the host kept them: from each "restarting in" to the next start, both
+    // logged by the instance's own thread, before and after its wait. (When the records
+    // reached stdout says less: a record delivered late shortens the gap after it.)
+    host.wait_for_log(": started instance=Flaky", 4, Duration::from_secs(30));
+    let log = host.log();
+    let logged_at = |line: &str| {
+        line.split_whitespace()
+            .next()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .unwrap_or_else(|| panic!("a log line without its time: {line}"))
+    };
+    let flaky = |what: &str| -> Vec<jiff::Timestamp> {
+        log.lines()
+            .filter(|l| l.contains("instance=Flaky") && l.contains(what))
+            .map(logged_at)
+            .collect()
+    };
+    let (restarting, started) = (flaky("restarting in"), flaky(": started"));
+    let gaps: Vec<f64> = restarting
+        .iter()
+        .zip(started.iter().skip(1))
+        .map(|(wait, start)| start.duration_since(*wait).as_secs_f64())
         .collect();
+    assert!(gaps.len() >= 3, "three restarts logged:\n{log}");
     for (gap, wait) in gaps.iter().zip([0.2, 0.4, 0.8]) {
         assert!(
             *gap >= wait * 0.95,
@@ -133,7 +149,6 @@ fn failing_and_panicking_instances_restart_with_growing_waits_while_others_run_o
         steady_between >= 10,
         "Echo kept pushing while Flaky failed ({steady_between} records)"
     );
-    let log = host.log();
     assert!(
         log.contains("panicked at") && log.contains("flaky run 1 panics on purpose"),
         "{log}"
