@@ -1141,6 +1141,18 @@ mod tests {
     }
 
     /// Ends an [`answering`] server: how many connections the client made.
+    /// Two POSTs `idle` apart, to a server that sends a 408 after its first answer: both
+    /// get their 201.
+    fn posts_past_a_late_408(client: &mut Client, idle: Duration) {
+        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
+        std::thread::sleep(idle);
+        assert_eq!(
+            client.post(b"{}", TIMEOUT).unwrap().status,
+            201,
+            "the 408 is not taken for the answer"
+        );
+    }
+
     fn finish(port: u16, server: JoinHandle<usize>) -> usize {
         TcpStream::connect(("127.0.0.1", port)).unwrap();
         server.join().unwrap() - 1
@@ -1382,13 +1394,7 @@ mod tests {
         });
         let mut client = client(&format!("http://127.0.0.1:{port}/"));
         client.probe_after = Duration::from_millis(100);
-        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(
-            client.post(b"{}", TIMEOUT).unwrap().status,
-            201,
-            "the 408 is not taken for the answer"
-        );
+        posts_past_a_late_408(&mut client, Duration::from_millis(200));
 
         // Idle past the limit: a new connection, with no probe of the old one.
         client.probe_after = Duration::MAX;
@@ -1535,13 +1541,7 @@ mod tests {
                 let _ = tls.sock.write_all(&late[10..]);
             }
         });
-        assert_eq!(client.post(b"{}", TIMEOUT).unwrap().status, 201);
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            client.post(b"{}", TIMEOUT).unwrap().status,
-            201,
-            "the 408 is not taken for the answer"
-        );
+        posts_past_a_late_408(&mut client, Duration::from_millis(100));
         drop(client);
         assert_eq!(finish(port, server), 2);
     }
