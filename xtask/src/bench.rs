@@ -24,7 +24,9 @@ use anyhow::{bail, Context, Result};
 use calllogger_test_kit::frontend::Frontend;
 use calllogger_test_kit::{Host, Install, TEST_PLUGINS, TEST_PLUGINS_V2};
 
+mod hot_code;
 mod rates;
+pub use hot_code::run as hot_code;
 pub use rates::floor;
 
 /// One row of the table.

@@ -7,6 +7,9 @@
 //!   operator should (copy to a temporary name, then rename over the old file).
 //! - `bench [NAME…]`: build in release mode and print the benchmark table (of the benchmarks
 //!   named, or all).
+//! - `hot-code [--check]`: record which of the release host's functions run after start-up
+//!   into `host/hot-code.txt` (root and tracefs needed), or check that the release build lays
+//!   them out together (`bench/hot_code.rs`).
 //! - `deb [--arch amd64|arm64] [--out DIR]`: build the Debian package (`deb.rs`).
 //! - `image [--rebuild-bases]`: build the Dockerfile with buildah on locally made base images and
 //!   run `plugins`, `check` and `run` in the image (`image.rs`; slow, not run by CI).
@@ -45,6 +48,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         "bench" => bench::run(&rest),
+        "hot-code" => bench::hot_code(&rest),
         "deb" => deb::run(&rest),
         "image" => image::run(&rest),
         // The benchmark's read-only floor (`bench rates`), not for people.
@@ -57,7 +61,7 @@ fn main() -> Result<()> {
         },
         _ => bail!(
             "usage: cargo xtask demo [HOST ARGS…] | stage DIR [--release] | bench [NAME…] | \
-             deb [--arch amd64|arm64] [--out DIR] | image [--rebuild-bases]"
+             hot-code [--check] | deb [--arch amd64|arm64] [--out DIR] | image [--rebuild-bases]"
         ),
     }
 }

@@ -101,7 +101,7 @@ pub(super) fn rates(bench: &Bench) -> Result<Vec<Row>> {
 }
 
 /// A pty pair whose slave is closed (the reader opens it by path): the master, the path.
-fn pty() -> Result<(serialport::TTYPort, String)> {
+pub(super) fn pty() -> Result<(serialport::TTYPort, String)> {
     let (mut master, slave) = serialport::TTYPort::pair()?;
     master.set_timeout(Duration::from_secs(10))?;
     let path = slave.name().context("the pty's path")?;
@@ -110,7 +110,7 @@ fn pty() -> Result<(serialport::TTYPort, String)> {
 
 /// Writes `lines` round robin to `master` at `rate` (flat out if `None`) for `run`; returns
 /// how many, and when the first was written.
-fn feed(
+pub(super) fn feed(
     master: &mut serialport::TTYPort,
     lines: &[Vec<u8>],
     rate: Option<f64>,
