@@ -6,7 +6,8 @@
 //! every function of the release host's text, and counts their hits while two hosts work the
 //! way the benchmark's do: MockCalls to stdout, and a HiPath pty at 100 lines/s to a loopback
 //! frontend. Counting starts when the host logs that start-up's code was released, so
-//! start-up's functions stay out. It needs root and tracefs.
+//! start-up's functions stay out. It needs root and tracefs, and takes minutes: the kernel
+//! waits a grace period as it switches each probe on and off.
 //!
 //! `--check` builds the release host and fails unless the listed functions exist in it (the
 //! list goes stale when the toolchain or a dependency changes their symbol names) and lie
@@ -30,7 +31,7 @@ const LIST: &str = "host/hot-code.txt";
 const FOUND_AT_LEAST: f64 = 0.9;
 
 /// How long each recorded host works.
-const RUN: Duration = Duration::from_secs(5);
+const RUN: Duration = Duration::from_secs(15);
 
 /// What the host logs once start-up's code is released (`host/src/host.rs`).
 const RELEASED: &str = "start-up code released";
@@ -82,8 +83,10 @@ struct Function {
     size: u64,
 }
 
-/// Builds the release host and the shipped plugins with a link map; returns the artifacts'
-/// folder and the host's functions in address order.
+/// Builds the release host and the shipped plugins with a link map, in one cargo invocation
+/// as every shipped build does (`dist/install-root.sh`: their features unify, and the
+/// symbol names depend on them); returns the artifacts' folder and the host's functions in
+/// address order.
 fn build() -> Result<(PathBuf, Vec<Function>)> {
     let map = std::env::temp_dir().join(format!("calllogger-link-{}.map", std::process::id()));
     let mut build = crate::cargo();
