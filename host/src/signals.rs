@@ -42,8 +42,15 @@ pub enum Event {
     PluginsChanged,
 }
 
+/// How soon after a stop request another one is the same request sent twice, not a second:
+/// `timeout`, for one, signals its command and then its own process group, which the command
+/// is in, 0.5 ms apart. A person pressing Ctrl-C twice is slower than this.
+#[cfg(unix)]
+const ECHO: Duration = Duration::from_millis(250);
+
 /// Delivers SIGINT and SIGTERM as [`Event::Shutdown`] and SIGHUP as [`Event::Reload`] on `tx`.
-/// A second SIGINT or SIGTERM while shutting down exits at once with status 130.
+/// Another SIGINT or SIGTERM while shutting down exits at once with status 130, unless it
+/// comes within [`ECHO`] of the first.
 #[cfg(unix)]
 pub fn forward(tx: Sender<Event>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -51,19 +58,29 @@ pub fn forward(tx: Sender<Event>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut seen = false;
+            let mut stopping: Option<std::time::Instant> = None;
             for signal in signals.forever() {
-                let event = match signal {
-                    SIGHUP => Event::Reload("SIGHUP"),
-                    _ if seen => {
+                let name = match signal {
+                    SIGHUP => {
+                        let _ = tx.send(Event::Reload("SIGHUP"));
+                        continue;
+                    }
+                    SIGINT => "SIGINT",
+                    _ => "SIGTERM",
+                };
+                match stopping {
+                    None => {
+                        stopping = Some(std::time::Instant::now());
+                        let _ = tx.send(Event::Shutdown(Shutdown::Signal(name)));
+                    }
+                    Some(first) if first.elapsed() < ECHO => {
+                        tracing::debug!("{name} again at once: the same stop request");
+                    }
+                    Some(_) => {
                         tracing::warn!("second signal: exiting now");
                         std::process::exit(130);
                     }
-                    SIGINT => Event::Shutdown(Shutdown::Signal("SIGINT")),
-                    _ => Event::Shutdown(Shutdown::Signal("SIGTERM")),
-                };
-                seen |= matches!(event, Event::Shutdown(_));
-                let _ = tx.send(event);
+                }
             }
         })?;
     Ok(())

@@ -57,6 +57,43 @@ fn sigint_works_like_sigterm() {
 }
 
 #[test]
+fn a_second_signal_while_stopping_exits_at_once_but_the_same_one_sent_twice_does_not() {
+    // Stubborn ignores stop: a graceful stop waits out `shutdown_timeout`.
+    let config = "settings: {plugins: [Stubborn], shutdown_timeout: 30}\n";
+    let install = Install::new(HOST, &[TEST_PLUGINS], config);
+    let mut host = install.start();
+    host.records_until(Duration::from_secs(20), |_| true);
+    host.signal(Signal::SIGTERM);
+    host.wait_for_log("SIGTERM received", 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(600));
+    let sent = Instant::now();
+    host.signal(Signal::SIGINT);
+    let (status, _) = host.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(130), "{}", host.log());
+    assert!(sent.elapsed() < Duration::from_secs(10), "{}", host.log());
+    assert!(host.log().contains("second signal: exiting now"));
+
+    // As `timeout` does: the command, then its process group, within a millisecond. The
+    // graceful stop takes its `shutdown_timeout`, 1 s, so the second signal finds it stopping.
+    let install = Install::new(
+        HOST,
+        &[TEST_PLUGINS],
+        "settings: {plugins: [Stubborn, Echo], shutdown_timeout: 1}\nEcho: {label: a}\n",
+    );
+    let mut host = install.start();
+    host.records_until(Duration::from_secs(20), |_| true);
+    host.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(20));
+    host.signal(Signal::SIGTERM);
+    let (status, _) = host.wait_exit(Duration::from_secs(15));
+    let log = host.log();
+    assert!(status.success(), "exit status {status:?}\n{log}");
+    assert!(!log.contains("exiting now"), "{log}");
+    assert!(log.contains("stopped instance=Echo\n"), "{log}");
+    assert!(log.contains("left behind"), "{log}");
+}
+
+#[test]
 fn an_instance_that_ignores_stop_does_not_hold_the_exit_past_the_deadline() {
     let install = Install::new(
         HOST,
