@@ -17,7 +17,7 @@
 //! also appends each read's lines to a file and POSTs them to the same kind of loopback
 //! frontend, waiting for the answer, in the one thread), and through the host.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -95,13 +95,7 @@ pub fn run(only: &[String]) -> Result<()> {
         Some(dir) => PathBuf::from(dir),
         None => crate::build(true)?,
     };
-    let bench = Bench {
-        host: artifacts.join("calllogger"),
-        shipped: crate::SHIPPED_PLUGINS
-            .iter()
-            .map(|(_, stem)| artifacts.join(format!("lib{stem}.so")))
-            .collect(),
-    };
+    let bench = Bench::from_artifacts(&artifacts);
     let mut rows = Vec::new();
     for (name, benchmark) in BENCHMARKS {
         if only.is_empty() || only.iter().any(|n| n == name) {
@@ -140,6 +134,17 @@ struct Bench {
 }
 
 impl Bench {
+    /// The host and the shipped libraries in `artifacts`, as [`crate::build`] leaves them.
+    fn from_artifacts(artifacts: &Path) -> Self {
+        Self {
+            host: artifacts.join("calllogger"),
+            shipped: crate::SHIPPED_PLUGINS
+                .iter()
+                .map(|(_, stem)| artifacts.join(format!("lib{stem}.so")))
+                .collect(),
+        }
+    }
+
     /// A fresh installation (empty spool) with the three shipped libraries in its plugins
     /// folder, as an operator's.
     fn install(&self, config: &str) -> Install {

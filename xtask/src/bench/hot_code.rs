@@ -202,15 +202,8 @@ fn check_layout(listed: &[&str], functions: &[Function]) -> Result<()> {
 /// Runs the two hosts with a probe on every function; returns the names of those that ran
 /// after start-up, in address order.
 fn record(artifacts: &Path, functions: &[Function]) -> Result<Vec<String>> {
-    let host = artifacts.join("calllogger");
-    let bench = Bench {
-        host: host.clone(),
-        shipped: crate::SHIPPED_PLUGINS
-            .iter()
-            .map(|(_, stem)| artifacts.join(format!("lib{stem}.so")))
-            .collect(),
-    };
-    let probes = Probes::add(&host, functions)?;
+    let bench = Bench::from_artifacts(artifacts);
+    let probes = Probes::add(&bench.host, functions)?;
     // On once for both hosts, off once at the end: switching a probe off waits for the
     // kernel's grace period, per probe. Each host counts from the release of its start-up
     // code to the end of its work.
