@@ -4,9 +4,9 @@
 //! runs for every record, spread over the binary, keeps most of it resident (the README's
 //! "At the rates PBXs send, and idle"). `hot-code.txt` lists the functions a running host
 //! executes after start-up, as `cargo xtask hot-code` recorded them; LLD's
-//! `--symbol-ordering-file` puts them first in the text. Only where LLD links: a release
-//! build for x86_64 Linux with Rust's default linker (rustc 1.90 and later). Elsewhere the
-//! build is unchanged: the same code, laid out as the compiler emits it.
+//! `--symbol-ordering-file` puts them first in the text. Only where LLD links a release build
+//! for x86_64 Linux (Rust's default linker there since rustc 1.90), which a probe link finds
+//! out. Elsewhere the build is unchanged: the same code, laid out as the compiler emits it.
 
 use std::path::Path;
 
@@ -17,7 +17,7 @@ fn main() {
     println!("cargo:rerun-if-changed={LIST}");
     println!("cargo:rerun-if-env-changed=CALLLOGGER_LINK_MAP");
     let list = Path::new(&env("CARGO_MANIFEST_DIR")).join(LIST);
-    if !links_with_lld() || !list.exists() {
+    if !list.exists() || !links_with_lld(&list) {
         return;
     }
     println!(
@@ -37,27 +37,43 @@ fn main() {
     }
 }
 
-/// Whether this build's binaries are linked by LLD: Rust's default for x86_64 Linux since
-/// rustc 1.90, unless a linker is configured.
-fn links_with_lld() -> bool {
-    let default_linker = std::env::var_os("RUSTC_LINKER").is_none()
-        && !env("CARGO_ENCODED_RUSTFLAGS")
-            .split('\x1f')
-            .any(|flag| flag.contains("linker"));
-    env("TARGET") == "x86_64-unknown-linux-gnu"
-        && env("PROFILE") == "release"
-        && default_linker
-        && rustc_minor().is_some_and(|minor| minor >= 90)
-}
-
-/// The minor version of the rustc building this (`rustc 1.95.0 (…)`).
-fn rustc_minor() -> Option<u32> {
-    let output = std::process::Command::new(env("RUSTC"))
-        .arg("--version")
-        .output()
-        .ok()?;
-    let version = String::from_utf8(output.stdout).ok()?;
-    version.split(['.', ' ']).nth(2)?.parse().ok()
+/// Whether this build's binaries are linked by LLD, the only linker here that takes an
+/// ordering file: a release build for x86_64 Linux whose linker, asked to link an empty
+/// program with the same flags, accepts `--symbol-ordering-file`. Rust's own linker for that
+/// target is LLD since rustc 1.90; a distro's rustc, a configured linker or
+/// `-fuse-ld=bfd` may not be.
+fn links_with_lld(list: &Path) -> bool {
+    if env("TARGET") != "x86_64-unknown-linux-gnu" || env("PROFILE") != "release" {
+        return false;
+    }
+    let out = Path::new(&env("OUT_DIR")).join("lld-probe");
+    let source = out.with_extension("rs");
+    if std::fs::write(&source, "fn main() {}\n").is_err() {
+        return false;
+    }
+    let mut rustc = std::process::Command::new(env("RUSTC"));
+    rustc
+        .args(
+            env("CARGO_ENCODED_RUSTFLAGS")
+                .split('\x1f')
+                .filter(|f| !f.is_empty()),
+        )
+        .args(["--target", "x86_64-unknown-linux-gnu", "-o"])
+        .arg(&out)
+        .arg(format!(
+            "-Clink-arg=-Wl,--symbol-ordering-file={}",
+            list.display()
+        ))
+        .arg("-Clink-arg=-Wl,--no-warn-symbol-ordering")
+        .arg(&source)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        rustc
+            .arg("-C")
+            .arg(format!("linker={}", Path::new(&linker).display()));
+    }
+    rustc.status().is_ok_and(|status| status.success())
 }
 
 fn env(name: &str) -> String {
