@@ -4,9 +4,9 @@
 //! runs for every record, spread over the binary, keeps most of it resident (the README's
 //! "At the rates PBXs send, and idle"). `hot-code.txt` lists the functions a running host
 //! executes after start-up, as `cargo xtask hot-code` recorded them; LLD's
-//! `--symbol-ordering-file` puts them first in the text. Only where LLD links a release build
-//! for x86_64 Linux (Rust's default linker there since rustc 1.90), which a probe link finds
-//! out. Elsewhere the build is unchanged: the same code, laid out as the compiler emits it.
+//! `--symbol-ordering-file` puts them first in the text. Only where the linker of a release
+//! build for x86_64 Linux takes that flag (LLD, Rust's default there since rustc 1.90), which
+//! a probe link finds out. Elsewhere the build is unchanged: the same code, laid out as the compiler emits it.
 
 use std::path::Path;
 
@@ -17,7 +17,7 @@ fn main() {
     println!("cargo:rerun-if-changed={LIST}");
     println!("cargo:rerun-if-env-changed=CALLLOGGER_LINK_MAP");
     let list = Path::new(&env("CARGO_MANIFEST_DIR")).join(LIST);
-    if !list.exists() || !links_with_lld(&list) {
+    if !list.exists() || !linker_takes_ordering(&list) {
         return;
     }
     println!(
@@ -37,12 +37,11 @@ fn main() {
     }
 }
 
-/// Whether this build's binaries are linked by LLD, the only linker here that takes an
-/// ordering file: a release build for x86_64 Linux whose linker, asked to link an empty
-/// program with the same flags, accepts `--symbol-ordering-file`. Rust's own linker for that
-/// target is LLD since rustc 1.90; a distro's rustc, a configured linker or
-/// `-fuse-ld=bfd` may not be.
-fn links_with_lld(list: &Path) -> bool {
+/// Whether this build's linker takes the ordering file: a release build for x86_64 Linux
+/// whose linker, asked to link an empty program with the same flags, accepts
+/// `--symbol-ordering-file`. Rust's own linker for that target is LLD, which does, since
+/// rustc 1.90; GNU ld (a distro's rustc, `-fuse-ld=bfd`) does not.
+fn linker_takes_ordering(list: &Path) -> bool {
     if env("TARGET") != "x86_64-unknown-linux-gnu" || env("PROFILE") != "release" {
         return false;
     }
